@@ -1,0 +1,103 @@
+"""Every config key Strata knows, with its default.
+
+Experiment configs start from `base_config()`, which is locked: assigning a key
+that does not exist here (in a config file or as `--config.x.y=...`) fails and
+lists the valid keys, so a typo can never be silently ignored.
+"""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+
+  c.model = ml_collections.ConfigDict(dict(
+      vocab_size=32_000,
+      d_model=512,
+      num_layers=8,
+      num_heads=8,
+      num_kv_heads=8,         # < num_heads gives grouped-query attention
+      head_dim=64,
+      mlp_dim=2048,
+      max_seq_len=2048,       # size of the learned position table (position="learned")
+      norm="rmsnorm",         # "rmsnorm" (Llama) | "layernorm" (GPT-2)
+      norm_eps=1e-5,
+      mlp="swiglu",           # "swiglu" (Llama) | "gelu" (GPT-2)
+      position="rope",        # "rope" (Llama) | "learned" (GPT-2)
+      rope_theta=10_000.0,
+      use_bias=False,         # biases in every projection (GPT-2)
+      tie_embeddings=True,
+      init_std=0.02,
+      dtype="float32",        # compute dtype, e.g. "bfloat16"
+      param_dtype="float32",  # storage dtype of parameters
+      attention_impl="xla",   # "xla" | "cudnn" (GPU) -- jax.nn.dot_product_attention
+      scan_layers=True,       # one compiled layer body scanned over depth
+      remat="none",           # "none" | "full" | "dots" | "dots_no_batch"
+  ))
+
+  c.data = ml_collections.ConfigDict(dict(
+      dir="",                 # a prepared dataset (scripts/prepare_data.py)
+      worker_count=0,         # grain worker processes; 0 reads in the main process
+      add_bos=True,
+      add_eos=True,
+      # When set, `dir` is prepared on first use from this source ("stdlib":
+      # the running interpreter's standard library source).
+      prepare_source="",
+      prepare_vocab_size=4096,
+      prepare_val_fraction=0.02,
+      prepare_test_fraction=0.02,
+  ))
+
+  c.train = ml_collections.ConfigDict(dict(
+      steps=1000,
+      batch_size=32,          # global sequences per optimizer step
+      seq_len=512,
+      seed=0,
+      grad_accum_steps=1,     # micro-batches per step; batch_size must divide evenly
+  ))
+
+  c.optimizer = ml_collections.ConfigDict(dict(
+      learning_rate=3e-4,
+      schedule="cosine",      # "cosine" | "wsd" | "constant" (all after linear warmup)
+      warmup_steps=100,
+      min_lr_ratio=0.1,       # final lr as a fraction of the peak
+      wsd_decay_fraction=0.2, # "wsd": fraction of steps spent decaying at the end
+      b1=0.9,
+      b2=0.95,
+      eps=1e-8,
+      weight_decay=0.1,       # applied to matrices only, not norms or biases
+      grad_clip_norm=1.0,     # 0 disables clipping
+      z_loss=0.0,             # weight of the log(Z)^2 penalty
+  ))
+
+  c.mesh = ml_collections.ConfigDict(dict(
+      data=1,
+      fsdp=-1,                # -1 takes the devices the other axes leave
+      tensor=1,
+  ))
+
+  c.checkpoint = ml_collections.ConfigDict(dict(
+      every_steps=500,
+      keep=3,
+      async_save=True,
+  ))
+
+  c.eval = ml_collections.ConfigDict(dict(
+      every_steps=500,
+      steps=10,               # validation batches per evaluation
+      at_start=True,          # evaluate the initial model, the baseline of the curve
+      final_split="test",     # held-out perplexity at the end; "" to skip
+      final_steps=20,
+      num_samples=0,          # sampled continuations printed at the end
+      sample_tokens=64,
+      sample_temperature=0.8,
+  ))
+
+  c.log = ml_collections.ConfigDict(dict(
+      every_steps=10,
+      tensorboard=True,
+      peak_flops_per_device=0.0,  # 0: look it up from the device kind (for MFU)
+  ))
+
+  c.lock()
+  return c

@@ -1,0 +1,66 @@
+"""Multi-head attention with grouped-query heads, RoPE and packed-document masks.
+
+One module serves every architecture: `causal=False` gives an encoder
+(BERT-style) layer, and passing `kv_x` with its own segment ids gives T5-style
+cross-attention.
+"""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from model.config import ModelConfig
+from model.layers import param_init, zeros_init
+from model.rope import apply_rope
+
+
+def segment_mask(q_segments_BxT, kv_segments_BxS):
+  """True where a query may look at a key: same document. Shape [B, 1, T, S]."""
+  return (q_segments_BxT[:, None, :, None] == kv_segments_BxS[:, None, None, :])
+
+
+class Attention(nn.Module):
+  cfg: ModelConfig
+  causal: bool = True
+
+  def _project(self, name, x_BxTxD, heads, axes):
+    cfg = self.cfg
+    w = self.param(name, param_init(cfg, ("embed", axes, "head_dim")),
+                   (cfg.d_model, heads, cfg.head_dim), cfg.weight_dtype)
+    y = jnp.einsum("btd,dnh->btnh", x_BxTxD, w.astype(cfg.compute_dtype))
+    if cfg.use_bias:
+      b = self.param(name + "_bias", zeros_init((axes, "head_dim")), (heads, cfg.head_dim), cfg.weight_dtype)
+      y = y + b.astype(cfg.compute_dtype)
+    return nn.with_logical_constraint(y, ("batch", "length", "act_" + axes, "head_dim"))
+
+  @nn.compact
+  def __call__(self, x_BxTxD, positions_BxT, segments_BxT, kv_x=None, kv_positions=None, kv_segments=None):
+    cfg = self.cfg
+    self_attention = kv_x is None
+    kv_x_BxSxD = x_BxTxD if self_attention else kv_x
+    kv_positions_BxS = positions_BxT if self_attention else kv_positions
+    kv_segments_BxS = segments_BxT if self_attention else kv_segments
+
+    q_BxTxNxH = self._project("query", x_BxTxD, cfg.num_heads, "heads")
+    k_BxSxKxH = self._project("key", kv_x_BxSxD, cfg.num_kv_heads, "kv_heads")
+    v_BxSxKxH = self._project("value", kv_x_BxSxD, cfg.num_kv_heads, "kv_heads")
+    if cfg.position == "rope":
+      q_BxTxNxH = apply_rope(q_BxTxNxH, positions_BxT, cfg.rope_theta)
+      k_BxSxKxH = apply_rope(k_BxSxKxH, kv_positions_BxS, cfg.rope_theta)
+
+    out_BxTxNxH = jax.nn.dot_product_attention(
+        q_BxTxNxH, k_BxSxKxH, v_BxSxKxH,
+        mask=segment_mask(segments_BxT, kv_segments_BxS),
+        is_causal=self.causal and self_attention,
+        implementation=cfg.attention_impl,
+    )
+    out_BxTxNxH = nn.with_logical_constraint(out_BxTxNxH, ("batch", "length", "act_heads", "head_dim"))
+
+    out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5  # GPT-2 residual scaling
+    w_out = self.param("out", param_init(cfg, ("heads", "head_dim", "embed"), std=out_std),
+                       (cfg.num_heads, cfg.head_dim, cfg.d_model), cfg.weight_dtype)
+    y_BxTxD = jnp.einsum("btnh,nhd->btd", out_BxTxNxH, w_out.astype(cfg.compute_dtype))
+    if cfg.use_bias:
+      y_BxTxD = y_BxTxD + self.param("out_bias", zeros_init(("embed",)), (cfg.d_model,),
+                                     cfg.weight_dtype).astype(cfg.compute_dtype)
+    return nn.with_logical_constraint(y_BxTxD, ("batch", "length", "act_embed"))

@@ -1,0 +1,23 @@
+"""Model FLOPs per token, for tokens/s -> MFU.
+
+Uses the standard estimate (Kaplan et al.; PaLM appendix B):
+    flops/token = 6 N + 12 L H Q T
+N counts the weights of every matmul, the output head included, but not the
+input embedding or position lookups (gathers, no FLOPs). L layers, H heads,
+Q head dim, T sequence length; the second term is the attention score and
+value matmuls, forward plus backward.
+"""
+
+from model.config import ModelConfig
+
+
+def matmul_params(cfg: ModelConfig) -> int:
+  d, h, k, q, f = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
+  attention = d * h * q * 2 + d * k * q * 2  # query + out, key + value
+  mlp = d * f * (3 if cfg.mlp == "swiglu" else 2)
+  head = d * cfg.vocab_size
+  return cfg.num_layers * (attention + mlp) + head
+
+
+def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
+  return 6.0 * matmul_params(cfg) + 12.0 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len

@@ -1,0 +1,38 @@
+"""Device mesh from `config.mesh`."""
+
+import math
+
+import jax
+import numpy as np
+from jax.experimental import mesh_utils
+from jax.sharding import AxisType, Mesh
+
+from errors import UserError
+from parallel.rules import MESH_AXES
+
+
+def resolve_axis_sizes(mesh_cfg, num_devices: int) -> tuple[int, ...]:
+  """Fills in the one axis given as -1 and checks the product is the device count."""
+  sizes = [int(mesh_cfg[name]) for name in MESH_AXES]
+  described = ", ".join(f"mesh.{n}={s}" for n, s in zip(MESH_AXES, sizes))
+  if any(s == 0 or s < -1 for s in sizes) or sizes.count(-1) > 1:
+    raise UserError(f"invalid mesh ({described}): sizes must be positive, with at most one -1")
+  if -1 in sizes:
+    known = math.prod(s for s in sizes if s != -1)
+    if num_devices % known:
+      raise UserError(f"mesh ({described}) does not divide the {num_devices} available devices")
+    sizes[sizes.index(-1)] = num_devices // known
+  if math.prod(sizes) != num_devices:
+    raise UserError(f"mesh ({described}) has {math.prod(sizes)} devices but {num_devices} are "
+                    f"available; make the sizes multiply to {num_devices} or set one to -1")
+  return tuple(sizes)
+
+
+def make_mesh(mesh_cfg, devices=None) -> Mesh:
+  devices = list(devices if devices is not None else jax.devices())
+  sizes = resolve_axis_sizes(mesh_cfg, len(devices))
+  try:
+    grid = mesh_utils.create_device_mesh(sizes, devices=devices)
+  except (ValueError, NotImplementedError, AssertionError):
+    grid = np.array(devices).reshape(sizes)  # topology-unaware fallback (e.g. CPU subsets)
+  return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))

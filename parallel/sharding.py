@@ -1,0 +1,66 @@
+"""Logical axes -> NamedShardings, sharded init, and global batch assembly."""
+
+import contextlib
+
+import flax.linen as nn
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from errors import UserError
+from parallel.rules import LOGICAL_AXIS_RULES
+
+
+@contextlib.contextmanager
+def activate(mesh: Mesh, rules=LOGICAL_AXIS_RULES):
+  """Context in which model code's logical constraints resolve onto `mesh`."""
+  with jax.set_mesh(mesh), nn.logical_axis_rules(rules):
+    yield
+
+
+def logical_to_sharding(logical_specs, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
+  return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
+
+
+def batch_sharding(mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> NamedSharding:
+  """Sharding of [batch, length] inputs."""
+  return nn.logical_to_mesh_sharding(PartitionSpec("batch", "length"), mesh, rules)
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def check_divisible(abstract_tree, shardings, what: str):
+  """Clear error when a dimension does not split evenly over its mesh axes."""
+  flat_abs, _ = jax.tree_util.tree_flatten_with_path(abstract_tree)
+  flat_sh = jax.tree.leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
+  for (path, leaf), sharding in zip(flat_abs, flat_sh):
+    for dim, axes in zip(leaf.shape, sharding.spec):
+      if axes is None:
+        continue
+      axes = axes if isinstance(axes, tuple) else (axes,)
+      parts = int(np.prod([sharding.mesh.shape[a] for a in axes]))
+      if dim % parts:
+        raise UserError(f"{what} {jax.tree_util.keystr(path)} has a dimension of size {dim} that "
+                        f"mesh axes {axes} ({parts} devices) cannot split evenly; change config.mesh "
+                        f"or the model size")
+
+
+def process_batch_rows(sharding: NamedSharding, global_shape: tuple[int, ...]) -> tuple[int, int]:
+  """The [start, stop) rows of the global batch that this process's devices hold."""
+  starts, stops = [], []
+  for index in sharding.addressable_devices_indices_map(global_shape).values():
+    rows = index[0]
+    starts.append(rows.start or 0)
+    stops.append(global_shape[0] if rows.stop is None else rows.stop)
+  start, stop = min(starts), max(stops)
+  return start, stop
+
+
+def to_global_batch(local_batch: dict, sharding: NamedSharding, global_batch_size: int) -> dict:
+  """Assembles each process's rows into one global jax.Array per field."""
+  return {
+      k: jax.make_array_from_process_local_data(sharding, v, (global_batch_size,) + v.shape[1:])
+      for k, v in local_batch.items()
+  }

@@ -1,0 +1,247 @@
+"""The training run: set up mesh, data, state; train, evaluate, checkpoint."""
+
+import json
+import os
+import signal
+import tempfile
+import threading
+import time
+
+import jax
+import numpy as np
+from absl import logging
+from jax.experimental import multihost_utils
+
+from data import pipeline, prepare, shards, tokenizer
+from errors import UserError
+from evals import perplexity
+from model import flops, sampling
+from model.config import ModelConfig
+from model.transformer import DecoderLM
+from parallel import mesh as mesh_lib
+from parallel import sharding
+from trainer import mfu as mfu_lib
+from trainer import optimizer as optimizer_lib
+from trainer import state as state_lib
+from trainer import steps as steps_lib
+from trainer.checkpoint import Checkpointer
+from trainer.metrics import MetricsLogger, format_train_line
+
+
+class _StopRequest:
+  """Turns SIGINT/SIGTERM into a flag checked between steps, so a checkpoint gets written."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = {}
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGINT, signal.SIGTERM):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    if self.requested:  # a second Ctrl-C stops at once
+      raise KeyboardInterrupt
+    self.requested = True
+    logging.warning("signal %d: saving a checkpoint and stopping after this step", signum)
+
+  def agreed(self) -> bool:
+    """True on every process once any process was signalled."""
+    if jax.process_count() == 1:
+      return self.requested
+    return bool(np.any(multihost_utils.process_allgather(np.int32(self.requested))))
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _check_config(config, mesh) -> None:
+  t = config.train
+  if t.steps <= 0 or t.batch_size <= 0 or t.seq_len <= 0 or t.grad_accum_steps <= 0:
+    raise UserError("config.train.steps, batch_size, seq_len and grad_accum_steps must be positive")
+  dp = mesh.shape["data"] * mesh.shape["fsdp"]
+  if t.batch_size % t.grad_accum_steps:
+    raise UserError(f"config.train.batch_size={t.batch_size} is not divisible by "
+                    f"config.train.grad_accum_steps={t.grad_accum_steps}")
+  micro = t.batch_size // t.grad_accum_steps
+  if micro % dp:
+    raise UserError(f"config.train.batch_size={t.batch_size} (micro-batch {micro}) is not divisible by "
+                    f"the data-parallel size mesh.data*mesh.fsdp={dp}")
+  if config.model.position == "learned" and t.seq_len > config.model.max_seq_len:
+    raise UserError(f"config.train.seq_len={t.seq_len} exceeds config.model.max_seq_len="
+                    f"{config.model.max_seq_len} (the learned position table)")
+  for key in ("checkpoint", "eval", "log"):
+    if config[key].every_steps <= 0:
+      raise UserError(f"config.{key}.every_steps must be positive")
+
+
+def _ensure_dataset(data_cfg) -> dict:
+  """Prepares the dataset on first use when the config names a source for it."""
+  if data_cfg.prepare_source and data_cfg.dir and not os.path.exists(
+      os.path.join(data_cfg.dir, shards.METADATA)):
+    if data_cfg.prepare_source != "stdlib":
+      raise UserError(f"config.data.prepare_source={data_cfg.prepare_source!r}; only 'stdlib' is built in")
+    if jax.process_index() == 0:
+      logging.info("preparing %s from the Python standard library (first run only)", data_cfg.dir)
+      print(f"Preparing dataset {data_cfg.dir} from the Python standard library (first run only)...",
+            flush=True)
+      prepare.prepare_stdlib(data_cfg.dir, data_cfg.prepare_vocab_size, data_cfg.prepare_val_fraction,
+                             data_cfg.prepare_test_fraction)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices("dataset prepared")
+  return shards.load_metadata(data_cfg.dir)
+
+
+def _write_json_atomic(path: str, obj) -> None:
+  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
+  with os.fdopen(fd, "w") as f:
+    json.dump(obj, f, indent=2)
+  os.replace(tmp, path)
+
+
+class _Run:
+  """Everything one training run builds once and uses throughout."""
+
+  def __init__(self, config, workdir: str, devices=None):
+    self.config, self.workdir = config, workdir
+    self.model_cfg = ModelConfig.from_config(config.model)
+    self.mesh = mesh_lib.make_mesh(config.mesh, devices)
+    _check_config(config, self.mesh)
+    self.meta = _ensure_dataset(config.data)
+    if self.meta["vocab_size"] > self.model_cfg.vocab_size:
+      raise UserError(f"the tokenizer of {config.data.dir} has {self.meta['vocab_size']} tokens but "
+                      f"config.model.vocab_size={self.model_cfg.vocab_size}; the embedding must be at "
+                      f"least as large as the vocabulary")
+    self.is_main = jax.process_index() == 0
+    t = config.train
+    self.model = DecoderLM(self.model_cfg)
+    self.tx, self.schedule = optimizer_lib.make_optimizer(config.optimizer, t.steps)
+
+  def build(self):
+    t = self.config.train
+    self.abstract, self.state_sh = state_lib.state_shardings(self.model, self.tx, self.mesh, t.seq_len)
+    sharding.check_divisible(self.abstract.params, self.state_sh.params, "parameter")
+    self.batch_sh = sharding.batch_sharding(self.mesh)
+    self.rows = sharding.process_batch_rows(self.batch_sh, (t.batch_size, t.seq_len))
+    repl = sharding.replicated(self.mesh)
+    self.train_step = steps_lib.make_train_step(
+        self.model, self.tx, self.schedule, self.state_sh, self.batch_sh, repl,
+        t.grad_accum_steps, self.config.optimizer.z_loss)
+    self.eval_step = steps_lib.make_eval_step(self.model, self.state_sh.params, self.batch_sh, repl)
+    self.train_iter = pipeline.train_iterator(self.config.data, t.seq_len, t.batch_size, *self.rows,
+                                              seed=t.seed)
+    self.flops_per_token = flops.flops_per_token(self.model_cfg, t.seq_len)
+    self.peak_flops = mfu_lib.peak_flops_per_device(jax.devices()[0].device_kind,
+                                                    self.config.log.peak_flops_per_device)
+
+  def eval_split(self, params, split: str, num_batches: int) -> dict:
+    t = self.config.train
+    batches = pipeline.eval_batches(self.config.data, split, t.seq_len, t.batch_size, *self.rows, num_batches)
+    return perplexity.evaluate(self.eval_step, params, batches, self.batch_sh, t.batch_size)
+
+
+def _print_samples(run: _Run, params, log: MetricsLogger) -> None:
+  ev = run.config.eval
+  sp = tokenizer.load(os.path.join(run.config.data.dir, run.meta["tokenizer"]))
+  rows = pipeline.packed_rows(run.config.data, "test", run.config.train.seq_len, seed=0, shuffle=False)
+  prompt_len = min(32, run.config.train.seq_len // 2)
+  prompts = [rows[i]["tokens"][:prompt_len].tolist() for i in range(ev.num_samples)]
+  dp = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
+  outs = sampling.sample(run.model, params, prompts, ev.sample_tokens, run.config.train.seq_len,
+                         ev.sample_temperature, seed=run.config.train.seed, batch_multiple=dp)
+  for i, (prompt, out) in enumerate(zip(prompts, outs)):
+    log.info(f"--- sample {i + 1} (prompt from the test split, then the model) ---\n"
+             f"{sp.decode(prompt)}\u2502{sp.decode(out)}")
+
+
+def run(config, workdir: str, devices=None, stop_after_step: int | None = None) -> dict:
+  """Trains `config` in `workdir`, resuming from its newest checkpoint. Returns a summary.
+
+  `devices` restricts the mesh to a subset of devices; `stop_after_step` stops
+  early with a checkpoint, exactly as a SIGTERM would (used to test resumption).
+  """
+  r = _Run(config, workdir, devices)
+  t, ev = config.train, config.eval
+  os.makedirs(workdir, exist_ok=True)
+  log = MetricsLogger(workdir, r.is_main, config.log.tensorboard)
+  with sharding.activate(r.mesh):
+    r.build()
+    ckpt = Checkpointer(os.path.abspath(os.path.join(workdir, "checkpoints")), config.checkpoint.keep,
+                        config.checkpoint.async_save)
+    start = ckpt.latest_step()
+    if start is None:
+      start = 0
+      state = state_lib.create(r.model, r.tx, r.state_sh, t.seq_len, jax.random.key(t.seed))
+    else:
+      log.info(f"resuming from {ckpt.directory}/{start}")
+      state = ckpt.restore(start, state_lib.with_shardings(r.abstract, r.state_sh), r.train_iter)
+    if r.is_main:
+      _write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+    n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(r.abstract.params))
+    log.info(f"model: {n_params / 1e6:.2f}M parameters | mesh {dict(r.mesh.shape)} | "
+             f"{jax.process_count()} process(es), {r.mesh.size} devices | "
+             f"{t.batch_size}x{t.seq_len} tokens/step")
+
+    def evaluate(step):
+      result = r.eval_split(state.params, "val", ev.steps)
+      log.write(step, "val", result)
+      log.info(f"eval step {step} | val loss {result['loss']:.4f} | val ppl {result['perplexity']:.2f}")
+      return result
+
+    if start == 0 and ev.at_start and ev.steps > 0:
+      evaluate(0)
+
+    tokens_per_step = t.batch_size * t.seq_len
+    step, last_saved, interrupted = start, start, False
+    timer_start, timer_step, loop_start = None, start, time.perf_counter()
+    with _StopRequest() as stop:
+      while step < t.steps:
+        batch = sharding.to_global_batch(next(r.train_iter), r.batch_sh, t.batch_size)
+        state, metrics = r.train_step(state, batch)
+        step += 1
+        if timer_start is None:  # the first step includes compilation; time from after it
+          jax.block_until_ready(metrics)
+          log.info(f"compiled and ran the first step in {time.perf_counter() - loop_start:.1f}s")
+          timer_start, timer_step = time.perf_counter(), step
+        if step % config.log.every_steps == 0 or step == t.steps:
+          m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          now = time.perf_counter()
+          done = step - timer_step  # steps timed since the last log line (compile excluded)
+          m["tokens_per_sec"] = done * tokens_per_step / (now - timer_start) if done else 0.0
+          m["mfu"] = mfu_lib.mfu(m["tokens_per_sec"], r.flops_per_token, jax.device_count(), r.peak_flops)
+          m["eta_s"] = (t.steps - step) * (now - timer_start) / done if done else 0.0
+          timer_start, timer_step = now, step
+          m["tokens_seen"] = step * tokens_per_step
+          log.write(step, "train", m)
+          log.info(format_train_line(step, t.steps, m))
+        if step % ev.every_steps == 0 and ev.steps > 0:
+          evaluate(step)
+          timer_start, timer_step = time.perf_counter(), step  # keep eval out of tokens/s
+        if step % config.checkpoint.every_steps == 0:
+          ckpt.save(step, state, r.train_iter)
+          last_saved = step
+          timer_start, timer_step = time.perf_counter(), step
+        if stop.agreed() or (stop_after_step is not None and step >= stop_after_step):
+          interrupted = True
+          break
+      if last_saved != step:
+        ckpt.save(step, state, r.train_iter)
+      ckpt.wait()
+      ckpt.close()
+
+    summary = {"step": step, "interrupted": interrupted}
+    if interrupted:
+      log.info(f"stopped at step {step}; checkpoint saved in {ckpt.directory}/{step}")
+    elif ev.final_split:
+      result = r.eval_split(state.params, ev.final_split, ev.final_steps)
+      log.write(step, ev.final_split, result)
+      log.info(f"held-out {ev.final_split} split: loss {result['loss']:.4f} | perplexity "
+               f"{result['perplexity']:.2f} over {result['tokens']:.0f} tokens")
+      summary[ev.final_split] = result
+      if ev.num_samples > 0:
+        _print_samples(r, state.params, log)
+  log.close()
+  return summary

@@ -1,0 +1,33 @@
+"""Next-token cross-entropy with loss masking and optional z-loss."""
+
+import jax
+import jax.numpy as jnp
+
+
+def next_token_targets(batch: dict):
+  """Targets and weights for predicting token t+1 from position t.
+
+  A position gets weight 1 only if token t+1 belongs to the same (non-padding)
+  document; `loss_mask`, when present, further selects which target tokens
+  count (e.g. assistant turns only).
+  """
+  tokens_BxT, segments_BxT = batch["tokens"], batch["segment_ids"]
+  targets_BxT = jnp.pad(tokens_BxT[:, 1:], ((0, 0), (0, 1)))
+  same_doc = (segments_BxT[:, 1:] == segments_BxT[:, :-1]) & (segments_BxT[:, :-1] != 0)
+  weights_BxT = jnp.pad(same_doc, ((0, 0), (0, 1))).astype(jnp.float32)
+  if "loss_mask" in batch:
+    weights_BxT = weights_BxT * jnp.pad(batch["loss_mask"][:, 1:], ((0, 0), (0, 1))).astype(jnp.float32)
+  return targets_BxT, weights_BxT
+
+
+def cross_entropy_sums(logits_BxTxV, targets_BxT, weights_BxT, z_loss: float = 0.0):
+  """Returns (weighted sum of NLL, weighted sum of z-loss, sum of weights).
+
+  Sums, not means, so micro-batches and devices combine exactly.
+  """
+  logits = logits_BxTxV.astype(jnp.float32)
+  log_z_BxT = jax.nn.logsumexp(logits, axis=-1)
+  target_logit_BxT = jnp.take_along_axis(logits, targets_BxT[..., None], axis=-1)[..., 0]
+  nll_sum = jnp.sum((log_z_BxT - target_logit_BxT) * weights_BxT)
+  z_sum = z_loss * jnp.sum(jnp.square(log_z_BxT) * weights_BxT)
+  return nll_sum, z_sum, jnp.sum(weights_BxT)
