@@ -30,7 +30,9 @@ def base_config() -> ml_collections.ConfigDict:
       init_std=0.02,
       dtype="float32",        # compute dtype, e.g. "bfloat16"
       param_dtype="float32",  # storage dtype of parameters
-      attention_impl="xla",   # "xla" | "cudnn" (GPU) -- jax.nn.dot_product_attention
+      # jax.nn.dot_product_attention: "auto" takes cuDNN flash attention where it
+      # applies (GPU, bf16/fp16) and XLA elsewhere; "xla" | "cudnn" force one.
+      attention_impl="auto",
       scan_layers=True,       # one compiled layer body scanned over depth
       remat="none",           # "none" | "full" | "dots" | "dots_no_batch"
   ))

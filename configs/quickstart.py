@@ -30,7 +30,7 @@ def get_config():
   c.train.batch_size = 8
   c.train.seq_len = 256
 
-  c.optimizer.learning_rate = 3e-3
+  c.optimizer.learning_rate = 1e-3
   c.optimizer.warmup_steps = 40
   c.optimizer.weight_decay = 0.1
 

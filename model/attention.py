@@ -14,6 +14,18 @@ from model.layers import param_init, zeros_init
 from model.rope import apply_rope
 
 
+def attention_implementation(cfg: ModelConfig) -> str:
+  """"auto": cuDNN flash attention on GPU in bf16/fp16 (Ampere or newer), else XLA.
+
+  jax's own default (implementation=None) keeps XLA whenever a mask is given,
+  which halves GPT-2 training throughput on an H100.
+  """
+  if cfg.attention_impl != "auto":
+    return cfg.attention_impl
+  half = cfg.compute_dtype in (jnp.bfloat16, jnp.float16)
+  return "cudnn" if half and jax.default_backend() == "gpu" else "xla"
+
+
 def segment_mask(q_segments_BxT, kv_segments_BxS):
   """True where a query may look at a key: same document. Shape [B, 1, T, S]."""
   return (q_segments_BxT[:, None, :, None] == kv_segments_BxS[:, None, None, :])
@@ -52,7 +64,7 @@ class Attention(nn.Module):
         q_BxTxNxH, k_BxSxKxH, v_BxSxKxH,
         mask=segment_mask(segments_BxT, kv_segments_BxS),
         is_causal=self.causal and self_attention,
-        implementation=cfg.attention_impl,
+        implementation=attention_implementation(cfg),
     )
     out_BxTxNxH = nn.with_logical_constraint(out_BxTxNxH, ("batch", "length", "act_heads", "head_dim"))
 

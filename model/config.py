@@ -10,7 +10,7 @@ _CHOICES = {
     "norm": ("rmsnorm", "layernorm"),
     "mlp": ("swiglu", "gelu"),
     "position": ("rope", "learned"),
-    "attention_impl": ("xla", "cudnn"),
+    "attention_impl": ("auto", "xla", "cudnn"),
     "remat": ("none", "full", "dots", "dots_no_batch"),
     "dtype": ("float32", "bfloat16", "float16"),
     "param_dtype": ("float32", "bfloat16"),
