@@ -39,15 +39,15 @@ def base_config() -> ml_collections.ConfigDict:
 
   c.data = ml_collections.ConfigDict(dict(
       dir="",                 # a prepared dataset (scripts/prepare_data.py)
+      # Several prepared datasets sampled by weight, "DIR:WEIGHT,DIR:WEIGHT"
+      # (they must share one tokenizer); replaces `dir` when set.
+      mixture="",
       worker_count=0,         # grain worker processes; 0 reads in the main process
       add_bos=True,
       add_eos=True,
-      # When set, `dir` is prepared on first use from this source ("stdlib":
-      # the running interpreter's standard library source).
-      prepare_source="",
-      prepare_vocab_size=4096,
-      prepare_val_fraction=0.02,
-      prepare_test_fraction=0.02,
+      # When set, `dir` is prepared on first use with this data config
+      # (configs/data/*.py), e.g. the quickstart's standard-library corpus.
+      prepare_config="",
   ))
 
   c.train = ml_collections.ConfigDict(dict(

@@ -23,8 +23,7 @@ def get_config():
   c.model.rope_theta = 10_000.0
 
   c.data.dir = "datasets/stdlib_sp4096"
-  c.data.prepare_source = "stdlib"
-  c.data.prepare_vocab_size = 4096
+  c.data.prepare_config = "configs/data/stdlib.py"
 
   c.train.steps = 400
   c.train.batch_size = 8

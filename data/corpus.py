@@ -3,8 +3,6 @@
 import glob
 import os
 import sysconfig
-from typing import Iterator
-
 from errors import UserError
 
 _SKIP_DIRS = {"site-packages", "dist-packages", "test", "tests", "__pycache__", "idle_test"}
@@ -34,20 +32,3 @@ def expand_inputs(patterns: list[str]) -> list[str]:
         raise UserError(f"input {pattern!r} matches no file")
       files += [m for m in matches if os.path.isfile(m)]
   return sorted(set(files))
-
-
-def read_documents(files: list[str], root: str | None = None) -> Iterator[tuple[str, str]]:
-  """Yields (doc_id, text), one document per file; doc_id is the path relative to `root`.
-
-  Files that are not UTF-8 raise a UserError naming the file.
-  """
-  for path in files:
-    try:
-      with open(path, encoding="utf-8") as f:
-        text = f.read()
-    except UnicodeDecodeError as e:
-      raise UserError(f"{path}: not valid UTF-8 ({e.reason} at byte {e.start})") from None
-    except OSError as e:
-      raise UserError(f"{path}: cannot read ({e.strerror})") from None
-    if text.strip():
-      yield (os.path.relpath(path, root) if root else path), text

@@ -20,11 +20,16 @@ _MAX_EPOCHS = 1_000_000
 
 
 class PackedRows:
-  """Row g -> {"tokens", "segment_ids", "positions"}, each int32 [seq_len]."""
+  """Row g -> {"tokens", "segment_ids", "positions"}, each int32 [seq_len], and "dataset".
+
+  `dataset` is the index of this dataset within a mixture (a scalar), so the
+  trainer can measure what share of tokens each dataset contributed.
+  """
 
   def __init__(self, source, lengths, seq_len: int, seed: int, shuffle: bool,
-               bos_id: int | None, eos_id: int | None):
+               bos_id: int | None, eos_id: int | None, dataset: int = 0):
     self.source, self.seq_len, self.seed, self.shuffle = source, seq_len, seed, shuffle
+    self.dataset = dataset
     self.bos_id, self.eos_id = bos_id, eos_id
     self.doc_lengths = np.asarray(lengths, np.int64) + (bos_id is not None) + (eos_id is not None)
     self.rows_per_epoch = int(self.doc_lengths.sum()) // seq_len
@@ -66,4 +71,4 @@ class PackedRows:
       begin += piece.size
       k += 1
     return {"tokens": np.concatenate(tokens), "segment_ids": np.concatenate(segments),
-            "positions": np.concatenate(positions)}
+            "positions": np.concatenate(positions), "dataset": np.int32(self.dataset)}

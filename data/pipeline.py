@@ -3,22 +3,91 @@
 A global batch is `global_batch` consecutive rows of the packed stream. Each
 process reads only rows [row_start, row_stop) of every global batch -- the
 rows its devices hold -- so the global batch is the same whatever the number
-of processes.
+of processes. With `data.mixture`, the stream interleaves several datasets'
+rows in proportion to their weights (grain's MapDataset.mix: a fixed,
+random-access pattern, so resumption stays exact).
 """
+
+import hashlib
+import os
 
 import grain
 import numpy as np
 
 from data import shards
-from errors import UserError
 from data.packing import PackedRows
-from data.tokenizer import BOS_ID, EOS_ID
+from errors import UserError
+
+MODEL_KEYS = ("tokens", "segment_ids", "positions", "loss_mask")
+
+
+def datasets(data_cfg) -> list[tuple[str, float]]:
+  """[(directory, weight)] from `data.mixture`, or [(data.dir, 1.0)]."""
+  if not data_cfg.mixture:
+    return [(data_cfg.dir, 1.0)]
+  out = []
+  for item in data_cfg.mixture.split(","):
+    directory, sep, weight = item.strip().rpartition(":")
+    try:
+      w = float(weight)
+    except ValueError:
+      w = -1.0
+    if not sep or not directory or w <= 0:
+      raise UserError(f"config.data.mixture item {item!r}: expected DIR:WEIGHT with a positive weight")
+    out.append((directory, w))
+  return out
+
+
+def _sha256(path: str) -> str:
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def dataset_metadata(data_cfg) -> dict:
+  """Metadata of the (first) dataset, after checking all mixture members share its tokenizer."""
+  metas = [(d, shards.load_metadata(d)) for d, _ in datasets(data_cfg)]
+  first_dir, first = metas[0]
+  first["tokenizer_path"] = os.path.join(first_dir, first["tokenizer"])
+  for d, meta in metas[1:]:
+    if _sha256(os.path.join(d, meta["tokenizer"])) != _sha256(first["tokenizer_path"]):
+      raise UserError(f"config.data.mixture: {d} and {first_dir} were tokenized with different "
+                      f"tokenizers; prepare them with the same --config.tokenizer.path")
+  return first
+
+
+class RowStream:
+  """Random-access packed rows of one dataset or a weighted mixture."""
+
+  def __init__(self, data_cfg, split: str, seq_len: int, seed: int, shuffle: bool):
+    members = datasets(data_cfg)
+    self.rows = []
+    for i, (directory, _) in enumerate(members):
+      meta = shards.load_metadata(directory)
+      source, lengths = shards.open_split(directory, split, meta)
+      bos = meta.get("bos_id") if data_cfg.add_bos else None
+      eos = meta.get("eos_id") if data_cfg.add_eos else None
+      self.rows.append(PackedRows(source, lengths, seq_len, seed=seed + i, shuffle=shuffle,
+                                  bos_id=bos, eos_id=eos, dataset=i))
+    weights = np.asarray([w for _, w in members]) / sum(w for _, w in members)
+    self.names = [os.path.basename(os.path.normpath(d)) for d, _ in members]
+    if len(self.rows) == 1:
+      self.dataset = grain.MapDataset.source(self.rows[0])
+    else:
+      self.dataset = grain.MapDataset.mix([grain.MapDataset.source(r) for r in self.rows], weights.tolist())
+    # Rows available before any member repeats its first epoch.
+    self.rows_per_epoch = int(min(r.rows_per_epoch / w for r, w in zip(self.rows, weights)))
+
+  def __len__(self):
+    return len(self.dataset)
+
+  def __getitem__(self, g):
+    return self.dataset[int(g)]
 
 
 class _ReadProcessRow(grain.transforms.Map):
   """Local example index -> the global row this process owns."""
 
-  def __init__(self, rows: PackedRows, global_batch: int, row_start: int, row_stop: int):
+  def __init__(self, rows: RowStream, global_batch: int, row_start: int, row_stop: int):
     self.rows, self.global_batch = rows, global_batch
     self.row_start, self.local_batch = row_start, row_stop - row_start
 
@@ -27,14 +96,7 @@ class _ReadProcessRow(grain.transforms.Map):
     return self.rows[step * self.global_batch + self.row_start + j]
 
 
-def packed_rows(data_cfg, split: str, seq_len: int, seed: int, shuffle: bool) -> PackedRows:
-  source, lengths = shards.open_split(data_cfg.dir, split)
-  return PackedRows(source, lengths, seq_len, seed=seed, shuffle=shuffle,
-                    bos_id=BOS_ID if data_cfg.add_bos else None,
-                    eos_id=EOS_ID if data_cfg.add_eos else None)
-
-
-def _local_batches(rows: PackedRows, global_batch: int, row_start: int, row_stop: int,
+def _local_batches(rows: RowStream, global_batch: int, row_start: int, row_stop: int,
                    num_batches: int | None) -> grain.MapDataset:
   local = row_stop - row_start
   total_steps = len(rows) // global_batch if num_batches is None else num_batches
@@ -46,7 +108,7 @@ def _local_batches(rows: PackedRows, global_batch: int, row_start: int, row_stop
 def train_iterator(data_cfg, seq_len: int, global_batch: int, row_start: int, row_stop: int,
                    seed: int, split: str = "train"):
   """Endless, shuffled (per epoch), checkpointable iterator of this process's batch rows."""
-  rows = packed_rows(data_cfg, split, seq_len, seed=seed, shuffle=True)
+  rows = RowStream(data_cfg, split, seq_len, seed=seed, shuffle=True)
   ds = _local_batches(rows, global_batch, row_start, row_stop, None).to_iter_dataset()
   if data_cfg.worker_count > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_cfg.worker_count))
@@ -59,11 +121,10 @@ def eval_batches(data_cfg, split: str, seq_len: int, global_batch: int, row_star
 
   Fewer if the split is smaller: never wraps around, so no row counts twice.
   """
-  rows = packed_rows(data_cfg, split, seq_len, seed=0, shuffle=False)
+  rows = RowStream(data_cfg, split, seq_len, seed=0, shuffle=False)
   available = rows.rows_per_epoch // global_batch
   if available == 0:
-    raise UserError(f"split {split!r} of {data_cfg.dir} has {rows.rows_per_epoch} rows of "
-                    f"{seq_len} tokens, fewer than one batch of {global_batch}")
-  num_batches = min(num_batches, available)
-  ds = _local_batches(rows, global_batch, row_start, row_stop, num_batches)
-  return [ds[i] for i in range(len(ds))]
+    raise UserError(f"split {split!r} of {data_cfg.mixture or data_cfg.dir} has {rows.rows_per_epoch} rows "
+                    f"of {seq_len} tokens, fewer than one batch of {global_batch}")
+  ds = _local_batches(rows, global_batch, row_start, row_stop, min(num_batches, available))
+  return [{k: v for k, v in ds[i].items() if k in MODEL_KEYS} for i in range(len(ds))]

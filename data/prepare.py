@@ -1,113 +1,503 @@
-"""Text files -> sentencepiece tokenizer + tokenized train/val/test shards.
+"""Raw text -> cleaned, deduplicated, tokenized train/val/test shards.
 
-Documents are assigned to splits by a hash of their id, so the split of a
-document never depends on which other documents are present. The output
-directory appears atomically: everything is written to a temporary sibling
-and renamed into place at the end.
+The work runs in two phases so it can be spread over processes and hosts:
+
+  map    one task per input file (a process pool on one machine; `num_shards`
+         hosts each take every num_shards-th file): read, normalize, quality
+         filter, scrub PII, and count lines for boilerplate detection.
+  merge  once: sum the line counts; per file (pool): strip boilerplate,
+         decontaminate, hash and MinHash; globally: exact and near-duplicate
+         removal; then split, train (or load) the tokenizer, tokenize (pool)
+         and write shards, metadata.json and report.md.
+
+Intermediate files live in OUTPUT.work/, named by input file, so the result
+does not depend on how files were spread. The output directory appears
+atomically, and only if every stage succeeded.
 """
 
+import contextlib
+import gzip
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
+import sys
 import tempfile
 
 import numpy as np
 from absl import logging
 
-from data import corpus, shards, tokenizer
+from data import boilerplate, decontam, dedup, normalize, pii, quality, report, shards, sources
+from data import stage_stats as st
+from data import tokenizer as tokenizer_lib
 from errors import UserError
 
 SPLITS = ("train", "val", "test")
 
 
 def split_of(doc_id: str, val_fraction: float, test_fraction: float) -> str:
+  """Deterministic split from the document id alone: a document never lands in two splits."""
   u = int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:8], "big") / 2.0**64
   if u < test_fraction:
     return "test"
   return "val" if u < test_fraction + val_fraction else "train"
 
 
-def _write_training_lines(docs, path: str) -> None:
-  with open(path, "w", encoding="utf-8") as f:
-    for _, text in docs:
-      for line in text.splitlines():
+def work_dir(output: str) -> str:
+  return os.path.abspath(output).rstrip("/") + ".work"
+
+
+def list_inputs(cfg, output: str):
+  """The inputs, minus this run's own output, work and temporary directories."""
+  out = os.path.abspath(output).rstrip("/")
+  tmp = os.path.join(os.path.dirname(out), ".tmp-" + os.path.basename(out) + "-")
+  return sources.list_inputs(cfg.sources, exclude=(out + os.sep, work_dir(output) + os.sep, tmp))
+
+
+def _write_json_atomic(path: str, obj) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def _file_sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def _read_jsonl_gz(path: str):
+  with gzip.open(path, "rt", encoding="utf-8") as f:
+    for line in f:
+      yield json.loads(line)
+
+
+def _gzip_writer(path: str):
+  """Deterministic gzip (no timestamp in the header), so reruns are byte-identical."""
+  return gzip.GzipFile(path, "wb", mtime=0)
+
+
+def _pool(num_workers: int):
+  # JAX's threads don't survive fork: after JAX started (train.py preparing the
+  # quickstart data), start clean worker processes instead.
+  method = "spawn" if "jax" in sys.modules else "fork"
+  return multiprocessing.get_context(method).Pool(num_workers)
+
+
+def _workers(cfg) -> int:
+  return cfg.num_workers or os.cpu_count() or 1
+
+
+def _parallel_map(fn, items, num_workers: int, desc: str, ordered: bool = True):
+  """fn over items, in a pool unless one worker; a progress bar on stderr."""
+  from tqdm import tqdm
+  bar = dict(total=len(items), desc=desc, unit="file", disable=len(items) < 2, file=sys.stderr)
+  if num_workers <= 1 or len(items) <= 1:
+    return [fn(x) for x in tqdm(items, **bar)]
+  with _pool(min(num_workers, len(items))) as pool:
+    it = pool.imap(fn, items) if ordered else pool.imap_unordered(fn, items)
+    return list(tqdm(it, **bar))
+
+
+# ----------------------------------------------------------------------------- map
+
+def _prefixes(cfg) -> tuple[str, ...]:
+  return tuple(p for p in cfg.boilerplate.line_prefixes.split(",") if p)
+
+
+def _map_task(args) -> None:
+  index, f, cfg, work = args
+  base = os.path.join(work, "map", f"{index:06d}")
+  stats = {name: st.new_stage() for name in ("read", "normalize", "quality", "pii")}
+  read = sources.ReadStats()
+  lines = boilerplate.LineCounts()
+  types = tuple(t for t in cfg.pii.types.split(",") if t)
+  k = cfg.output.examples_per_reason
+  removed = []
+  with _gzip_writer(base + ".jsonl.gz.tmp") as out:
+    for doc in sources.read_documents(f, cfg.read.on_decode_error, read):
+      text = doc.text
+      st.record(stats["read"], text, text)
+      if cfg.normalize.enabled:
+        new = normalize.normalize(text, cfg.normalize)
+        st.record(stats["normalize"], text, new)
+        text = new
+      reason = "empty" if not text.strip() else (
+          quality.quality_reason(text, cfg.quality) if cfg.quality.enabled else None)
+      st.record(stats["quality"], text, None if reason else text, reason, doc.id, k)
+      if reason:
+        removed.append({"id": doc.id, "stage": "quality", "reason": reason})
+        continue
+      if cfg.pii.enabled:
+        new, found = pii.scrub(text, types, cfg.pii.phone_region)
+        st.record(stats["pii"], text, new)
+        for pii_type, n in found.items():
+          st.count(stats["pii"], pii_type, n)
+        text = new
+      if cfg.boilerplate.enabled:
+        lines.add(text, cfg.boilerplate.min_line_chars, _prefixes(cfg))
+      out.write((json.dumps({"id": doc.id, "source": doc.source, "text": text}) + "\n").encode())
+  for reason, n in read.skipped.items():
+    st.count(stats["read"], "skipped_" + reason, n)
+  os.replace(base + ".jsonl.gz.tmp", base + ".jsonl.gz")
+  lines.save(base + ".lines.npz")
+  # Written last: its presence marks the file as done.
+  _write_json_atomic(base + ".json", {"path": f.path, "sha256": _file_sha256(f.path), "stats": stats,
+                                      "removed": removed})
+
+
+def _check_work_config(work: str, cfg) -> None:
+  path = os.path.join(work, "config.json")
+  wanted = cfg.to_dict()
+  if os.path.exists(path):
+    with open(path) as fh:
+      if json.load(fh) != json.loads(json.dumps(wanted)):
+        raise UserError(f"{work} holds map results made with a different config; delete it or use "
+                        f"the same config for every shard")
+  else:
+    os.makedirs(os.path.join(work, "map"), exist_ok=True)
+    _write_json_atomic(path, wanted)
+
+
+def run_map(cfg, output: str, num_shards: int = 1, shard_index: int = 0) -> int:
+  """Runs the map phase for this shard's files; returns how many files it processed."""
+  if not 0 <= shard_index < num_shards:
+    raise UserError(f"--shard_index={shard_index} must be in [0, --num_shards={num_shards})")
+  files = list_inputs(cfg, output)
+  work = work_dir(output)
+  _check_work_config(work, cfg)
+  mine = [(i, f, cfg, work) for i, f in enumerate(files) if i % num_shards == shard_index]
+  _parallel_map(_map_task, mine, _workers(cfg), f"clean (shard {shard_index + 1}/{num_shards})", ordered=False)
+  return len(mine)
+
+
+# --------------------------------------------------------------------------- merge
+
+_DEDUP_STATE = {}
+
+
+def _dedup_init(cfg, work: str):
+  _DEDUP_STATE["boiler"] = set(np.load(os.path.join(work, "boilerplate.npy")).tolist())
+  index = None
+  if cfg.decontam.eval_sets:
+    index = decontam.NgramIndex(cfg.decontam.ngram)
+    src = {"eval": {"inputs": cfg.decontam.eval_sets, "text_field": cfg.decontam.text_field}}
+    import ml_collections
+    for f in sources.list_inputs(ml_collections.ConfigDict(src)):
+      for doc in sources.read_documents(f, "fail", sources.ReadStats()):
+        index.add(doc.text)
+  _DEDUP_STATE["decontam"] = index
+  _DEDUP_STATE["hasher"] = dedup.MinHasher(cfg.near_dedup.num_perm, cfg.near_dedup.shingle_chars,
+                                           cfg.near_dedup.seed)
+
+
+def _dedup_task(args) -> dict:
+  index, cfg, work = args
+  if not _DEDUP_STATE:
+    _dedup_init(cfg, work)
+  boiler, contam, hasher = _DEDUP_STATE["boiler"], _DEDUP_STATE["decontam"], _DEDUP_STATE["hasher"]
+  src = os.path.join(work, "map", f"{index:06d}.jsonl.gz")
+  base = os.path.join(work, "dedup", f"{index:06d}")
+  stats = {"boilerplate": st.new_stage(), "decontam": st.new_stage()}
+  k = cfg.output.examples_per_reason
+  ids, keys, sigs, lengths, removed = [], [], [], [], []
+  with _gzip_writer(base + ".jsonl.gz.tmp") as out:
+    for doc in _read_jsonl_gz(src):
+      text = doc["text"]
+      if cfg.boilerplate.enabled:
+        new, lines_removed = boilerplate.remove_lines(text, boiler, cfg.boilerplate.min_line_chars,
+                                                      _prefixes(cfg))
+        st.count(stats["boilerplate"], "lines_removed", lines_removed)
+        st.count(stats["boilerplate"], "docs_changed", int(lines_removed > 0))
+        emptied = len(new.strip()) < max(1, cfg.quality.min_chars if cfg.quality.enabled else 1)
+        st.record(stats["boilerplate"], text, None if emptied else new, "too_short_after_removal", doc["id"], k)
+        if emptied:
+          removed.append({"id": doc["id"], "stage": "boilerplate", "reason": "too_short_after_removal"})
+          continue
+        text = new
+      if contam is not None:
+        hit = contam.contaminated(text)
+        st.record(stats["decontam"], text, None if hit else text, "eval_ngram_overlap", doc["id"], k)
+        if hit:
+          removed.append({"id": doc["id"], "stage": "decontam", "reason": "eval_ngram_overlap"})
+          continue
+      doc["text"] = text
+      out.write((json.dumps(doc) + "\n").encode())
+      ids.append(doc["id"])
+      keys.append(dedup.exact_key(text) if cfg.exact_dedup.enabled else b"")
+      sigs.append(hasher.signature(text) if cfg.near_dedup.enabled else np.zeros(0, np.uint64))
+      lengths.append(len(text))
+  os.replace(base + ".jsonl.gz.tmp", base + ".jsonl.gz")
+  num_perm = cfg.near_dedup.num_perm if cfg.near_dedup.enabled else 0
+  with open(base + ".npz", "wb") as fh:
+    np.savez(fh, ids=np.asarray(ids, dtype=object).astype(str), keys=np.asarray(keys, dtype="S16"),
+             sigs=np.asarray(sigs, np.uint64).reshape(len(ids), num_perm),
+             lengths=np.asarray(lengths, np.int64))
+  return {"stats": stats, "removed": removed}
+
+
+def _global_dedup(cfg, work: str, num_files: int) -> tuple[dict, dict]:
+  """{dropped id: (reason, kept id)} and stage stats for exact and near dedup."""
+  parts = [np.load(os.path.join(work, "dedup", f"{i:06d}.npz")) for i in range(num_files)]
+  ids = [x for p in parts for x in p["ids"].tolist()]
+  if not ids:
+    raise UserError("no documents left after boilerplate removal and decontamination")
+  keys = np.concatenate([p["keys"] for p in parts])
+  lengths = np.concatenate([p["lengths"] for p in parts])
+  drops, stats = {}, {}
+  alive = np.ones(len(ids), bool)
+  if cfg.exact_dedup.enabled:
+    first = {}
+    for i in sorted(range(len(ids)), key=ids.__getitem__):
+      kept = first.setdefault(keys[i], ids[i])
+      if kept != ids[i]:
+        drops[ids[i]] = ("exact_duplicate", kept)
+        alive[i] = False
+    stats["exact_dedup"] = _dedup_stage(lengths, alive, np.ones(len(ids), bool), "exact_duplicate")
+  if cfg.near_dedup.enabled:
+    before = alive.copy()
+    sigs = np.concatenate([p["sigs"] for p in parts])
+    live = np.flatnonzero(alive)
+    found = dedup.near_duplicates([ids[i] for i in live], sigs[live], cfg.near_dedup.threshold,
+                                  cfg.near_dedup.seed)
+    for i in live:
+      if ids[i] in found:
+        drops[ids[i]] = ("near_duplicate", found[ids[i]])
+        alive[i] = False
+    stats["near_dedup"] = _dedup_stage(lengths, alive, before, "near_duplicate")
+  return drops, stats
+
+
+def _dedup_stage(lengths, alive_after, alive_before, reason) -> dict:
+  s = st.new_stage()
+  s["docs_in"], s["docs_out"] = int(alive_before.sum()), int(alive_after.sum())
+  s["chars_in"], s["chars_out"] = int(lengths[alive_before].sum()), int(lengths[alive_after].sum())
+  if s["docs_in"] != s["docs_out"]:
+    s["removed"][reason] = s["docs_in"] - s["docs_out"]
+  return s
+
+
+def _kept_docs(work: str, num_files: int, drops: dict):
+  for i in range(num_files):
+    for doc in _read_jsonl_gz(os.path.join(work, "dedup", f"{i:06d}.jsonl.gz")):
+      if doc["id"] not in drops:
+        yield doc
+
+
+def _tokenizer_for(cfg, work: str, num_files: int, drops: dict, out_dir: str) -> tokenizer_lib.Tokenizer:
+  t = cfg.tokenizer
+  if t.path:
+    tok = tokenizer_lib.load(t.path)
+    name = "tokenizer.json" if tok.kind == "hf" else "tokenizer.model"
+    shutil.copyfile(t.path, os.path.join(out_dir, name))
+    return tokenizer_lib.load(os.path.join(out_dir, name))
+  sample = os.path.join(work, "tokenizer_sample.txt")
+  chars = 0
+  with open(sample, "w", encoding="utf-8") as f:
+    for doc in _kept_docs(work, num_files, drops):
+      if split_of(doc["id"], cfg.split.val_fraction, cfg.split.test_fraction) != "train":
+        continue
+      for line in doc["text"].splitlines():
         if line.strip():
           f.write(line + "\n")
+      chars += len(doc["text"])
+      if chars >= t.sample_chars:
+        break
+  symbols = tuple(s for s in t.user_defined_symbols.split(",") if s)
+  logging.info("training a %d-piece %s tokenizer on %d characters", t.vocab_size, t.model_type, chars)
+  path = tokenizer_lib.train_sentencepiece(sample, os.path.join(out_dir, "tokenizer"), t.vocab_size, t.seed,
+                                           t.model_type, t.byte_fallback, symbols)
+  os.remove(os.path.join(out_dir, "tokenizer.vocab"))
+  return tokenizer_lib.load(path)
 
 
-def prepare(out_dir: str, files: list[str], root: str | None, vocab_size: int,
-            val_fraction: float = 0.02, test_fraction: float = 0.02, seed: int = 0,
-            overwrite: bool = False, source_name: str = "files") -> dict:
-  """Builds a dataset in `out_dir` and returns its metadata."""
-  if os.path.exists(out_dir) and not overwrite:
-    raise UserError(f"output directory {out_dir} already exists; pass --overwrite to replace it")
-  docs = list(corpus.read_documents(files, root))
-  if not docs:
-    raise UserError(f"no non-empty documents among {len(files)} input files")
-  by_split = {s: [d for d in docs if split_of(d[0], val_fraction, test_fraction) == s] for s in SPLITS}
+_TOKENIZE_STATE = {}
+
+
+def _tokenize_task(args) -> dict:
+  index, cfg, work, tokenizer_path = args
+  if not _TOKENIZE_STATE:
+    _TOKENIZE_STATE["tok"] = tokenizer_lib.load(tokenizer_path)
+    with open(os.path.join(work, "drops.json")) as f:
+      _TOKENIZE_STATE["drops"] = json.load(f)
+  tok, drops = _TOKENIZE_STATE["tok"], _TOKENIZE_STATE["drops"]
+  docs = [d for d in _read_jsonl_gz(os.path.join(work, "dedup", f"{index:06d}.jsonl.gz"))]
+  by_split = {s: [] for s in SPLITS}
+  examples = []
+  for d in docs:
+    if d["id"] in drops:
+      examples.append((drops[d["id"]], d))
+    else:
+      by_split[split_of(d["id"], cfg.split.val_fraction, cfg.split.test_fraction)].append(d)
+  out = {"examples": examples}
+  for s, ds in by_split.items():
+    out[s] = list(zip(ds, tok.encode_batch([d["text"] for d in ds]))) if ds else []
+  return out
+
+
+def _write_outputs(cfg, work: str, num_files: int, tok, tmp: str, drops: dict, write_text: bool,
+                   dedup_stats: dict) -> dict:
+  with open(os.path.join(work, "drops.json"), "w") as f:
+    json.dump({k: list(v) for k, v in drops.items()}, f)
+  writers = {s: shards.SplitWriter(tmp, s, cfg.output.docs_per_shard) for s in SPLITS}
+  texts = {}
+  if write_text:
+    os.makedirs(os.path.join(tmp, "text"), exist_ok=True)
+    texts = {s: _gzip_writer(os.path.join(tmp, "text", f"{s}.jsonl.gz")) for s in SPLITS}
+  measures = {s: {"docs": 0, "chars": 0, "bytes": 0, "words": 0, "tokens": 0} for s in SPLITS}
+  k = cfg.output.examples_per_reason
+  tasks = [(i, cfg, work, tok.path) for i in range(num_files)]
+  with contextlib.ExitStack() as stack:
+    for w in texts.values():
+      stack.enter_context(w)
+    results = _parallel_map(_tokenize_task, tasks, _workers(cfg), "tokenize") if num_files else []
+    for result in results:
+      for (reason, kept), doc in result["examples"]:
+        stage = dedup_stats["exact_dedup" if reason == "exact_duplicate" else "near_dedup"]
+        slot = stage["examples"].setdefault(reason, [])
+        if len(slot) < k:
+          slot.append({"id": doc["id"], "text": doc["text"][:400], "duplicate_of": kept})
+      for s in SPLITS:
+        for doc, ids in result[s]:
+          writers[s].write(ids)
+          m = measures[s]
+          m["docs"] += 1
+          m["chars"] += len(doc["text"])
+          m["bytes"] += len(doc["text"].encode())
+          m["words"] += len(doc["text"].split())
+          m["tokens"] += len(ids)
+          if write_text:
+            texts[s].write((json.dumps({"id": doc["id"], "source": doc["source"], "text": doc["text"]}) + "\n").encode())
+  splits = {s: writers[s].close() for s in SPLITS}
   for s in SPLITS:
-    if not by_split[s]:
-      raise UserError(f"split {s!r} received no documents out of {len(docs)}; "
-                      f"use more input files or larger val/test fractions")
+    m = measures[s]
+    splits[s].update(chars=m["chars"], bytes=m["bytes"], words=m["words"],
+                     tokens_per_word=m["tokens"] / max(1, m["words"]),
+                     bytes_per_token=m["bytes"] / max(1, m["tokens"]))
+  return splits
 
-  parent = os.path.dirname(os.path.abspath(out_dir))
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(out_dir) + "-", dir=parent)
+
+def _write_removal_log(path: str, infos: list[dict], per_file: list[dict], drops: dict) -> None:
+  """Every removed document, in input order: {"id", "stage", "reason"[, "duplicate_of"]}."""
+  with _gzip_writer(path) as f:
+    for info, dd in zip(infos, per_file):
+      for record in info["removed"] + dd["removed"]:
+        f.write((json.dumps(record) + "\n").encode())
+    for doc_id in sorted(drops):
+      reason, kept = drops[doc_id]
+      stage = "exact_dedup" if reason == "exact_duplicate" else "near_dedup"
+      f.write((json.dumps({"id": doc_id, "stage": stage, "reason": reason, "duplicate_of": kept}) + "\n").encode())
+
+
+def _fingerprint(map_infos: list[dict], cfg) -> str:
+  h = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+  for info in map_infos:
+    h.update(info["sha256"].encode())
+  return h.hexdigest()
+
+
+def run_merge(cfg, output: str, write_text: bool = False, overwrite: bool = False) -> dict:
+  if os.path.exists(output) and not overwrite:
+    raise UserError(f"output directory {output} already exists; pass --overwrite to replace it")
+  files = list_inputs(cfg, output)
+  work = work_dir(output)
+  infos = []
+  for i, f in enumerate(files):
+    path = os.path.join(work, "map", f"{i:06d}.json")
+    if not os.path.exists(path):
+      raise UserError(f"map results for input {f.path} are missing from {work}; run every "
+                      f"--shard_index before --merge")
+    with open(path) as fh:
+      infos.append(json.load(fh))
+  stats = st.merge([info["stats"] for info in infos], cfg.output.examples_per_reason)
+  if stats["quality"]["docs_out"] == 0:
+    raise UserError(f"no documents left after the quality filters ({stats['quality']['removed']}); "
+                    f"relax config.quality")
+
+  counts = boilerplate.LineCounts()
+  if cfg.boilerplate.enabled:
+    for i in range(len(files)):
+      counts.merge(boilerplate.LineCounts.load(os.path.join(work, "map", f"{i:06d}.lines.npz")))
+  boiler = counts.boilerplate(cfg.boilerplate.min_docs, cfg.boilerplate.min_doc_fraction)
+  np.save(os.path.join(work, "boilerplate.npy"), np.asarray(sorted(boiler), np.uint64))
+  os.makedirs(os.path.join(work, "dedup"), exist_ok=True)
+  per_file = _parallel_map(_dedup_task, [(i, cfg, work) for i in range(len(files))], _workers(cfg), "dedup")
+  _DEDUP_STATE.clear()
+  stats.update(st.merge([r["stats"] for r in per_file], cfg.output.examples_per_reason))
+  stats["boilerplate"]["counts"]["boilerplate_lines"] = len(boiler)
+  drops, dedup_stats = _global_dedup(cfg, work, len(files))
+  stats.update(dedup_stats)
+
+  parent = os.path.dirname(os.path.abspath(output))
+  tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(os.path.abspath(output)) + "-", dir=parent)
   os.chmod(tmp, 0o755)
   try:
-    lines = os.path.join(tmp, "tokenizer_train.txt")
-    _write_training_lines(by_split["train"], lines)
-    logging.info("training a %d-piece sentencepiece tokenizer", vocab_size)
-    tokenizer.train_sentencepiece(lines, os.path.join(tmp, "tokenizer"), vocab_size, seed=seed)
-    os.remove(lines)
-    os.remove(os.path.join(tmp, "tokenizer.vocab"))
-    sp = tokenizer.load(os.path.join(tmp, "tokenizer.model"))
-
-    splits = {}
+    tok = _tokenizer_for(cfg, work, len(files), drops, tmp)
+    splits = _write_outputs(cfg, work, len(files), tok, tmp, drops, write_text, stats)
+    _TOKENIZE_STATE.clear()
     for s in SPLITS:
-      writer = shards.SplitWriter(tmp, s)
-      texts = [t for _, t in by_split[s]]
-      for ids in sp.encode(texts, num_threads=os.cpu_count() or 1):
-        writer.write(ids)
-      splits[s] = writer.close()
-      logging.info("%s: %d documents, %d tokens", s, splits[s]["num_docs"], splits[s]["num_tokens"])
-
-    fingerprint = hashlib.sha256()
-    for doc_id, text in docs:
-      fingerprint.update(doc_id.encode() + b"\0" + text.encode() + b"\0")
-    train_chars = sum(len(t) for _, t in by_split["train"])
+      if splits[s]["num_docs"] == 0:
+        raise UserError(f"split {s!r} received no documents; use more input or larger split fractions")
     meta = {
         "format": shards.FORMAT,
-        "source": source_name,
-        "tokenizer": "tokenizer.model",
-        "vocab_size": sp.vocab_size(),
-        "bos_id": tokenizer.BOS_ID,
-        "eos_id": tokenizer.EOS_ID,
+        "sources": {name: cfg.sources[name].inputs for name in cfg.sources},
+        "tokenizer": os.path.basename(tok.path),
+        "tokenizer_kind": tok.kind,
+        "vocab_size": tok.vocab_size,
+        "bos_id": tok.bos_id,
+        "eos_id": tok.eos_id,
         "splits": splits,
-        "chars_per_token_train": train_chars / max(1, splits["train"]["num_tokens"]),
-        "inputs_sha256": fingerprint.hexdigest(),
-        "config": {"vocab_size": vocab_size, "val_fraction": val_fraction,
-                   "test_fraction": test_fraction, "seed": seed},
+        "chars_per_token_train": splits["train"]["chars"] / max(1, splits["train"]["num_tokens"]),
+        "inputs_sha256": _fingerprint(infos, cfg),
+        "num_input_files": len(files),
+        "config": cfg.to_dict(),
     }
-    with open(os.path.join(tmp, shards.METADATA), "w") as f:
-      json.dump(meta, f, indent=2)
-    if os.path.exists(out_dir):
-      shutil.rmtree(out_dir)
-    os.rename(tmp, out_dir)
+    _write_json_atomic(os.path.join(tmp, shards.METADATA), meta)
+    report.write(os.path.join(tmp, "report.md"), meta, stats)
+    _write_removal_log(os.path.join(tmp, "removed.jsonl.gz"), infos, per_file, drops)
+    with open(os.path.join(tmp, "stats.json"), "w") as f:
+      json.dump(stats, f, indent=1)
+    if os.path.exists(output):
+      shutil.rmtree(output)
+    os.rename(tmp, output)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
+  shutil.rmtree(work, ignore_errors=True)
   return meta
 
 
-def prepare_stdlib(out_dir: str, vocab_size: int, val_fraction: float, test_fraction: float,
-                   seed: int = 0) -> dict:
-  import sysconfig
-  root = sysconfig.get_paths()["stdlib"]
-  return prepare(out_dir, corpus.stdlib_files(), root, vocab_size, val_fraction, test_fraction,
-                 seed, source_name=f"python-stdlib:{root}")
+def _existing(output: str, cfg, overwrite: bool) -> dict | None:
+  """The metadata of `output` if it is this very dataset; an error if it is another one."""
+  if not os.path.exists(output) or overwrite:
+    return None
+  try:
+    meta = shards.load_metadata(output)
+  except UserError:
+    raise UserError(f"output directory {output} exists and is not a prepared dataset; "
+                    f"pass --overwrite to replace it") from None
+  files = list_inputs(cfg, output)
+  infos = [{"sha256": _file_sha256(f.path)} for f in files]
+  if meta.get("inputs_sha256") == _fingerprint(infos, cfg):
+    return meta
+  raise UserError(f"output directory {output} already holds a different dataset (other inputs or "
+                  f"config); pass --overwrite to replace it")
 
 
-def num_tokens(meta: dict, split: str) -> int:
-  return int(np.int64(meta["splits"][split]["num_tokens"]))
+def prepare(cfg, output: str, overwrite: bool = False, write_text: bool = False) -> dict:
+  """Both phases on this machine. Returns the dataset's metadata."""
+  existing = _existing(output, cfg, overwrite)
+  if existing is not None:
+    logging.info("%s is up to date", output)
+    return existing
+  shutil.rmtree(work_dir(output), ignore_errors=True)
+  try:
+    run_map(cfg, output)
+    return run_merge(cfg, output, write_text, overwrite=True)  # _existing() vetted the output
+  except BaseException:
+    shutil.rmtree(work_dir(output), ignore_errors=True)  # nothing half-written survives a failure
+    raise

@@ -1,49 +1,105 @@
-"""Sentencepiece tokenizers: training on a corpus and loading."""
+"""Tokenizers: train a sentencepiece model, or load sentencepiece / HF `tokenizer.json`.
 
+Everything downstream sees one small interface (`Tokenizer`), so a dataset can
+be tokenized with a model we trained or with an existing model's tokenizer.
+"""
+
+import dataclasses
 import os
 
 import sentencepiece as spm
 
 from errors import UserError
 
-BOS_ID, EOS_ID, UNK_ID = 1, 2, 0
+# Ids of the special pieces in tokenizers we train.
+UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
 
 
 def train_sentencepiece(lines_file: str, model_prefix: str, vocab_size: int, seed: int = 0,
-                        model_type: str = "bpe", max_sentences: int = 300_000) -> str:
+                        model_type: str = "bpe", byte_fallback: bool = True,
+                        user_defined_symbols: tuple[str, ...] = (), max_sentences: int = 300_000) -> str:
   """Trains a tokenizer for text or code; returns the path of the .model file.
 
   Whitespace is kept verbatim (identity normalization, no whitespace collapsing)
-  and "\\n" is a piece of its own, so code round-trips exactly; byte fallback
-  means nothing is ever <unk>.
+  and "\\n" is a piece of its own, so code round-trips exactly; with byte
+  fallback nothing is ever <unk>. `user_defined_symbols` (e.g. chat markers)
+  are always single pieces.
   """
+  if model_type not in ("bpe", "unigram"):
+    raise UserError(f"tokenizer model_type={model_type!r}; expected 'bpe' or 'unigram'")
   spm.set_random_generator_seed(seed)
-  spm.SentencePieceTrainer.train(
-      input=lines_file,
-      model_prefix=model_prefix,
-      vocab_size=vocab_size,
-      model_type=model_type,
-      character_coverage=0.9995,
-      byte_fallback=True,
-      normalization_rule_name="identity",
-      remove_extra_whitespaces=False,
-      allow_whitespace_only_pieces=True,
-      split_digits=True,
-      user_defined_symbols=["\n"],
-      input_sentence_size=max_sentences,
-      shuffle_input_sentence=True,
-      max_sentence_length=4096,
-      unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=-1,
-      num_threads=os.cpu_count() or 1,
-      minloglevel=2,
-  )
+  symbols = ["\n"] + [s for s in user_defined_symbols if s and s != "\n"]
+  try:
+    spm.SentencePieceTrainer.train(
+        input=lines_file, model_prefix=model_prefix, vocab_size=vocab_size, model_type=model_type,
+        character_coverage=0.9995, byte_fallback=byte_fallback, normalization_rule_name="identity",
+        remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, split_digits=True,
+        user_defined_symbols=symbols, input_sentence_size=max_sentences, shuffle_input_sentence=True,
+        max_sentence_length=4096, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=-1,
+        num_threads=os.cpu_count() or 1, minloglevel=2)
+  except RuntimeError as e:
+    raise UserError(f"sentencepiece training failed: {e}") from None
+  _strip_paths(model_prefix + ".model")
   return model_prefix + ".model"
 
 
-def load(path: str) -> spm.SentencePieceProcessor:
+def _strip_paths(model_file: str) -> None:
+  """Drops the (temporary) training paths sentencepiece records in the model, so the
+  same data always gives a byte-identical tokenizer."""
+  from sentencepiece import sentencepiece_model_pb2
+  proto = sentencepiece_model_pb2.ModelProto()
+  with open(model_file, "rb") as f:
+    proto.ParseFromString(f.read())
+  del proto.trainer_spec.input[:]
+  proto.trainer_spec.model_prefix = ""
+  with open(model_file, "wb") as f:
+    f.write(proto.SerializeToString())
+
+
+@dataclasses.dataclass
+class Tokenizer:
+  """A loaded tokenizer: sentencepiece (`.model`) or HF tokenizers (`tokenizer.json`)."""
+  path: str
+  kind: str  # "sentencepiece" | "hf"
+  impl: object
+  vocab_size: int
+  bos_id: int | None
+  eos_id: int | None
+
+  def encode_batch(self, texts: list[str]) -> list[list[int]]:
+    if self.kind == "sentencepiece":
+      return self.impl.encode(texts, num_threads=1)
+    return [e.ids for e in self.impl.encode_batch(texts, add_special_tokens=False)]
+
+  def decode(self, ids: list[int]) -> str:
+    if self.kind == "sentencepiece":
+      return self.impl.decode(ids)
+    return self.impl.decode(ids, skip_special_tokens=False)
+
+
+def _hf_special_id(tok, candidates) -> int | None:
+  for piece in candidates:
+    i = tok.token_to_id(piece)
+    if i is not None:
+      return i
+  return None
+
+
+def load(path: str) -> Tokenizer:
   if not os.path.isfile(path):
     raise UserError(f"tokenizer file {path} does not exist")
+  if path.endswith(".json"):
+    import tokenizers
+    try:
+      tok = tokenizers.Tokenizer.from_file(path)
+    except Exception as e:  # tokenizers raises a bare Exception on bad JSON
+      raise UserError(f"tokenizer file {path} is not an HF tokenizer.json: {e}") from None
+    return Tokenizer(path, "hf", tok, tok.get_vocab_size(with_added_tokens=True),
+                     _hf_special_id(tok, ("<s>", "<|begin_of_text|>", "<bos>", "[CLS]")),
+                     _hf_special_id(tok, ("</s>", "<|end_of_text|>", "<|endoftext|>", "<eos>", "[SEP]")))
   try:
-    return spm.SentencePieceProcessor(model_file=path)
+    sp = spm.SentencePieceProcessor(model_file=path)
   except (OSError, RuntimeError) as e:
     raise UserError(f"tokenizer file {path} is not a sentencepiece model: {e}") from None
+  return Tokenizer(path, "sentencepiece", sp, sp.vocab_size(),
+                   sp.bos_id() if sp.bos_id() >= 0 else None, sp.eos_id() if sp.eos_id() >= 0 else None)

@@ -22,14 +22,22 @@ from configs import quickstart  # noqa: E402
 from data import corpus, prepare  # noqa: E402
 
 
+def stdlib_data_config(num_files: int = 80, vocab_size: int = 512):
+  """A quick data config: the first standard-library modules, a small tokenizer."""
+  from configs.data import stdlib
+  c = stdlib.get_config()
+  c.sources.stdlib.inputs = ",".join(corpus.stdlib_files()[:num_files])
+  c.tokenizer.vocab_size = vocab_size
+  c.split.val_fraction = c.split.test_fraction = 0.1
+  c.num_workers = 1
+  return c
+
+
 @pytest.fixture(scope="session")
 def dataset_dir(tmp_path_factory):
-  """A small real dataset: 80 standard-library modules, a 512-piece tokenizer."""
-  import sysconfig
-  files = corpus.stdlib_files()[:80]
+  """A small real dataset: 80 standard-library modules through the full pipeline."""
   out = str(tmp_path_factory.mktemp("data") / "stdlib80")
-  prepare.prepare(out, files, sysconfig.get_paths()["stdlib"], vocab_size=512,
-                  val_fraction=0.1, test_fraction=0.1)
+  prepare.prepare(stdlib_data_config(), out)
   return out
 
 
@@ -37,7 +45,7 @@ def small_config(dataset_dir: str, **overrides):
   """The quickstart model on short sequences, logging every step, no extras."""
   c = quickstart.get_config()
   c.data.dir = dataset_dir
-  c.data.prepare_source = ""
+  c.data.prepare_config = ""
   c.train.steps = 5
   c.train.batch_size = 8
   c.train.seq_len = 64

@@ -28,7 +28,7 @@ def test_unknown_config_key_lists_valid_keys(tmp_path):
 
 def test_cli_reports_user_error_without_traceback(dataset_dir, tmp_path):
   out = _train_cli("--config=configs/quickstart.py", f"--workdir={tmp_path}", f"--config.data.dir={dataset_dir}",
-                   "--config.data.prepare_source=", "--config.mesh.data=3", "--config.mesh.fsdp=1")
+                   "--config.data.prepare_config=", "--config.mesh.data=3", "--config.mesh.fsdp=1")
   assert out.returncode == 1
   assert out.stderr.strip().splitlines()[-1].startswith("error: mesh (mesh.data=3")
   assert "Traceback" not in out.stderr
@@ -66,7 +66,7 @@ def test_checkpoint_from_another_model_shape(dataset_dir, tmp_path):
 
 def test_sigterm_saves_a_checkpoint(dataset_dir, tmp_path):
   args = ["--config=configs/quickstart.py", f"--workdir={tmp_path}", f"--config.data.dir={dataset_dir}",
-          "--config.data.prepare_source=", "--config.train.steps=100000", "--config.train.seq_len=64",
+          "--config.data.prepare_config=", "--config.train.steps=100000", "--config.train.seq_len=64",
           "--config.log.every_steps=1", "--config.eval.at_start=False", "--config.checkpoint.every_steps=100000",
           "--config.mesh.fsdp=1"]
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1")

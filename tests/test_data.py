@@ -1,14 +1,11 @@
 """Packing, per-process slicing and iterator resumption of the grain pipeline."""
 
-import os
-
 import numpy as np
 import pytest
 from ml_collections import ConfigDict
 
 from data import pipeline, prepare, shards
 from data.packing import PackedRows
-from errors import UserError
 
 
 class _ListSource:
@@ -57,7 +54,7 @@ def test_epochs_reshuffle_and_seed_is_deterministic():
 
 
 def _data_cfg(directory, workers=0):
-  return ConfigDict(dict(dir=directory, worker_count=workers, add_bos=True, add_eos=True))
+  return ConfigDict(dict(dir=directory, mixture="", worker_count=workers, add_bos=True, add_eos=True))
 
 
 def test_process_slices_assemble_the_single_process_batch(dataset_dir):
@@ -88,7 +85,7 @@ def test_iterator_state_resumes_exactly(dataset_dir, workers):
 def test_eval_batches_never_wrap(dataset_dir):
   cfg = _data_cfg(dataset_dir)
   batches = pipeline.eval_batches(cfg, "val", 64, 8, 0, 8, num_batches=10_000)
-  rows = pipeline.packed_rows(cfg, "val", 64, 0, False)
+  rows = pipeline.RowStream(cfg, "val", 64, 0, False)
   assert len(batches) == rows.rows_per_epoch // 8
 
 
@@ -107,15 +104,3 @@ def test_split_assignment_is_stable():
   splits = [prepare.split_of(d, 0.1, 0.1) for d in ids]
   assert splits == [prepare.split_of(d, 0.1, 0.1) for d in ids]
   assert 100 < splits.count("val") < 300 and 100 < splits.count("test") < 300
-
-
-def test_prepare_refuses_existing_output_and_bad_utf8(tmp_path):
-  good = tmp_path / "a.txt"
-  good.write_text("hello world\n" * 10)
-  with pytest.raises(UserError, match="already exists"):
-    prepare.prepare(str(tmp_path), [str(good)], None, 300)
-  bad = tmp_path / "bad.txt"
-  bad.write_bytes(b"ok\n\xff\xfe broken")
-  with pytest.raises(UserError, match="bad.txt.*UTF-8"):
-    prepare.prepare(str(tmp_path / "out"), [str(bad)], None, 300)
-  assert not os.path.exists(tmp_path / "out")

@@ -13,7 +13,7 @@ from trainer import loop
 OVERRIDES = ["--config.train.steps=4", "--config.train.batch_size=8", "--config.train.seq_len=64",
              "--config.optimizer.warmup_steps=2", "--config.log.every_steps=1", "--config.log.tensorboard=False",
              "--config.eval.at_start=False", "--config.eval.final_split=", "--config.eval.num_samples=0",
-             "--config.data.prepare_source=", "--config.mesh.data=2", "--config.mesh.fsdp=4",
+             "--config.data.prepare_config=", "--config.mesh.data=2", "--config.mesh.fsdp=4",
              "--config.checkpoint.async_save=False"]
 
 

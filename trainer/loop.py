@@ -12,6 +12,7 @@ import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
 
+from configs import overrides
 from data import pipeline, prepare, shards, tokenizer
 from errors import UserError
 from evals import perplexity
@@ -79,20 +80,25 @@ def _check_config(config, mesh) -> None:
 
 
 def _ensure_dataset(data_cfg) -> dict:
-  """Prepares the dataset on first use when the config names a source for it."""
-  if data_cfg.prepare_source and data_cfg.dir and not os.path.exists(
-      os.path.join(data_cfg.dir, shards.METADATA)):
-    if data_cfg.prepare_source != "stdlib":
-      raise UserError(f"config.data.prepare_source={data_cfg.prepare_source!r}; only 'stdlib' is built in")
+  """Prepares `data.dir` on first use when the config names a data config for it."""
+  if data_cfg.prepare_config and not os.path.exists(os.path.join(data_cfg.dir, shards.METADATA)):
     if jax.process_index() == 0:
-      logging.info("preparing %s from the Python standard library (first run only)", data_cfg.dir)
-      print(f"Preparing dataset {data_cfg.dir} from the Python standard library (first run only)...",
-            flush=True)
-      prepare.prepare_stdlib(data_cfg.dir, data_cfg.prepare_vocab_size, data_cfg.prepare_val_fraction,
-                             data_cfg.prepare_test_fraction)
+      path = data_cfg.prepare_config
+      if not os.path.isabs(path) and not os.path.exists(path):  # relative to the repository
+        path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), path)
+      if not os.path.isfile(path):
+        raise UserError(f"config.data.prepare_config={data_cfg.prepare_config!r}: no such file")
+      print(f"Preparing dataset {data_cfg.dir} with {data_cfg.prepare_config} (first run only)...", flush=True)
+      prepare.prepare(overrides.load_config_file(path), data_cfg.dir)
     if jax.process_count() > 1:
       multihost_utils.sync_global_devices("dataset prepared")
-  return shards.load_metadata(data_cfg.dir)
+  return pipeline.dataset_metadata(data_cfg)
+
+
+def _global_sum(x: np.ndarray) -> np.ndarray:
+  if jax.process_count() == 1:
+    return x
+  return np.asarray(multihost_utils.process_allgather(x)).sum(0)
 
 
 def _write_json_atomic(path: str, obj) -> None:
@@ -112,7 +118,7 @@ class _Run:
     _check_config(config, self.mesh)
     self.meta = _ensure_dataset(config.data)
     if self.meta["vocab_size"] > self.model_cfg.vocab_size:
-      raise UserError(f"the tokenizer of {config.data.dir} has {self.meta['vocab_size']} tokens but "
+      raise UserError(f"the tokenizer of the dataset has {self.meta['vocab_size']} tokens but "
                       f"config.model.vocab_size={self.model_cfg.vocab_size}; the embedding must be at "
                       f"least as large as the vocabulary")
     self.is_main = jax.process_index() == 0
@@ -133,6 +139,7 @@ class _Run:
     self.eval_step = steps_lib.make_eval_step(self.model, self.state_sh.params, self.batch_sh, repl)
     self.train_iter = pipeline.train_iterator(self.config.data, t.seq_len, t.batch_size, *self.rows,
                                               seed=t.seed)
+    self.mixture_names = [os.path.basename(os.path.normpath(d)) for d, _ in pipeline.datasets(self.config.data)]
     self.flops_per_token = flops.flops_per_token(self.model_cfg, t.seq_len)
     self.peak_flops = mfu_lib.peak_flops_per_device(jax.devices()[0].device_kind,
                                                     self.config.log.peak_flops_per_device)
@@ -145,8 +152,8 @@ class _Run:
 
 def _print_samples(run: _Run, params, log: MetricsLogger) -> None:
   ev = run.config.eval
-  sp = tokenizer.load(os.path.join(run.config.data.dir, run.meta["tokenizer"]))
-  rows = pipeline.packed_rows(run.config.data, "test", run.config.train.seq_len, seed=0, shuffle=False)
+  tok = tokenizer.load(run.meta["tokenizer_path"])
+  rows = pipeline.RowStream(run.config.data, "test", run.config.train.seq_len, seed=0, shuffle=False)
   prompt_len = min(32, run.config.train.seq_len // 2)
   prompts = [rows[i]["tokens"][:prompt_len].tolist() for i in range(ev.num_samples)]
   dp = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
@@ -154,7 +161,7 @@ def _print_samples(run: _Run, params, log: MetricsLogger) -> None:
                          ev.sample_temperature, seed=run.config.train.seed, batch_multiple=dp)
   for i, (prompt, out) in enumerate(zip(prompts, outs)):
     log.info(f"--- sample {i + 1} (prompt from the test split, then the model) ---\n"
-             f"{sp.decode(prompt)}\u2502{sp.decode(out)}")
+             f"{tok.decode(prompt)}\u2502{tok.decode(out)}")
 
 
 def run(config, workdir: str, devices=None, stop_after_step: int | None = None) -> dict:
@@ -197,9 +204,14 @@ def run(config, workdir: str, devices=None, stop_after_step: int | None = None) 
     tokens_per_step = t.batch_size * t.seq_len
     step, last_saved, interrupted = start, start, False
     timer_start, timer_step, loop_start = None, start, time.perf_counter()
+    mixture_tokens = np.zeros(len(r.mixture_names))
     with _StopRequest() as stop:
       while step < t.steps:
-        batch = sharding.to_global_batch(next(r.train_iter), r.batch_sh, t.batch_size)
+        local = next(r.train_iter)
+        mixture_tokens += np.bincount(local["dataset"], weights=(local["segment_ids"] != 0).sum(1),
+                                      minlength=len(mixture_tokens))
+        local = {k: v for k, v in local.items() if k in pipeline.MODEL_KEYS}
+        batch = sharding.to_global_batch(local, r.batch_sh, t.batch_size)
         state, metrics = r.train_step(state, batch)
         step += 1
         if timer_start is None:  # the first step includes compilation; time from after it
@@ -215,6 +227,10 @@ def run(config, workdir: str, devices=None, stop_after_step: int | None = None) 
           m["eta_s"] = (t.steps - step) * (now - timer_start) / done if done else 0.0
           timer_start, timer_step = now, step
           m["tokens_seen"] = step * tokens_per_step
+          if len(mixture_tokens) > 1:  # each dataset's share of the tokens since the last log line
+            shares = _global_sum(mixture_tokens)
+            m.update({f"share_{name}": v / max(1.0, shares.sum()) for name, v in zip(r.mixture_names, shares)})
+            mixture_tokens[:] = 0
           log.write(step, "train", m)
           log.info(format_train_line(step, t.steps, m))
         if step % ev.every_steps == 0 and ev.steps > 0:

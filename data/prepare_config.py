@@ -1,0 +1,62 @@
+"""Every knob of scripts/prepare_data.py, with defaults.
+
+Dataset configs (configs/data/*.py) start from `default_config()` and change
+what differs; flags override as `--config.near_dedup.threshold=0.8`.
+"""
+
+import ml_collections
+
+from data import normalize, pii, quality
+
+
+def default_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # name -> {inputs: comma-separated files/dirs/globs, or "stdlib"; text_field for JSONL/Parquet}
+  c.sources = ml_collections.ConfigDict()
+  c.read = ml_collections.ConfigDict(dict(on_decode_error="fail"))  # "fail" | "skip" (and count)
+
+  c.normalize = normalize.default_config()
+  c.normalize.enabled = True
+  c.quality = quality.default_config()
+  c.quality.enabled = True
+  c.pii = ml_collections.ConfigDict(dict(enabled=True, types=",".join(pii.PII_TYPES), phone_region="US"))
+  c.boilerplate = ml_collections.ConfigDict(dict(
+      enabled=True,
+      min_line_chars=30,       # shorter lines are never boilerplate (`else:`, `}`)
+      min_docs=10,             # a line must appear in at least this many documents...
+      min_doc_fraction=0.01,   # ...and in at least this fraction of them
+      line_prefixes="",        # only lines starting with one of these (comma-separated) count,
+                               # e.g. "#,//" for code, where repeated code lines are not boilerplate
+  ))
+  c.exact_dedup = ml_collections.ConfigDict(dict(enabled=True))
+  c.near_dedup = ml_collections.ConfigDict(dict(
+      enabled=True,
+      threshold=0.7,           # estimated Jaccard similarity of character shingles
+      num_perm=128,
+      shingle_chars=5,
+      seed=1,
+  ))
+  c.decontam = ml_collections.ConfigDict(dict(
+      eval_sets="",            # files/globs of eval text (plain or JSONL); "" disables the stage
+      text_field="text",
+      ngram=13,
+  ))
+  c.split = ml_collections.ConfigDict(dict(val_fraction=0.02, test_fraction=0.02))
+  c.tokenizer = ml_collections.ConfigDict(dict(
+      path="",                 # an existing sentencepiece .model or HF tokenizer.json; "" trains one
+      model_type="bpe",        # "bpe" | "unigram"
+      vocab_size=8192,
+      byte_fallback=True,
+      user_defined_symbols="", # comma-separated, e.g. "<|user|>,<|assistant|>"
+      sample_chars=50_000_000, # train the tokenizer on at most this much train text
+      seed=0,
+  ))
+  c.output = ml_collections.ConfigDict(dict(docs_per_shard=4096, examples_per_reason=3))
+  c.num_workers = 0            # processes for the per-file stages; 0 = one per CPU
+  c.lock()
+  return c
+
+
+def add_source(c: ml_collections.ConfigDict, name: str, inputs: str, text_field: str = "text") -> None:
+  with c.unlocked():
+    c.sources[name] = ml_collections.ConfigDict(dict(inputs=inputs, text_field=text_field))
