@@ -3,8 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
-from ml_collections import ConfigDict
 
 from configs import quickstart
 from model.config import ModelConfig

@@ -1,7 +1,6 @@
 """One device vs data/FSDP/tensor meshes, exact resume, and resharding a checkpoint."""
 
 import jax
-import numpy as np
 import pytest
 
 from conftest import small_config, train_losses

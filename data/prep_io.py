@@ -1,0 +1,79 @@
+"""Shared pieces of the data preparation phases: paths, splits, files, worker pools."""
+
+import gzip
+import hashlib
+import json
+import multiprocessing
+import os
+import sys
+
+from data import sources
+
+SPLITS = ("train", "val", "test")
+
+
+def split_of(doc_id: str, val_fraction: float, test_fraction: float) -> str:
+  """Deterministic split from the document id alone: a document never lands in two splits."""
+  u = int.from_bytes(hashlib.sha256(doc_id.encode()).digest()[:8], "big") / 2.0**64
+  if u < test_fraction:
+    return "test"
+  return "val" if u < test_fraction + val_fraction else "train"
+
+
+def work_dir(output: str) -> str:
+  return os.path.abspath(output).rstrip("/") + ".work"
+
+
+def list_inputs(cfg, output: str):
+  """The inputs, minus this run's own output, work and temporary directories."""
+  out = os.path.abspath(output).rstrip("/")
+  tmp = os.path.join(os.path.dirname(out), ".tmp-" + os.path.basename(out) + "-")
+  return sources.list_inputs(cfg.sources, exclude=(out + os.sep, work_dir(output) + os.sep, tmp))
+
+
+def write_json_atomic(path: str, obj) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(obj, f, indent=1, sort_keys=True)
+  os.replace(tmp, path)
+
+
+def file_sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def read_jsonl_gz(path: str):
+  with gzip.open(path, "rt", encoding="utf-8") as f:
+    for line in f:
+      yield json.loads(line)
+
+
+def gzip_writer(path: str):
+  """Deterministic gzip (no timestamp in the header), so reruns are byte-identical."""
+  return gzip.GzipFile(path, "wb", mtime=0)
+
+
+def _pool(num_workers: int):
+  # JAX's threads don't survive fork: after JAX started (train.py preparing the
+  # quickstart data), start clean worker processes instead.
+  method = "spawn" if "jax" in sys.modules else "fork"
+  return multiprocessing.get_context(method).Pool(num_workers)
+
+
+def worker_count(cfg) -> int:
+  return cfg.num_workers or os.cpu_count() or 1
+
+
+def parallel_map(fn, items, num_workers: int, desc: str, ordered: bool = True):
+  """fn over items, in a pool unless one worker; a progress bar on stderr."""
+  from tqdm import tqdm
+  bar = dict(total=len(items), desc=desc, unit="file", disable=len(items) < 2, file=sys.stderr)
+  if num_workers <= 1 or len(items) <= 1:
+    return [fn(x) for x in tqdm(items, **bar)]
+  with _pool(min(num_workers, len(items))) as pool:
+    it = pool.imap(fn, items) if ordered else pool.imap_unordered(fn, items)
+    return list(tqdm(it, **bar))
