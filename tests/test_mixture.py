@@ -38,6 +38,7 @@ def test_mixture_token_shares_and_exact_resume(dataset_dir, second_dataset, tmp_
   # Each log line holds the shares of the 20 steps before it; all intervals are equal in size.
   share_a = sum(rows[s]["share_stdlib80"] for s in steps) / len(steps)
   share_b = sum(rows[s]["share_other"] for s in steps) / len(steps)
+  print(f"token shares over 200 steps: {share_a:.4f} / {share_b:.4f}")
   assert abs(share_a - 0.7) < 0.02 and abs(share_b - 0.3) < 0.02, (share_a, share_b)
 
   cfg.log.every_steps = 1

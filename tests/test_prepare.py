@@ -101,6 +101,7 @@ def test_planted_duplicates_are_removed(planted):
   assert all(removed[e]["reason"] == "exact_duplicate" for e in exact)
   pairs = [(f"corpus:base/{i:03d}.py", f"corpus:near/{i:03d}.py") for i in range(20, 60)]
   caught = sum(not (a in kept and b in kept) for a, b in pairs)
+  print(f"near-duplicate pairs caught: {caught}/{len(pairs)}")
   assert caught / len(pairs) >= 0.95, caught
 
 
@@ -116,6 +117,7 @@ def test_few_distinct_documents_removed_as_duplicates(planted):
       a, b = hasher.shingles(texts[doc_id]), hasher.shingles(texts[r["duplicate_of"]])
       if len(a & b) / len(a | b) < threshold:
         false_positives.append(doc_id)
+  print(f"distinct modules removed as duplicates: {len(false_positives)}/300")
   assert len(false_positives) < 0.01 * 300, false_positives
 
 
