@@ -25,25 +25,6 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", -1, "This process's index (mult
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def parse_flags(argv):
-  """absl parsing, but a bad config file or override is one line on stderr, not a traceback."""
-  try:
-    remaining = flags.FLAGS(argv)
-    flags.FLAGS.config.to_dict()  # config_flags defers a broken config file's error to first use
-    return remaining
-  except flags.Error as e:
-    sys.exit(f"error: {e}")
-  except Exception as e:  # raised from inside ml_collections while applying --config.* overrides
-    config_path = next((a.split("=", 1)[1] for a in argv if a.startswith("--config=")), None)
-    message = None
-    if config_path:
-      try:
-        message = overrides.explain_bad_override(overrides.load_config_file(config_path), argv)
-      except Exception as load_error:  # the config file itself is missing or broken
-        message = f"cannot load config file {config_path}: {type(load_error).__name__}: {load_error}"
-    sys.exit(f"error: {message or f'{type(e).__name__}: {e}'}")
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
@@ -59,4 +40,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=parse_flags)
+  app.run(main, flags_parser=overrides.parse_flags)

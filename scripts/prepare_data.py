@@ -18,14 +18,14 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags, logging  # noqa: E402
-from ml_collections import config_flags  # noqa: E402
 
+from configs import overrides  # noqa: E402
 from data import prepare, prepare_config  # noqa: E402
 from errors import UserError  # noqa: E402
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-_CONFIG = config_flags.DEFINE_config_file("config", os.path.join(_REPO, "configs/data/default.py"),
-                                          "Data preparation config (configs/data/*.py).", lock_config=True)
+_CONFIG = overrides.define_config_file_with_default(os.path.join(_REPO, "configs/data/default.py"),
+                                                    "Data preparation config (configs/data/*.py).")
 _OUTPUT = flags.DEFINE_string("output", None, "Dataset directory to create.", required=True)
 _INPUTS = flags.DEFINE_list("inputs", [], "Files, directories or globs, added as a source named 'input'. "
                             "'stdlib' means the Python standard library source.")
@@ -67,4 +67,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=overrides.parse_flags)

@@ -271,3 +271,23 @@ def test_existing_tokenizer_and_hf_tokenizer_json(tmp_path, dataset_dir):
   meta = prepare.prepare(_cfg_for(str(src), tokenizer__path=str(tmp_path / "tokenizer.json")), str(tmp_path / "hf"))
   assert meta["tokenizer_kind"] == "hf" and meta["bos_id"] == 1 and meta["eos_id"] == 2
   assert 1.0 < meta["splits"]["train"]["bytes_per_token"] < 20
+
+
+def test_cli_prepares_and_rejects_bad_overrides(tmp_path):
+  import subprocess
+  import sys
+  from conftest import REPO
+  src = tmp_path / "src"
+  src.mkdir()
+  for i, d in enumerate(_docs(20)):
+    (src / f"{i}.txt").write_text(d)
+  script = os.path.join(REPO, "scripts", "prepare_data.py")
+  base = [sys.executable, script, f"--output={tmp_path / 'out'}", f"--inputs={src}"]
+  bad = subprocess.run(base + ["--config.near_dedup.treshold=0.5"], capture_output=True, text=True, timeout=120)
+  assert bad.returncode == 1 and "Traceback" not in bad.stderr
+  assert "unknown config key config.near_dedup.treshold" in bad.stderr and "threshold" in bad.stderr
+  ok = subprocess.run(base + ["--config.tokenizer.vocab_size=512", "--config.quality.min_chars=10",
+                              "--config.split.val_fraction=0.2", "--config.split.test_fraction=0.2"],
+                      capture_output=True, text=True, timeout=300)
+  assert ok.returncode == 0, ok.stderr[-2000:]
+  assert "tokens/word" in ok.stdout and os.path.exists(tmp_path / "out" / "report.md")
