@@ -25,6 +25,11 @@ def base_config() -> ml_collections.ConfigDict:
       mlp="swiglu",           # "swiglu" (Llama) | "gelu" (GPT-2)
       position="rope",        # "rope" (Llama) | "learned" (GPT-2)
       rope_theta=10_000.0,
+      rope_scaling="none",    # "none" | "linear" | "llama3" (Llama 3.1+ long-context RoPE)
+      rope_scaling_factor=1.0,
+      rope_low_freq_factor=1.0,           # llama3 only
+      rope_high_freq_factor=4.0,          # llama3 only
+      rope_original_max_position=8192,    # llama3 only: the pretraining context
       use_bias=False,         # biases in every projection (GPT-2)
       tie_embeddings=True,
       init_std=0.02,

@@ -17,6 +17,11 @@ def get_config():
   c.model.head_dim = 64
   c.model.mlp_dim = 8192
   c.model.rope_theta = 500_000.0
+  c.model.rope_scaling = "llama3"
+  c.model.rope_scaling_factor = 32.0
+  c.model.rope_low_freq_factor = 1.0
+  c.model.rope_high_freq_factor = 4.0
+  c.model.rope_original_max_position = 8192
   c.model.tie_embeddings = True
   c.model.dtype = "bfloat16"
   c.model.remat = "dots_no_batch"

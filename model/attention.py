@@ -57,8 +57,8 @@ class Attention(nn.Module):
     k_BxSxKxH = self._project("key", kv_x_BxSxD, cfg.num_kv_heads, "kv_heads")
     v_BxSxKxH = self._project("value", kv_x_BxSxD, cfg.num_kv_heads, "kv_heads")
     if cfg.position == "rope":
-      q_BxTxNxH = apply_rope(q_BxTxNxH, positions_BxT, cfg.rope_theta)
-      k_BxSxKxH = apply_rope(k_BxSxKxH, kv_positions_BxS, cfg.rope_theta)
+      q_BxTxNxH = apply_rope(q_BxTxNxH, positions_BxT, cfg)
+      k_BxSxKxH = apply_rope(k_BxSxKxH, kv_positions_BxS, cfg)
 
     out_BxTxNxH = jax.nn.dot_product_attention(
         q_BxTxNxH, k_BxSxKxH, v_BxSxKxH,

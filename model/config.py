@@ -10,6 +10,7 @@ _CHOICES = {
     "norm": ("rmsnorm", "layernorm"),
     "mlp": ("swiglu", "gelu"),
     "position": ("rope", "learned"),
+    "rope_scaling": ("none", "linear", "llama3"),
     "attention_impl": ("auto", "xla", "cudnn"),
     "remat": ("none", "full", "dots", "dots_no_batch"),
     "dtype": ("float32", "bfloat16", "float16"),
@@ -32,6 +33,11 @@ class ModelConfig:
   mlp: str
   position: str
   rope_theta: float
+  rope_scaling: str
+  rope_scaling_factor: float
+  rope_low_freq_factor: float
+  rope_high_freq_factor: float
+  rope_original_max_position: int
   use_bias: bool
   tie_embeddings: bool
   init_std: float

@@ -1,0 +1,263 @@
+"""Hugging Face safetensors <-> our parameter tree, for Llama and GPT-2.
+
+One table per architecture lists, for every HF tensor, the parameters it
+feeds and the reshapes both ways, so import and export cannot drift apart.
+Import builds each parameter from its HF tensors on the host, one parameter
+at a time, and hands every device only its own shard
+(`jax.make_array_from_callback`): the whole model never sits on one device.
+"""
+
+import dataclasses
+import json
+import os
+from typing import Callable
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from safetensors import safe_open
+from safetensors.numpy import save_file
+
+from errors import UserError
+from model.config import ModelConfig
+
+# Tensors HF checkpoints may carry that hold no weights (buffers).
+_BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorMap:
+  hf_name: str                      # with "{i}" for the layer index in per-layer tensors
+  ours: tuple[tuple[str, ...], ...] # parameter paths inside a layer (or the whole tree if global)
+  to_ours: Callable                 # hf array -> list of our arrays
+  to_hf: Callable                   # *our arrays -> hf array
+  per_layer: bool = True
+
+
+def _same():
+  return dict(to_ours=lambda w: [w], to_hf=lambda x: x)
+
+
+def _llama(c: ModelConfig) -> list[TensorMap]:
+  D, N, K, H = c.d_model, c.num_heads, c.num_kv_heads, c.head_dim
+  def proj(heads):
+    return dict(to_ours=lambda w: [w.T.reshape(D, heads, H)], to_hf=lambda x: x.reshape(D, heads * H).T)
+  transposed = dict(to_ours=lambda w: [w.T], to_hf=lambda x: x.T)
+  p = "model.layers.{i}."
+  maps = [
+      TensorMap(p + "self_attn.q_proj.weight", (("attention", "query"),), **proj(N)),
+      TensorMap(p + "self_attn.k_proj.weight", (("attention", "key"),), **proj(K)),
+      TensorMap(p + "self_attn.v_proj.weight", (("attention", "value"),), **proj(K)),
+      TensorMap(p + "self_attn.o_proj.weight", (("attention", "out"),),
+                to_ours=lambda w: [w.T.reshape(N, H, D)], to_hf=lambda x: x.reshape(N * H, D).T),
+      TensorMap(p + "mlp.gate_proj.weight", (("mlp", "gate"),), **transposed),
+      TensorMap(p + "mlp.up_proj.weight", (("mlp", "up"),), **transposed),
+      TensorMap(p + "mlp.down_proj.weight", (("mlp", "down"),), **transposed),
+      TensorMap(p + "input_layernorm.weight", (("attention_norm", "scale"),), **_same()),
+      TensorMap(p + "post_attention_layernorm.weight", (("mlp_norm", "scale"),), **_same()),
+      TensorMap("model.embed_tokens.weight", (("embed", "table"),), per_layer=False, **_same()),
+      TensorMap("model.norm.weight", (("final_norm", "scale"),), per_layer=False, **_same()),
+  ]
+  if not c.tie_embeddings:
+    maps.append(TensorMap("lm_head.weight", (("lm_head",),), per_layer=False, **transposed))
+  return maps
+
+
+def _gpt2(c: ModelConfig) -> list[TensorMap]:
+  D, N, H = c.d_model, c.num_heads, c.head_dim
+  qkv = (("attention", "query"), ("attention", "key"), ("attention", "value"))
+  p = "transformer.h.{i}."
+  maps = [
+      TensorMap(p + "attn.c_attn.weight", qkv,
+                to_ours=lambda w: [w[:, j * D:(j + 1) * D].reshape(D, N, H) for j in range(3)],
+                to_hf=lambda *x: np.concatenate([a.reshape(D, D) for a in x], axis=1)),
+      TensorMap(p + "attn.c_attn.bias", (("attention", "query_bias"), ("attention", "key_bias"),
+                                         ("attention", "value_bias")),
+                to_ours=lambda b: [b[j * D:(j + 1) * D].reshape(N, H) for j in range(3)],
+                to_hf=lambda *x: np.concatenate([a.reshape(D) for a in x])),
+      TensorMap(p + "attn.c_proj.weight", (("attention", "out"),),
+                to_ours=lambda w: [w.reshape(N, H, D)], to_hf=lambda x: x.reshape(N * H, D)),
+      TensorMap(p + "attn.c_proj.bias", (("attention", "out_bias"),), **_same()),
+      TensorMap(p + "ln_1.weight", (("attention_norm", "scale"),), **_same()),
+      TensorMap(p + "ln_1.bias", (("attention_norm", "bias"),), **_same()),
+      TensorMap(p + "ln_2.weight", (("mlp_norm", "scale"),), **_same()),
+      TensorMap(p + "ln_2.bias", (("mlp_norm", "bias"),), **_same()),
+      TensorMap(p + "mlp.c_fc.weight", (("mlp", "up"),), **_same()),
+      TensorMap(p + "mlp.c_fc.bias", (("mlp", "up_bias"),), **_same()),
+      TensorMap(p + "mlp.c_proj.weight", (("mlp", "down"),), **_same()),
+      TensorMap(p + "mlp.c_proj.bias", (("mlp", "down_bias"),), **_same()),
+      TensorMap("transformer.wte.weight", (("embed", "table"),), per_layer=False, **_same()),
+      TensorMap("transformer.wpe.weight", (("positions", "table"),), per_layer=False, **_same()),
+      TensorMap("transformer.ln_f.weight", (("final_norm", "scale"),), per_layer=False, **_same()),
+      TensorMap("transformer.ln_f.bias", (("final_norm", "bias"),), per_layer=False, **_same()),
+  ]
+  return maps
+
+
+def tensor_maps(c: ModelConfig) -> list[TensorMap]:
+  return _gpt2(c) if c.norm == "layernorm" else _llama(c)
+
+
+def _layer_prefix(c: ModelConfig, i: int | None) -> tuple[str, ...]:
+  """Where layer i's parameters live: stacked under decoder/layers/block, or decoder/layer_i."""
+  return ("decoder", "layers", "block") if c.scan_layers else ("decoder", f"layer_{i}")
+
+
+class _SafetensorsReader:
+  """Reads tensors by name from model.safetensors or a sharded index."""
+
+  def __init__(self, hf_dir: str):
+    index = os.path.join(hf_dir, "model.safetensors.index.json")
+    single = os.path.join(hf_dir, "model.safetensors")
+    if os.path.isfile(index):
+      with open(index) as f:
+        weight_map = json.load(f)["weight_map"]
+      self.files = {name: os.path.join(hf_dir, file) for name, file in weight_map.items()}
+    elif os.path.isfile(single):
+      with safe_open(single, framework="numpy") as f:
+        self.files = {name: single for name in f.keys()}
+    else:
+      raise UserError(f"{hf_dir} has neither model.safetensors nor model.safetensors.index.json")
+    self.used: set[str] = set()
+
+  def get(self, name: str) -> np.ndarray:
+    if name not in self.files:
+      raise UserError(f"HF checkpoint has no tensor {name!r}")
+    self.used.add(name)
+    with safe_open(self.files[name], framework="numpy") as f:
+      return np.asarray(f.get_tensor(name), np.float32)
+
+  def unused(self) -> list[str]:
+    return sorted(n for n in set(self.files) - self.used if not n.endswith(_BUFFER_SUFFIXES))
+
+
+def _set(tree: dict, path: tuple[str, ...], value):
+  for key in path[:-1]:
+    tree = tree.setdefault(key, {})
+  tree[path[-1]] = value
+
+
+def _get(tree: dict, path: tuple[str, ...]):
+  for key in path:
+    tree = tree[key]
+  return tree
+
+
+def _expected_hf_shape(m: TensorMap, our_shapes: list[tuple]) -> tuple:
+  return m.to_hf(*[np.zeros(s, np.float32) for s in our_shapes]).shape
+
+
+def load_params(hf_dir: str, cfg: ModelConfig, abstract_params, shardings):
+  """Parameters from an HF directory, each placed directly on its shards.
+
+  `abstract_params` and `shardings` are our parameter tree's shapes and
+  NamedShardings (from the model's eval_shape), so the result drops into a
+  train state on any mesh.
+  """
+  reader = _SafetensorsReader(hf_dir)
+  layers = range(cfg.num_layers)
+  host: dict = {}  # our path -> list over layers (or a single array) of host arrays, filled lazily
+
+  def layer_shape(path):
+    leaf = _get(abstract_params, _layer_prefix(cfg, 0) + path)
+    return leaf.shape[1:] if cfg.scan_layers else leaf.shape
+
+  for m in tensor_maps(cfg):
+    for i in (layers if m.per_layer else [None]):
+      name = m.hf_name.format(i=i)
+      w = reader.get(name)
+      shapes = [layer_shape(p) if m.per_layer else _get(abstract_params, p).shape for p in m.ours]
+      want = _expected_hf_shape(m, shapes)
+      if w.shape != want:
+        raise UserError(f"{hf_dir}: tensor {name!r} has shape {tuple(w.shape)} but config.json implies {want}")
+      for path, value in zip(m.ours, m.to_ours(w)):
+        host.setdefault((m.per_layer, path), {})[i] = value
+  extra = reader.unused()
+  if extra:
+    raise UserError(f"{hf_dir}: tensors {extra[:5]} are not used by the {cfg.norm} model config; "
+                    f"refusing to drop weights silently")
+
+  params: dict = {}
+  for (per_layer, path), by_layer in host.items():
+    if not per_layer:
+      _set(params, path, by_layer[None])
+    elif cfg.scan_layers:
+      _set(params, _layer_prefix(cfg, 0) + path, np.stack([by_layer[i] for i in layers]))
+    else:
+      for i in layers:
+        _set(params, _layer_prefix(cfg, i) + path, by_layer[i])
+
+  def place(value, abstract, sharding):
+    value = np.asarray(value, abstract.dtype)
+    return jax.make_array_from_callback(abstract.shape, sharding, lambda index: value[index])
+
+  flat_abs = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
+  missing = [jax.tree_util.keystr(p) for p, _ in flat_abs
+             if not _has(params, tuple(k.key for k in p))]
+  if missing:
+    raise UserError(f"{hf_dir}: no HF tensor provides parameters {missing[:5]}")
+  return jax.tree.map(place, params, abstract_params, shardings)
+
+
+def _has(tree, path) -> bool:
+  try:
+    _get(tree, path)
+    return True
+  except KeyError:
+    return False
+
+
+def export_params(params, cfg: ModelConfig, dtype=np.float32) -> dict[str, np.ndarray]:
+  """Our parameters -> {HF tensor name: host array} (gathered one parameter at a time)."""
+  host = lambda x: np.asarray(jax.device_get(x), np.float32)  # noqa: E731
+  out = {}
+  for m in tensor_maps(cfg):
+    for i in (range(cfg.num_layers) if m.per_layer else [None]):
+      ours = []
+      for path in m.ours:
+        if not m.per_layer:
+          ours.append(host(_get(params, path)))
+        elif cfg.scan_layers:
+          ours.append(host(_get(params, _layer_prefix(cfg, 0) + path)[i]))
+        else:
+          ours.append(host(_get(params, _layer_prefix(cfg, i) + path)))
+      out[m.hf_name.format(i=i)] = np.ascontiguousarray(m.to_hf(*ours)).astype(dtype)
+  return out
+
+
+def save_safetensors(tensors: dict[str, np.ndarray], path: str) -> None:
+  save_file(tensors, path, metadata={"format": "pt"})
+
+
+def abstract_params_and_shardings(model: nn.Module, mesh, seq_len: int = 8):
+  """Shapes and NamedShardings of the model's parameters (nothing is allocated)."""
+  from parallel import sharding
+  x = jnp.zeros((1, seq_len), jnp.int32)
+  boxed = jax.eval_shape(lambda r: model.init(r, x, x, jnp.ones_like(x))["params"], jax.random.key(0))
+  abstract = nn.meta.unbox(boxed)
+  return abstract, sharding.logical_to_sharding(nn.get_partition_spec(boxed), mesh)
+
+
+def load(hf_dir: str, mesh, **model_overrides):
+  """(ModelConfig, params on `mesh`) from an HF directory; overrides such as dtype or scan_layers."""
+  from configs import base
+  from model import hf_config
+  from model.transformer import DecoderLM
+  _, fields = hf_config.read(hf_dir)
+  model_cfg = base.base_config().model
+  model_cfg.update({**fields, **model_overrides})
+  cfg = ModelConfig.from_config(model_cfg)
+  abstract, shardings = abstract_params_and_shardings(DecoderLM(cfg), mesh)
+  return cfg, load_params(hf_dir, cfg, abstract, shardings)
+
+
+def save(params, cfg: ModelConfig, out_dir: str, dtype=np.float32, bos_id=None, eos_id=None) -> None:
+  """Writes model.safetensors and config.json that transformers loads as-is."""
+  from model import hf_config
+  os.makedirs(out_dir, exist_ok=True)
+  save_safetensors(export_params(params, cfg, dtype), os.path.join(out_dir, "model.safetensors"))
+  config = hf_config.write(cfg, bos_id, eos_id)
+  config["dtype"] = np.dtype(dtype).name if np.dtype(dtype).name != "bfloat16" else "bfloat16"
+  with open(os.path.join(out_dir, "config.json"), "w") as f:
+    json.dump(config, f, indent=2)
