@@ -42,6 +42,12 @@ def base_config() -> ml_collections.ConfigDict:
       remat="none",           # "none" | "full" | "dots" | "dots_no_batch"
   ))
 
+  c.init = ml_collections.ConfigDict(dict(
+      # Start from a Hugging Face model directory (LlamaForCausalLM, GPT2LMHeadModel):
+      # config.model's architecture fields are taken from its config.json.
+      hf_dir="",
+  ))
+
   c.data = ml_collections.ConfigDict(dict(
       dir="",                 # a prepared dataset (scripts/prepare_data.py)
       # Several prepared datasets sampled by weight, "DIR:WEIGHT,DIR:WEIGHT"

@@ -63,6 +63,13 @@ class Checkpointer:
         data=grain.checkpoint.CheckpointRestore(data_iterator)))
     return restored["state"]
 
+  def restore_state(self, step: int, abstract_state_with_shardings):
+    """The train state alone (no data iterator), e.g. for export or evaluation."""
+    self.check_compatible(step, abstract_state_with_shardings)
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(abstract_state_with_shardings)))
+    return restored["state"]
+
   def wait(self) -> None:
     self._manager.wait_until_finished()
 

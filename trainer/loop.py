@@ -16,7 +16,7 @@ from configs import overrides
 from data import pipeline, prepare, shards, tokenizer
 from errors import UserError
 from evals import perplexity
-from model import flops, sampling
+from model import flops, hf_config, hf_weights, sampling
 from model.config import ModelConfig
 from model.transformer import DecoderLM
 from parallel import mesh as mesh_lib
@@ -113,6 +113,9 @@ class _Run:
 
   def __init__(self, config, workdir: str, devices=None):
     self.config, self.workdir = config, workdir
+    if config.init.hf_dir:  # the architecture comes from the checkpoint, not the config
+      _, fields = hf_config.read(config.init.hf_dir)
+      config.model.update(fields)
     self.model_cfg = ModelConfig.from_config(config.model)
     self.mesh = mesh_lib.make_mesh(config.mesh, devices)
     _check_config(config, self.mesh)
@@ -181,7 +184,12 @@ def run(config, workdir: str, devices=None, stop_after_step: int | None = None) 
     start = ckpt.latest_step()
     if start is None:
       start = 0
-      state = state_lib.create(r.model, r.tx, r.state_sh, t.seq_len, jax.random.key(t.seed))
+      if config.init.hf_dir:
+        log.info(f"initializing from {config.init.hf_dir}")
+        params = hf_weights.load_params(config.init.hf_dir, r.model_cfg, r.abstract.params, r.state_sh.params)
+        state = state_lib.from_params(r.tx, params, r.state_sh)
+      else:
+        state = state_lib.create(r.model, r.tx, r.state_sh, t.seq_len, jax.random.key(t.seed))
     else:
       log.info(f"resuming from {ckpt.directory}/{start}")
       state = ckpt.restore(start, state_lib.with_shardings(r.abstract, r.state_sh), r.train_iter)

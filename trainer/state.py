@@ -56,3 +56,11 @@ def create(model, tx, shardings, seq_len: int, rng):
 def with_shardings(abstract, shardings):
   """ShapeDtypeStructs that tell Orbax where each restored array goes."""
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+
+
+def from_params(tx, params, shardings):
+  """A fresh train state around given (already sharded) parameters, e.g. imported ones."""
+  def build(p):
+    return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p))
+  return jax.jit(build, out_shardings=shardings)(params)
+

@@ -1,0 +1,76 @@
+"""Training from an HF directory, and exporting a run to one."""
+
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import small_config, train_losses
+from model import hf_weights
+from model.config import ModelConfig
+from model.transformer import DecoderLM
+from trainer import export, loop
+from trainer import optimizer as optimizer_lib
+from trainer import state as state_lib
+
+ONE = {"mesh.data": 1, "mesh.fsdp": 1}
+PROMPTS = np.array([[1, 40, 41, 42, 43, 44, 45, 46], [1, 300, 301, 7, 8, 9, 10, 11]], np.int32)
+
+
+def _logits(cfg, params):
+  pos = np.broadcast_to(np.arange(PROMPTS.shape[1], dtype=np.int32), PROMPTS.shape)
+  return np.asarray(DecoderLM(cfg).apply({"params": params}, PROMPTS, pos, np.ones_like(PROMPTS)))
+
+
+def test_run_starts_from_hf_weights(dataset_dir, tmp_path):
+  """A run initialised from an HF export of the seed-0 weights sees the same first loss as a
+  run initialised from seed 0 itself."""
+  cfg = small_config(dataset_dir, **ONE, **{"train.steps": 1, "model.vocab_size": 512})
+  loop.run(cfg, str(tmp_path / "seed0"), devices=jax.devices()[:1])
+
+  model_cfg = ModelConfig.from_config(cfg.model)
+  model = DecoderLM(model_cfg)
+  tx, _ = optimizer_lib.make_optimizer(cfg.optimizer, cfg.train.steps)
+  abstract, shardings = state_lib.state_shardings(model, tx, _single_mesh(), cfg.train.seq_len)
+  params = state_lib.create(model, tx, shardings, cfg.train.seq_len, jax.random.key(cfg.train.seed)).params
+  hf_weights.save(params, model_cfg, str(tmp_path / "hf"), bos_id=1, eos_id=2)
+
+  from_hf = small_config(dataset_dir, **ONE, **{"train.steps": 1, "init.hf_dir": str(tmp_path / "hf")})
+  loop.run(from_hf, str(tmp_path / "from_hf"), devices=jax.devices()[:1])
+  a, b = train_losses(str(tmp_path / "seed0")), train_losses(str(tmp_path / "from_hf"))
+  assert a[1] == pytest.approx(b[1], rel=1e-6)
+
+
+def _single_mesh():
+  from ml_collections import ConfigDict
+  from parallel import mesh as mesh_lib
+  return mesh_lib.make_mesh(ConfigDict(dict(data=1, fsdp=1, tensor=1)), jax.devices()[:1])
+
+
+def test_export_run_to_hf(dataset_dir, tmp_path):
+  cfg = small_config(dataset_dir, **{"train.steps": 2, "model.vocab_size": 512})
+  loop.run(cfg, str(tmp_path / "run"))
+  out = str(tmp_path / "export")
+  assert export.export(str(tmp_path / "run"), out) == 2
+  assert sorted(os.listdir(out)) == ["config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json"]
+  _, model_cfg, params, _ = export.restore_params(str(tmp_path / "run"))
+  ours = _logits(model_cfg, params)
+  reloaded_cfg, reloaded = hf_weights.load(out, _single_mesh())
+  np.testing.assert_allclose(_logits(reloaded_cfg, reloaded), ours, atol=1e-5, rtol=0)
+
+  transformers = pytest.importorskip("transformers")
+  import torch
+  model, info = transformers.AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
+  assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
+  with torch.no_grad():
+    theirs = model(torch.tensor(PROMPTS, dtype=torch.long)).logits.numpy()
+  np.testing.assert_allclose(theirs, ours, atol=1e-5, rtol=0)
+  tok = transformers.AutoTokenizer.from_pretrained(out)
+  assert tok.decode(tok("def f(x):\n    return x")["input_ids"], skip_special_tokens=True).strip().startswith("def")
+
+
+def test_export_errors(tmp_path):
+  from errors import UserError
+  with pytest.raises(UserError, match="no config.json"):
+    export.export(str(tmp_path), str(tmp_path / "out"))
