@@ -74,3 +74,29 @@ def test_export_errors(tmp_path):
   from errors import UserError
   with pytest.raises(UserError, match="no config.json"):
     export.export(str(tmp_path), str(tmp_path / "out"))
+
+
+def test_greedy_generate_matches_transformers(dataset_dir, tmp_path):
+  """scripts/generate.py on an exported run equals transformers generate(do_sample=False)."""
+  import json
+  import subprocess
+  import sys
+  from conftest import REPO
+  cfg = small_config(dataset_dir, **{"train.steps": 30, "model.vocab_size": 512, "optimizer.learning_rate": 3e-3})
+  loop.run(cfg, str(tmp_path / "run"))
+  out = str(tmp_path / "export")
+  export.export(str(tmp_path / "run"), out)
+  result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "generate.py"), f"--hf_dir={out}",
+                           "--prompt=def __init__(self", "--max_new_tokens=24", "--temperature=0"],
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1"))
+  assert result.returncode == 0, result.stderr[-2000:]
+  ours = json.loads(result.stdout.strip().splitlines()[-1])
+  assert len(ours["completion_ids"]) > 0
+  transformers = pytest.importorskip("transformers")
+  import torch
+  model = transformers.AutoModelForCausalLM.from_pretrained(out)
+  with torch.no_grad():
+    theirs = model.generate(torch.tensor([ours["prompt_ids"]]), do_sample=False, max_new_tokens=24,
+                            eos_token_id=2, pad_token_id=2)[0, len(ours["prompt_ids"]):].tolist()
+  assert ours["completion_ids"] == theirs
