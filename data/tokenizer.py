@@ -71,6 +71,24 @@ class Tokenizer:
       return self.impl.encode(texts, num_threads=1)
     return [e.ids for e in self.impl.encode_batch(texts, add_special_tokens=False)]
 
+  def encode_with_offsets(self, text: str) -> tuple[list[int], list[int]]:
+    """Token ids of the whole text and each token's start as a character index."""
+    if self.kind == "hf":
+      enc = self.impl.encode(text, add_special_tokens=False)
+      return list(enc.ids), [start for start, _ in enc.offsets]
+    proto = self.impl.encode(text, return_type="proto")
+    byte_to_char = {}  # sentencepiece reports UTF-8 byte offsets
+    position = 0
+    for i, ch in enumerate(text):
+      byte_to_char[position] = i
+      position += len(ch.encode())
+    byte_to_char[position] = len(text)
+    starts, last = [], 0
+    for piece in proto.pieces:
+      last = byte_to_char.get(piece.begin, last)  # byte-fallback pieces inside a character keep its start
+      starts.append(last)
+    return [piece.id for piece in proto.pieces], starts
+
   def decode(self, ids: list[int]) -> str:
     if self.kind == "sentencepiece":
       return self.impl.decode(ids)
