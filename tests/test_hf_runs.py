@@ -82,7 +82,7 @@ def test_greedy_generate_matches_transformers(dataset_dir, tmp_path):
   import subprocess
   import sys
   from conftest import REPO
-  cfg = small_config(dataset_dir, **{"train.steps": 30, "model.vocab_size": 512, "optimizer.learning_rate": 3e-3})
+  cfg = small_config(dataset_dir, **{"train.steps": 12, "model.vocab_size": 512, "optimizer.learning_rate": 3e-3})
   loop.run(cfg, str(tmp_path / "run"))
   out = str(tmp_path / "export")
   export.export(str(tmp_path / "run"), out)

@@ -62,9 +62,10 @@ def test_schedules():
 
 def test_gradient_accumulation_equals_full_batch():
   cfg = quickstart.get_config()
+  cfg.model.update(dict(d_model=64, num_layers=2, num_heads=2, num_kv_heads=1, head_dim=32, mlp_dim=128))
   model = DecoderLM(ModelConfig.from_config(cfg.model))
   tx, schedule = optimizer_lib.make_optimizer(cfg.optimizer, 10)
-  init = state_lib.init_fn(model, tx, 32)
+  init = jax.jit(state_lib.init_fn(model, tx, 32))
   rng = np.random.default_rng(0)
   batch = {"tokens": jnp.asarray(rng.integers(0, 4096, (4, 32)), jnp.int32),
            "positions": jnp.broadcast_to(jnp.arange(32, dtype=jnp.int32), (4, 32)),
