@@ -69,11 +69,16 @@ def worker_count(cfg) -> int:
 
 
 def parallel_map(fn, items, num_workers: int, desc: str, ordered: bool = True):
-  """fn over items, in a pool unless one worker; a progress bar on stderr."""
+  """Yields fn(x) for each item as it completes, in a pool unless one worker; a progress bar on stderr.
+
+  A generator, so a caller that streams results (the tokenizer pass) holds one
+  file's output at a time rather than the whole corpus.
+  """
   from tqdm import tqdm
   bar = dict(total=len(items), desc=desc, unit="file", disable=len(items) < 2, file=sys.stderr)
   if num_workers <= 1 or len(items) <= 1:
-    return [fn(x) for x in tqdm(items, **bar)]
+    yield from (fn(x) for x in tqdm(items, **bar))
+    return
   with _pool(min(num_workers, len(items))) as pool:
     it = pool.imap(fn, items) if ordered else pool.imap_unordered(fn, items)
-    return list(tqdm(it, **bar))
+    yield from tqdm(it, **bar)

@@ -82,5 +82,7 @@ def run_map(cfg, output: str, num_shards: int = 1, shard_index: int = 0) -> int:
   work = work_dir(output)
   _check_work_config(work, cfg)
   mine = [(i, f, cfg, work) for i, f in enumerate(files) if i % num_shards == shard_index]
-  parallel_map(_map_task, mine, worker_count(cfg), f"clean (shard {shard_index + 1}/{num_shards})", ordered=False)
+  for _ in parallel_map(_map_task, mine, worker_count(cfg), f"clean (shard {shard_index + 1}/{num_shards})",
+                        ordered=False):
+    pass
   return len(mine)

@@ -204,8 +204,7 @@ def _write_outputs(cfg, work: str, num_files: int, tok, tmp: str, drops: dict, w
   with contextlib.ExitStack() as stack:
     for w in texts.values():
       stack.enter_context(w)
-    results = parallel_map(_tokenize_task, tasks, worker_count(cfg), "tokenize") if num_files else []
-    for result in results:
+    for result in parallel_map(_tokenize_task, tasks, worker_count(cfg), "tokenize"):
       for (reason, kept), doc in result["examples"]:
         stage = dedup_stats["exact_dedup" if reason == "exact_duplicate" else "near_dedup"]
         slot = stage["examples"].setdefault(reason, [])
@@ -251,6 +250,9 @@ def _fingerprint(map_infos: list[dict], cfg) -> str:
 
 
 def run_merge(cfg, output: str, write_text: bool = False, overwrite: bool = False) -> dict:
+  # Worker caches outlive a run when tasks run in this process (one worker): start clean.
+  _DEDUP_STATE.clear()
+  _TOKENIZE_STATE.clear()
   if os.path.exists(output) and not overwrite:
     raise UserError(f"output directory {output} already exists; pass --overwrite to replace it")
   files = list_inputs(cfg, output)
@@ -275,8 +277,8 @@ def run_merge(cfg, output: str, write_text: bool = False, overwrite: bool = Fals
   boiler = counts.boilerplate(cfg.boilerplate.min_docs, cfg.boilerplate.min_doc_fraction)
   np.save(os.path.join(work, "boilerplate.npy"), np.asarray(sorted(boiler), np.uint64))
   os.makedirs(os.path.join(work, "dedup"), exist_ok=True)
-  per_file = parallel_map(_dedup_task, [(i, cfg, work) for i in range(len(files))], worker_count(cfg), "dedup")
-  _DEDUP_STATE.clear()
+  per_file = list(parallel_map(_dedup_task, [(i, cfg, work) for i in range(len(files))], worker_count(cfg),
+                               "dedup"))
   stats.update(st.merge([r["stats"] for r in per_file], cfg.output.examples_per_reason))
   stats["boilerplate"]["counts"]["boilerplate_lines"] = len(boiler)
   drops, dedup_stats = _global_dedup(cfg, work, len(files))
@@ -288,7 +290,6 @@ def run_merge(cfg, output: str, write_text: bool = False, overwrite: bool = Fals
   try:
     tok = _tokenizer_for(cfg, work, len(files), drops, tmp)
     splits = _write_outputs(cfg, work, len(files), tok, tmp, drops, write_text, stats)
-    _TOKENIZE_STATE.clear()
     for s in SPLITS:
       if splits[s]["num_docs"] == 0:
         raise UserError(f"split {s!r} received no documents; use more input or larger split fractions")

@@ -157,13 +157,19 @@ def load_params(hf_dir: str, cfg: ModelConfig, abstract_params, shardings):
   """
   reader = _SafetensorsReader(hf_dir)
   layers = range(cfg.num_layers)
-  host: dict = {}  # our path -> list over layers (or a single array) of host arrays, filled lazily
 
   def layer_shape(path):
     leaf = _get(abstract_params, _layer_prefix(cfg, 0) + path)
     return leaf.shape[1:] if cfg.scan_layers else leaf.shape
 
-  for m in tensor_maps(cfg):
+  def place(path, value):
+    abstract, sharding = _get(abstract_params, path), _get(shardings, path)
+    value = np.asarray(value, abstract.dtype)
+    _set(params, path, jax.make_array_from_callback(abstract.shape, sharding, lambda index: value[index]))
+
+  params: dict = {}
+  for m in tensor_maps(cfg):  # one HF tensor (all its layers) on the host at a time
+    by_path: dict = {}
     for i in (layers if m.per_layer else [None]):
       name = m.hf_name.format(i=i)
       w = reader.get(name)
@@ -172,32 +178,24 @@ def load_params(hf_dir: str, cfg: ModelConfig, abstract_params, shardings):
       if w.shape != want:
         raise UserError(f"{hf_dir}: tensor {name!r} has shape {tuple(w.shape)} but config.json implies {want}")
       for path, value in zip(m.ours, m.to_ours(w)):
-        host.setdefault((m.per_layer, path), {})[i] = value
+        by_path.setdefault(path, []).append(value)
+    for path, values in by_path.items():
+      if not m.per_layer:
+        place(path, values[0])
+      elif cfg.scan_layers:
+        place(_layer_prefix(cfg, 0) + path, np.stack(values))
+      else:
+        for i in layers:
+          place(_layer_prefix(cfg, i) + path, values[i])
   extra = reader.unused()
   if extra:
     raise UserError(f"{hf_dir}: tensors {extra[:5]} are not used by the {cfg.norm} model config; "
                     f"refusing to drop weights silently")
-
-  params: dict = {}
-  for (per_layer, path), by_layer in host.items():
-    if not per_layer:
-      _set(params, path, by_layer[None])
-    elif cfg.scan_layers:
-      _set(params, _layer_prefix(cfg, 0) + path, np.stack([by_layer[i] for i in layers]))
-    else:
-      for i in layers:
-        _set(params, _layer_prefix(cfg, i) + path, by_layer[i])
-
-  def place(value, abstract, sharding):
-    value = np.asarray(value, abstract.dtype)
-    return jax.make_array_from_callback(abstract.shape, sharding, lambda index: value[index])
-
   flat_abs = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
-  missing = [jax.tree_util.keystr(p) for p, _ in flat_abs
-             if not _has(params, tuple(k.key for k in p))]
+  missing = [jax.tree_util.keystr(p) for p, _ in flat_abs if not _has(params, tuple(k.key for k in p))]
   if missing:
     raise UserError(f"{hf_dir}: no HF tensor provides parameters {missing[:5]}")
-  return jax.tree.map(place, params, abstract_params, shardings)
+  return params
 
 
 def _has(tree, path) -> bool:
@@ -258,6 +256,6 @@ def save(params, cfg: ModelConfig, out_dir: str, dtype=np.float32, bos_id=None, 
   os.makedirs(out_dir, exist_ok=True)
   save_safetensors(export_params(params, cfg, dtype), os.path.join(out_dir, "model.safetensors"))
   config = hf_config.write(cfg, bos_id, eos_id)
-  config["dtype"] = np.dtype(dtype).name if np.dtype(dtype).name != "bfloat16" else "bfloat16"
+  config["dtype"] = np.dtype(dtype).name
   with open(os.path.join(out_dir, "config.json"), "w") as f:
     json.dump(config, f, indent=2)

@@ -46,7 +46,7 @@ def restore_params(workdir: str, step: int | None = None):
   tx, _ = optimizer_lib.make_optimizer(config.optimizer, config.train.steps)
   ckpt = Checkpointer(os.path.abspath(os.path.join(workdir, "checkpoints")), keep=1000, async_save=False)
   step = ckpt.latest_step() if step is None else step
-  if step is None or step not in ckpt._manager.all_steps():
+  if step is None or step not in ckpt.all_steps():
     raise UserError(f"{workdir}/checkpoints has no checkpoint {'at all' if step is None else f'for step {step}'}")
   with sharding.activate(mesh):
     abstract, shardings = state_lib.state_shardings(model, tx, mesh, config.train.seq_len)

@@ -128,6 +128,7 @@ class _Run:
     t = config.train
     self.model = DecoderLM(self.model_cfg)
     self.tx, self.schedule = optimizer_lib.make_optimizer(config.optimizer, t.steps)
+    self._eval_batches: dict = {}
 
   def build(self):
     t = self.config.train
@@ -149,8 +150,11 @@ class _Run:
 
   def eval_split(self, params, split: str, num_batches: int) -> dict:
     t = self.config.train
-    batches = pipeline.eval_batches(self.config.data, split, t.seq_len, t.batch_size, *self.rows, num_batches)
-    return perplexity.evaluate(self.eval_step, params, batches, self.batch_sh, t.batch_size)
+    key = (split, num_batches)
+    if key not in self._eval_batches:  # the same rows every evaluation: read them once
+      self._eval_batches[key] = pipeline.eval_batches(self.config.data, split, t.seq_len, t.batch_size,
+                                                      *self.rows, num_batches)
+    return perplexity.evaluate(self.eval_step, params, self._eval_batches[key], self.batch_sh, t.batch_size)
 
 
 def _print_samples(run: _Run, params, log: MetricsLogger) -> None:
