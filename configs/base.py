@@ -48,14 +48,27 @@ def base_config() -> ml_collections.ConfigDict:
       hf_dir="",
   ))
 
+  c.lora = ml_collections.ConfigDict(dict(
+      # rank > 0 trains low-rank adapters on a frozen base (config.init.hf_dir)
+      # instead of all weights; checkpoints then hold only the adapters.
+      rank=0,
+      alpha=16.0,             # adapters are scaled by alpha / rank
+      dropout=0.0,            # on the adapters' input
+      targets="q,k,v,o,gate,up,down",
+      base_dtype="bfloat16",  # storage dtype of the frozen base weights
+  ))
+
   c.data = ml_collections.ConfigDict(dict(
       dir="",                 # a prepared dataset (scripts/prepare_data.py)
       # Several prepared datasets sampled by weight, "DIR:WEIGHT,DIR:WEIGHT"
       # (they must share one tokenizer); replaces `dir` when set.
       mixture="",
       worker_count=0,         # grain worker processes; 0 reads in the main process
-      add_bos=True,
+      add_bos=True,           # wrap documents in BOS/EOS (chat datasets keep their template's)
       add_eos=True,
+      # "split": concatenate documents and cut rows (pretraining, no padding);
+      # "whole": never cut an example, pad rows instead (fine-tuning).
+      packing="split",
       # When set, `dir` is prepared on first use with this data config
       # (configs/data/*.py), e.g. the quickstart's standard-library corpus.
       prepare_config="",
@@ -93,12 +106,16 @@ def base_config() -> ml_collections.ConfigDict:
       every_steps=500,
       keep=3,
       async_save=True,
+      # Also keep the state with the lowest validation loss in WORKDIR/best
+      # (scripts/export_hf.py --best exports it).
+      keep_best=False,
   ))
 
   c.eval = ml_collections.ConfigDict(dict(
       every_steps=500,
       steps=10,               # validation batches per evaluation
       at_start=True,          # evaluate the initial model, the baseline of the curve
+      patience=0,             # stop after this many evaluations without a new best val loss; 0: never
       final_split="test",     # held-out perplexity at the end; "" to skip
       final_steps=20,
       num_samples=0,          # sampled continuations printed at the end

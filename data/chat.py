@@ -22,14 +22,16 @@ from errors import UserError
 
 ROLES = ("system", "user", "assistant")
 
-# Used when the model ships no template (ChatML, as used by many open models).
+# Used when the model ships no template: the BOS token, then ChatML (as used by
+# many open models). A turn ends with END_OF_TURN, where generation stops.
 DEFAULT_TEMPLATE = (
-    "{% for message in messages %}"
+    "{{ bos_token }}{% for message in messages %}"
     "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
 )
 DEFAULT_SPECIAL_TOKENS = ("<|im_start|>", "<|im_end|>")
+END_OF_TURN = "<|im_end|>"
 
 
 def _raise(message):

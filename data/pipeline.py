@@ -15,7 +15,7 @@ import grain
 import numpy as np
 
 from data import shards
-from data.packing import PackedRows
+from data.packing import PACKINGS, PackedRows
 from errors import UserError
 
 MODEL_KEYS = ("tokens", "segment_ids", "positions", "loss_mask")
@@ -55,6 +55,12 @@ def dataset_metadata(data_cfg) -> dict:
   return first
 
 
+def packing(data_cfg) -> str:
+  if data_cfg.packing not in PACKINGS:
+    raise UserError(f"config.data.packing={data_cfg.packing!r}; expected one of {PACKINGS}")
+  return data_cfg.packing
+
+
 class RowStream:
   """Random-access packed rows of one dataset or a weighted mixture."""
 
@@ -64,11 +70,15 @@ class RowStream:
     for i, (directory, _) in enumerate(members):
       meta = shards.load_metadata(directory)
       source, lengths = shards.open_split(directory, split, meta)
-      bos = meta.get("bos_id") if data_cfg.add_bos else None
-      eos = meta.get("eos_id") if data_cfg.add_eos else None
+      # Chat datasets hold exactly what the chat template rendered, BOS/EOS included.
+      templated = meta.get("kind") == "chat"
+      bos = meta.get("bos_id") if data_cfg.add_bos and not templated else None
+      eos = meta.get("eos_id") if data_cfg.add_eos and not templated else None
       self.rows.append(PackedRows(source, lengths, seq_len, seed=seed + i, shuffle=shuffle,
-                                  bos_id=bos, eos_id=eos, dataset=i))
+                                  bos_id=bos, eos_id=eos, dataset=i, has_mask=shards.has_loss_mask(meta),
+                                  packing=packing(data_cfg)))
     weights = np.asarray([w for _, w in members]) / sum(w for _, w in members)
+    self.truncated_docs = sum(r.truncated_docs for r in self.rows)
     self.names = [os.path.basename(os.path.normpath(d)) for d, _ in members]
     if len(self.rows) == 1:
       self.dataset = grain.MapDataset.source(self.rows[0])

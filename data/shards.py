@@ -2,10 +2,12 @@
 
     DIR/metadata.json             tokenizer, vocab size, files and counts per split
     DIR/tokenizer.model           sentencepiece model
-    DIR/SPLIT-NNNNN.array_record  one record per document: int32 token ids
+    DIR/SPLIT-NNNNN.array_record  one record per document: int32 token ids, then (chat
+                                  datasets) one uint8 loss-mask byte per token
     DIR/SPLIT.lengths.npy         tokens per document, in record order
 
 The lengths file lets the packer place documents into rows without reading them.
+`metadata["fields"]` says whether records carry a loss mask.
 """
 
 import json
@@ -29,13 +31,16 @@ class SplitWriter:
     self.files, self.lengths = [], []
     self._writer, self._in_shard = None, 0
 
-  def write(self, token_ids) -> None:
+  def write(self, token_ids, loss_mask=None) -> None:
     if self._writer is None or self._in_shard == self.docs_per_shard:
       self._close_shard()
       name = f"{self.split}-{len(self.files):05d}.array_record"
       self.files.append(name)
       self._writer = ArrayRecordWriter(os.path.join(self.directory, name), "group_size:1")
-    self._writer.write(np.asarray(token_ids, dtype=np.int32).tobytes())
+    record = np.asarray(token_ids, dtype=np.int32).tobytes()
+    if loss_mask is not None:
+      record += np.asarray(loss_mask, dtype=np.uint8).tobytes()
+    self._writer.write(record)
     self.lengths.append(len(token_ids))
     self._in_shard += 1
 
@@ -49,6 +54,18 @@ class SplitWriter:
     lengths = np.asarray(self.lengths, dtype=np.int32)
     np.save(os.path.join(self.directory, f"{self.split}.lengths.npy"), lengths)
     return {"files": self.files, "num_docs": int(lengths.size), "num_tokens": int(lengths.sum())}
+
+
+def decode_record(raw: bytes, has_mask: bool) -> tuple[np.ndarray, np.ndarray | None]:
+  """(int32 tokens, uint8 loss mask or None) of one stored document."""
+  if not has_mask:
+    return np.frombuffer(raw, dtype=np.int32), None
+  n = len(raw) // 5
+  return np.frombuffer(raw, dtype=np.int32, count=n), np.frombuffer(raw, dtype=np.uint8, offset=4 * n)
+
+
+def has_loss_mask(meta: dict) -> bool:
+  return "loss_mask" in meta.get("fields", ("tokens",))
 
 
 def load_metadata(directory: str) -> dict:

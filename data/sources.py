@@ -80,7 +80,7 @@ def list_inputs(sources_cfg, exclude: tuple[str, ...] = ()) -> list[InputFile]:
   return files
 
 
-def _open_text(path: str):
+def open_text(path: str):
   if path.endswith(".gz"):
     return gzip.open(path, "rt", encoding="utf-8", newline="")
   if path.endswith(".zst"):
@@ -100,7 +100,7 @@ def _decode_error(f: InputFile, where: str, e: UnicodeDecodeError, on_error: str
 
 def _read_text_file(f: InputFile, doc_id: str, on_error: str, stats: ReadStats):
   try:
-    with _open_text(f.path) as fh:
+    with open_text(f.path) as fh:
       text = fh.read()
   except UnicodeDecodeError as e:
     return _decode_error(f, "", e, on_error, stats)
@@ -111,7 +111,7 @@ def _read_text_file(f: InputFile, doc_id: str, on_error: str, stats: ReadStats):
 
 def _read_jsonl(f: InputFile, doc_id: str, on_error: str, stats: ReadStats):
   try:
-    with _open_text(f.path) as fh:
+    with open_text(f.path) as fh:
       for lineno, line in enumerate(fh, 1):
         if not line.strip():
           continue

@@ -5,7 +5,9 @@ be tokenized with a model we trained or with an existing model's tokenizer.
 """
 
 import dataclasses
+import json
 import os
+import re
 
 import sentencepiece as spm
 
@@ -76,6 +78,24 @@ class Tokenizer:
     if self.kind == "hf":
       enc = self.impl.encode(text, add_special_tokens=False)
       return list(enc.ids), [start for start, _ in enc.offsets]
+    ids, starts = [], []
+    # sentencepiece reads "<s>" in text as characters; a chat template's bos/eos
+    # strings must become the control ids, as HF tokenizers' special tokens do.
+    specials = {self.impl.id_to_piece(i): i for i in (self.bos_id, self.eos_id) if i is not None}
+    pattern = "(" + "|".join(re.escape(p) for p in specials) + ")" if specials else None
+    offset = 0
+    for part in (re.split(pattern, text) if pattern else [text]):
+      if part in specials:
+        ids.append(specials[part])
+        starts.append(offset)
+      elif part:
+        part_ids, part_starts = self._sentencepiece_offsets(part)
+        ids += part_ids
+        starts += [offset + s for s in part_starts]
+      offset += len(part)
+    return ids, starts
+
+  def _sentencepiece_offsets(self, text: str) -> tuple[list[int], list[int]]:
     proto = self.impl.encode(text, return_type="proto")
     byte_to_char = {}  # sentencepiece reports UTF-8 byte offsets
     position = 0
@@ -121,3 +141,37 @@ def load(path: str) -> Tokenizer:
     raise UserError(f"tokenizer file {path} is not a sentencepiece model: {e}") from None
   return Tokenizer(path, "sentencepiece", sp, sp.vocab_size(),
                    sp.bos_id() if sp.bos_id() >= 0 else None, sp.eos_id() if sp.eos_id() >= 0 else None)
+
+
+def _token_string(value) -> str | None:
+  """tokenizer_config.json writes special tokens as strings or as {"content": ...}."""
+  return value.get("content") if isinstance(value, dict) else value
+
+
+def special_token_strings(model_dir: str) -> dict:
+  """{"bos_token", "eos_token"} strings from a model directory's tokenizer_config.json."""
+  path = os.path.join(model_dir, "tokenizer_config.json")
+  config = {}
+  if os.path.isfile(path):
+    with open(path) as f:
+      config = json.load(f)
+  return {k: _token_string(config.get(k)) or "" for k in ("bos_token", "eos_token")}
+
+
+def load_dir(model_dir: str) -> Tokenizer:
+  """The tokenizer of a Hugging Face model directory (tokenizer.json or tokenizer.model).
+
+  bos/eos come from tokenizer_config.json when it names them.
+  """
+  for name in ("tokenizer.json", "tokenizer.model"):
+    if os.path.isfile(os.path.join(model_dir, name)):
+      tok = load(os.path.join(model_dir, name))
+      break
+  else:
+    raise UserError(f"{model_dir} has neither tokenizer.json nor tokenizer.model")
+  for field, token in special_token_strings(model_dir).items():
+    if token:
+      i = tok.impl.token_to_id(token) if tok.kind == "hf" else tok.impl.piece_to_id(token)
+      if i is not None and (tok.kind == "hf" or tok.impl.id_to_piece(i) == token):
+        setattr(tok, field.replace("_token", "_id"), i)
+  return tok

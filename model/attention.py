@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from model.config import ModelConfig
+from model import lora
 from model.layers import param_init, zeros_init
 from model.rope import apply_rope
 
@@ -35,11 +36,13 @@ class Attention(nn.Module):
   cfg: ModelConfig
   causal: bool = True
 
-  def _project(self, name, x_BxTxD, heads, axes):
+  def _project(self, name, target, x_BxTxD, heads, axes):
     cfg = self.cfg
     w = self.param(name, param_init(cfg, ("embed", axes, "head_dim")),
                    (cfg.d_model, heads, cfg.head_dim), cfg.weight_dtype)
     y = jnp.einsum("btd,dnh->btnh", x_BxTxD, w.astype(cfg.compute_dtype))
+    y = y + lora.update(self, cfg.lora, target, x_BxTxD, (cfg.d_model,), ("embed",), (heads, cfg.head_dim),
+                        (axes, "head_dim"), cfg.compute_dtype)
     if cfg.use_bias:
       b = self.param(name + "_bias", zeros_init((axes, "head_dim")), (heads, cfg.head_dim), cfg.weight_dtype)
       y = y + b.astype(cfg.compute_dtype)
@@ -53,9 +56,9 @@ class Attention(nn.Module):
     kv_positions_BxS = positions_BxT if self_attention else kv_positions
     kv_segments_BxS = segments_BxT if self_attention else kv_segments
 
-    q_BxTxNxH = self._project("query", x_BxTxD, cfg.num_heads, "heads")
-    k_BxSxKxH = self._project("key", kv_x_BxSxD, cfg.num_kv_heads, "kv_heads")
-    v_BxSxKxH = self._project("value", kv_x_BxSxD, cfg.num_kv_heads, "kv_heads")
+    q_BxTxNxH = self._project("query", "q", x_BxTxD, cfg.num_heads, "heads")
+    k_BxSxKxH = self._project("key", "k", kv_x_BxSxD, cfg.num_kv_heads, "kv_heads")
+    v_BxSxKxH = self._project("value", "v", kv_x_BxSxD, cfg.num_kv_heads, "kv_heads")
     if cfg.position == "rope":
       q_BxTxNxH = apply_rope(q_BxTxNxH, positions_BxT, cfg)
       k_BxSxKxH = apply_rope(k_BxSxKxH, kv_positions_BxS, cfg)
@@ -72,6 +75,8 @@ class Attention(nn.Module):
     w_out = self.param("out", param_init(cfg, ("heads", "head_dim", "embed"), std=out_std),
                        (cfg.num_heads, cfg.head_dim, cfg.d_model), cfg.weight_dtype)
     y_BxTxD = jnp.einsum("btnh,nhd->btd", out_BxTxNxH, w_out.astype(cfg.compute_dtype))
+    y_BxTxD = y_BxTxD + lora.update(self, cfg.lora, "o", out_BxTxNxH, (cfg.num_heads, cfg.head_dim),
+                                    ("heads", "head_dim"), (cfg.d_model,), ("embed",), cfg.compute_dtype)
     if cfg.use_bias:
       y_BxTxD = y_BxTxD + self.param("out_bias", zeros_init(("embed",)), (cfg.d_model,),
                                      cfg.weight_dtype).astype(cfg.compute_dtype)

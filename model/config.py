@@ -5,6 +5,7 @@ import dataclasses
 import jax.numpy as jnp
 
 from errors import UserError
+from model.lora import LoraConfig
 
 _CHOICES = {
     "norm": ("rmsnorm", "layernorm"),
@@ -46,6 +47,7 @@ class ModelConfig:
   attention_impl: str
   scan_layers: bool
   remat: str
+  lora: LoraConfig | None = None  # adapters on the projections (model/lora.py); from config.lora
 
   @property
   def compute_dtype(self):

@@ -12,9 +12,7 @@ import json
 import os
 from typing import Callable
 
-import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 from safetensors import safe_open
 from safetensors.numpy import save_file
@@ -228,15 +226,6 @@ def save_safetensors(tensors: dict[str, np.ndarray], path: str) -> None:
   save_file(tensors, path, metadata={"format": "pt"})
 
 
-def abstract_params_and_shardings(model: nn.Module, mesh, seq_len: int = 8):
-  """Shapes and NamedShardings of the model's parameters (nothing is allocated)."""
-  from parallel import sharding
-  x = jnp.zeros((1, seq_len), jnp.int32)
-  boxed = jax.eval_shape(lambda r: model.init(r, x, x, jnp.ones_like(x))["params"], jax.random.key(0))
-  abstract = nn.meta.unbox(boxed)
-  return abstract, sharding.logical_to_sharding(nn.get_partition_spec(boxed), mesh)
-
-
 def load(hf_dir: str, mesh, **model_overrides):
   """(ModelConfig, params on `mesh`) from an HF directory; overrides such as dtype or scan_layers."""
   from configs import base
@@ -246,7 +235,8 @@ def load(hf_dir: str, mesh, **model_overrides):
   model_cfg = base.base_config().model
   model_cfg.update({**fields, **model_overrides})
   cfg = ModelConfig.from_config(model_cfg)
-  abstract, shardings = abstract_params_and_shardings(DecoderLM(cfg), mesh)
+  from parallel import sharding
+  abstract, shardings = sharding.abstract_variables(DecoderLM(cfg), mesh)
   return cfg, load_params(hf_dir, cfg, abstract, shardings)
 
 

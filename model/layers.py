@@ -8,6 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from model import lora
 from model.config import ModelConfig
 
 
@@ -88,6 +89,7 @@ class Mlp(nn.Module):
     def proj_in(name):
       w = self.param(name, param_init(cfg, ("embed", "mlp")), (cfg.d_model, cfg.mlp_dim), cfg.weight_dtype)
       h = jnp.einsum("btd,df->btf", x_BxTxD, w.astype(dt))
+      h = h + lora.update(self, cfg.lora, name, x_BxTxD, (cfg.d_model,), ("embed",), (cfg.mlp_dim,), ("mlp",), dt)
       if cfg.use_bias:
         h = h + self.param(name + "_bias", zeros_init(("mlp",)), (cfg.mlp_dim,), cfg.weight_dtype).astype(dt)
       return nn.with_logical_constraint(h, ("batch", "length", "act_mlp"))
@@ -99,6 +101,8 @@ class Mlp(nn.Module):
     w_down = self.param("down", param_init(cfg, ("mlp", "embed"), std=out_std),
                         (cfg.mlp_dim, cfg.d_model), cfg.weight_dtype)
     y_BxTxD = jnp.einsum("btf,fd->btd", h_BxTxF, w_down.astype(dt))
+    y_BxTxD = y_BxTxD + lora.update(self, cfg.lora, "down", h_BxTxF, (cfg.mlp_dim,), ("mlp",), (cfg.d_model,),
+                                    ("embed",), dt)
     if cfg.use_bias:
       y_BxTxD = y_BxTxD + self.param("down_bias", zeros_init(("embed",)), (cfg.d_model,),
                                      cfg.weight_dtype).astype(dt)

@@ -8,6 +8,7 @@ encoder-decoder would add a cross-attention block type next to `Block`.
 import flax.linen as nn
 import jax
 
+from model import lora
 from model.attention import Attention
 from model.config import ModelConfig
 from model.layers import Embed, LearnedPositions, Mlp, Norm, param_init
@@ -56,8 +57,8 @@ class TransformerStack(nn.Module):
         body = nn.remat(body, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
       stack = nn.scan(
           body,
-          variable_axes={"params": 0},
-          split_rngs={"params": True},
+          variable_axes={"params": 0, lora.COLLECTION: 0},
+          split_rngs={"params": True, "dropout": True},
           in_axes=(nn.broadcast, nn.broadcast),
           length=cfg.num_layers,
           metadata_params={nn.PARTITION_NAME: "layers"},

@@ -26,4 +26,5 @@ LOGICAL_AXIS_RULES = (
     ("head_dim", None),
     ("positions", None),
     ("layers", None),
+    ("lora_rank", None),
 )

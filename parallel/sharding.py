@@ -22,6 +22,16 @@ def logical_to_sharding(logical_specs, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
   return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
 
 
+def abstract_variables(model: nn.Module, mesh: Mesh, collection: str = "params", rules=LOGICAL_AXIS_RULES):
+  """(shapes, NamedShardings) of one of the model's variable collections; nothing is allocated."""
+  x = jax.numpy.zeros((1, 8), jax.numpy.int32)
+  boxed = jax.eval_shape(lambda r: model.init(r, x, x, jax.numpy.ones_like(x))[collection], jax.random.key(0))
+  # .value, not nn.meta.unbox: unboxing applies sharding constraints, which need a trace.
+  is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)  # noqa: E731
+  shapes = jax.tree.map(lambda x: x.value if is_box(x) else x, boxed, is_leaf=is_box)
+  return shapes, nn.logical_to_mesh_sharding(nn.get_partition_spec(boxed), mesh, rules)
+
+
 def batch_sharding(mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> NamedSharding:
   """Sharding of [batch, length] inputs."""
   return nn.logical_to_mesh_sharding(PartitionSpec("batch", "length"), mesh, rules)

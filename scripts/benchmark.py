@@ -59,7 +59,7 @@ def benchmark(config, steps: int, peak_override: float, profile_dir: str) -> dic
     abstract, state_sh = state_lib.state_shardings(model, tx, mesh, t.seq_len)
     sharding.check_divisible(abstract.params, state_sh.params, "parameter")
     batch_sh = sharding.batch_sharding(mesh)
-    step = steps_lib.make_train_step(model, tx, schedule, state_sh, batch_sh, sharding.replicated(mesh),
+    step = steps_lib.make_train_step(model, tx, schedule, state_sh, {}, batch_sh, sharding.replicated(mesh),
                                      t.grad_accum_steps, config.optimizer.z_loss)
     state = state_lib.create(model, tx, state_sh, t.seq_len, jax.random.key(0))
     rng = np.random.default_rng(0)
@@ -70,15 +70,15 @@ def benchmark(config, steps: int, peak_override: float, profile_dir: str) -> dic
     batch = jax.device_put(batch, batch_sh)
 
     start = time.perf_counter()
-    compiled = step.lower(state, batch).compile()
+    compiled = step.lower(state, {}, batch).compile()
     compile_time = time.perf_counter() - start
-    state, metrics = compiled(state, batch)  # warm-up
+    state, metrics = compiled(state, {}, batch)  # warm-up
     jax.block_until_ready(metrics)
     if profile_dir:
       jax.profiler.start_trace(profile_dir)
     start = time.perf_counter()
     for _ in range(steps):
-      state, metrics = compiled(state, batch)
+      state, metrics = compiled(state, {}, batch)
     jax.block_until_ready(metrics)
     step_time = (time.perf_counter() - start) / steps
     if profile_dir:

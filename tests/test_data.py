@@ -2,8 +2,8 @@
 
 import numpy as np
 import pytest
-from ml_collections import ConfigDict
 
+from configs import base
 from data import pipeline, prepare, shards
 from data.packing import PackedRows
 
@@ -28,7 +28,7 @@ def test_rows_cover_each_epoch_exactly_once_with_bos_eos():
   docs = _docs()
   rows = PackedRows(_ListSource(docs), [len(d) for d in docs], seq_len=16, seed=3, shuffle=True,
                     bos_id=1, eos_id=2)
-  order = rows._epoch_layout(0)[0]
+  order = rows._layout(0)[0]
   stream = np.concatenate([np.concatenate([[1], docs[i], [2]]) for i in order])
   got = np.concatenate([rows[g]["tokens"] for g in range(rows.rows_per_epoch)])
   np.testing.assert_array_equal(got, stream[: rows.rows_per_epoch * 16])
@@ -49,12 +49,14 @@ def test_epochs_reshuffle_and_seed_is_deterministic():
   a, b, c = make(0), make(0), make(1)
   first_epoch = [a[g]["tokens"] for g in range(a.rows_per_epoch)]
   np.testing.assert_array_equal(first_epoch[3], b[3]["tokens"])
-  assert not np.array_equal(a._epoch_layout(0)[0], a._epoch_layout(1)[0])
-  assert not np.array_equal(a._epoch_layout(0)[0], c._epoch_layout(0)[0])
+  assert not np.array_equal(a._layout(0)[0], a._layout(1)[0])
+  assert not np.array_equal(a._layout(0)[0], c._layout(0)[0])
 
 
 def _data_cfg(directory, workers=0):
-  return ConfigDict(dict(dir=directory, mixture="", worker_count=workers, add_bos=True, add_eos=True))
+  cfg = base.base_config().data
+  cfg.update(dict(dir=directory, worker_count=workers))
+  return cfg
 
 
 def test_process_slices_assemble_the_single_process_batch(dataset_dir):

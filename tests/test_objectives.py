@@ -73,8 +73,8 @@ def test_gradient_accumulation_equals_full_batch():
   batch["segment_ids"] = batch["segment_ids"].at[3, 25:].set(0)  # uneven token counts per row
   results = []
   for accum in (1, 2, 4):
-    step = steps_lib.make_train_step(model, tx, schedule, None, None, None, accum, 1e-4)
-    state, metrics = step(init(jax.random.key(0)), batch)
+    step = steps_lib.make_train_step(model, tx, schedule, None, None, None, None, accum, 1e-4)
+    state, metrics = step(init(jax.random.key(0)), {}, batch)
     results.append((metrics, state.params))
   for metrics, params in results[1:]:
     np.testing.assert_allclose(metrics["loss"], results[0][0]["loss"], rtol=1e-6)

@@ -40,10 +40,12 @@ class Checkpointer:
   def all_steps(self) -> list[int]:
     return list(self._manager.all_steps())
 
-  def save(self, step: int, state, data_iterator) -> None:
-    self._manager.save(step, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state), data=grain.checkpoint.CheckpointSave(data_iterator)),
-        force=True)
+  def save(self, step: int, state, data_iterator=None) -> None:
+    """The state, and the data iterator's position when given (needed to resume training)."""
+    items = {"state": ocp.args.StandardSave(state)}
+    if data_iterator is not None:
+      items["data"] = grain.checkpoint.CheckpointSave(data_iterator)
+    self._manager.save(step, args=ocp.args.Composite(**items), force=True)
 
   def check_compatible(self, step: int, abstract_state) -> None:
     """Clear error if the checkpoint was written by a model of another shape."""

@@ -1,5 +1,12 @@
-"""Export a training run's checkpoint as a Hugging Face model directory."""
+"""Export a training run's checkpoint as a Hugging Face model directory.
 
+A LoRA run exports its adapters merged into the base weights (a plain model),
+or with `peft=True` the adapters alone in PEFT's format. Fine-tuned models keep
+their base's tokenizer files; the chat template they were trained with is
+written into tokenizer_config.json when the base had none.
+"""
+
+import dataclasses
 import json
 import os
 import shutil
@@ -12,16 +19,20 @@ import numpy as np
 from configs import base
 from data import pipeline
 from errors import UserError
-from model import hf_weights
+from model import hf_weights, lora, peft
 from model.config import ModelConfig
 from model.transformer import DecoderLM
 from parallel import mesh as mesh_lib
 from parallel import sharding
+from trainer import base_reference
 from trainer import optimizer as optimizer_lib
 from trainer import state as state_lib
 from trainer.checkpoint import Checkpointer
 
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
+# Tokenizer files a fine-tuned model takes over from its base model directory.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                   "chat_template.jinja", "generation_config.json")
 
 
 def load_run_config(workdir: str):
@@ -36,56 +47,101 @@ def load_run_config(workdir: str):
   return config
 
 
-def restore_params(workdir: str, step: int | None = None):
-  """(config, ModelConfig, params on one device, step) from WORKDIR/checkpoints."""
+@dataclasses.dataclass
+class Restored:
+  config: object          # the run's config
+  cfg: ModelConfig        # the plain model (no adapters)
+  params: dict            # plain parameters (LoRA merged in), on one device
+  step: int
+  adapters: dict | None   # the LoRA adapters alone, for a LoRA run
+  lora: lora.LoraConfig | None
+
+
+def restore(workdir: str, step: int | None = None, best: bool = False) -> Restored:
+  """A run's checkpoint (newest, `step`, or the best by val loss) on one device."""
   config = load_run_config(workdir)
-  cfg = ModelConfig.from_config(config.model)
+  adapters_cfg = lora.LoraConfig.from_config(config.lora)
+  cfg = dataclasses.replace(ModelConfig.from_config(config.model), lora=adapters_cfg)
   config.mesh.update(dict(data=1, fsdp=1, tensor=1))
   mesh = mesh_lib.make_mesh(config.mesh, jax.devices()[:1])
   model = DecoderLM(cfg)
   tx, _ = optimizer_lib.make_optimizer(config.optimizer, config.train.steps)
-  ckpt = Checkpointer(os.path.abspath(os.path.join(workdir, "checkpoints")), keep=1000, async_save=False)
+  where = "best" if best else "checkpoints"
+  ckpt = Checkpointer(os.path.abspath(os.path.join(workdir, where)), keep=1000, async_save=False)
   step = ckpt.latest_step() if step is None else step
   if step is None or step not in ckpt.all_steps():
-    raise UserError(f"{workdir}/checkpoints has no checkpoint {'at all' if step is None else f'for step {step}'}")
+    raise UserError(f"{workdir}/{where} has no checkpoint {'at all' if step is None else f'for step {step}'}"
+                    + (" (best checkpoints need config.checkpoint.keep_best=True)" if best else ""))
   with sharding.activate(mesh):
     abstract, shardings = state_lib.state_shardings(model, tx, mesh, config.train.seq_len)
     state = ckpt.restore_state(step, state_lib.with_shardings(abstract, shardings))
-  ckpt.close()
-  return config, cfg, state.params, step
+    ckpt.close()
+    if adapters_cfg is None:
+      return Restored(config, cfg, state.params, step, None, None)
+    base_reference.check(workdir, base_reference.fingerprint(config.init.hf_dir))
+    base_abstract, base_sh = sharding.abstract_variables(model, mesh, "params")
+    dtype = np.dtype(DTYPES[config.lora.base_dtype]) if config.lora.base_dtype in DTYPES else np.float32
+    base_abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, dtype), base_abstract)
+    base_params = hf_weights.load_params(config.init.hf_dir, cfg, base_abstract, base_sh)
+    merged = jax.jit(lambda b, a: lora.merge(b, a, adapters_cfg))(base_params, state.params)
+  return Restored(config, dataclasses.replace(cfg, lora=None), merged, step, state.params, adapters_cfg)
 
 
-def _export_tokenizer(config, out_dir: str) -> tuple[int | None, int | None]:
+def restore_params(workdir: str, step: int | None = None):
+  """(config, ModelConfig, plain params on one device, step)."""
+  r = restore(workdir, step)
+  return r.config, r.cfg, r.params, r.step
+
+
+def _write_tokenizer(config, out_dir: str) -> tuple[int | None, int | None]:
+  """Tokenizer files (the base model's, or the dataset's); returns (bos_id, eos_id)."""
   meta = pipeline.dataset_metadata(config.data)
-  src = meta["tokenizer_path"]
-  if meta["tokenizer_kind"] == "hf":
-    shutil.copyfile(src, os.path.join(out_dir, "tokenizer.json"))
+  hf_dir = config.init.hf_dir
+  if hf_dir and any(os.path.isfile(os.path.join(hf_dir, f)) for f in ("tokenizer.json", "tokenizer.model")):
+    for name in TOKENIZER_FILES:
+      if os.path.isfile(os.path.join(hf_dir, name)):
+        shutil.copyfile(os.path.join(hf_dir, name), os.path.join(out_dir, name))
+    tok_config = {}
+    if os.path.isfile(os.path.join(out_dir, "tokenizer_config.json")):
+      with open(os.path.join(out_dir, "tokenizer_config.json")) as f:
+        tok_config = json.load(f)
+  elif meta["tokenizer_kind"] == "hf":
+    shutil.copyfile(meta["tokenizer_path"], os.path.join(out_dir, "tokenizer.json"))
     tok_config = {"tokenizer_class": "PreTrainedTokenizerFast"}
   else:
-    shutil.copyfile(src, os.path.join(out_dir, "tokenizer.model"))
+    shutil.copyfile(meta["tokenizer_path"], os.path.join(out_dir, "tokenizer.model"))
     tok_config = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>",
                   "unk_token": "<unk>", "add_bos_token": True, "add_eos_token": False}
+  has_template = "chat_template" in tok_config or os.path.isfile(os.path.join(out_dir, "chat_template.jinja"))
+  if meta.get("chat_template") and not has_template:  # the template the model was fine-tuned with
+    tok_config["chat_template"] = meta["chat_template"]
   with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
     json.dump(tok_config, f, indent=2)
   return meta.get("bos_id"), meta.get("eos_id")
 
 
-def export(workdir: str, output: str, step: int | None = None, dtype: str = "float32") -> int:
+def export(workdir: str, output: str, step: int | None = None, dtype: str = "float32", best: bool = False,
+           as_peft: bool = False) -> int:
   """Writes OUTPUT atomically; returns the exported step."""
   if dtype not in DTYPES:
     raise UserError(f"--dtype={dtype!r}; expected one of {sorted(DTYPES)}")
   if os.path.exists(output):
     raise UserError(f"{output} already exists; remove it or choose another --output")
-  config, cfg, params, step = restore_params(workdir, step)
+  r = restore(workdir, step, best)
+  if as_peft and r.lora is None:
+    raise UserError(f"--peft exports LoRA adapters, but {workdir} is not a LoRA run (config.lora.rank=0)")
   parent = os.path.dirname(os.path.abspath(output))
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=parent)
   try:
-    bos, eos = _export_tokenizer(config, tmp)
-    hf_weights.save(params, cfg, tmp, DTYPES[dtype], bos_id=bos, eos_id=eos)
+    bos, eos = _write_tokenizer(r.config, tmp)
+    if as_peft:
+      peft.save(r.adapters, r.cfg, r.lora, r.config.init.hf_dir, tmp, DTYPES[dtype])
+    else:
+      hf_weights.save(r.params, r.cfg, tmp, DTYPES[dtype], bos_id=bos, eos_id=eos)
     os.chmod(tmp, 0o755)
     os.rename(tmp, output)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
-  return step
+  return r.step

@@ -1,5 +1,6 @@
 """The training run: set up mesh, data, state; train, evaluate, checkpoint."""
 
+import dataclasses
 import json
 import os
 import signal
@@ -8,6 +9,7 @@ import threading
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from absl import logging
 from jax.experimental import multihost_utils
@@ -16,15 +18,17 @@ from configs import overrides
 from data import pipeline, prepare, shards, tokenizer
 from errors import UserError
 from evals import perplexity
-from model import flops, hf_config, hf_weights, sampling
+from model import flops, hf_config, hf_weights, lora, sampling
 from model.config import ModelConfig
 from model.transformer import DecoderLM
 from parallel import mesh as mesh_lib
 from parallel import sharding
+from trainer import base_reference
 from trainer import mfu as mfu_lib
 from trainer import optimizer as optimizer_lib
 from trainer import state as state_lib
 from trainer import steps as steps_lib
+from trainer.best import BestTracker
 from trainer.checkpoint import Checkpointer
 from trainer.metrics import MetricsLogger, format_train_line
 
@@ -116,7 +120,12 @@ class _Run:
     if config.init.hf_dir:  # the architecture comes from the checkpoint, not the config
       _, fields = hf_config.read(config.init.hf_dir)
       config.model.update(fields)
-    self.model_cfg = ModelConfig.from_config(config.model)
+    adapters = lora.LoraConfig.from_config(config.lora)
+    if adapters is not None and not config.init.hf_dir:
+      raise UserError("config.lora.rank > 0 trains adapters on a frozen base model; set config.init.hf_dir")
+    if config.lora.base_dtype not in ("float32", "bfloat16"):
+      raise UserError(f"config.lora.base_dtype={config.lora.base_dtype!r}; expected 'float32' or 'bfloat16'")
+    self.model_cfg = dataclasses.replace(ModelConfig.from_config(config.model), lora=adapters)
     self.mesh = mesh_lib.make_mesh(config.mesh, devices)
     _check_config(config, self.mesh)
     self.meta = _ensure_dataset(config.data)
@@ -134,13 +143,22 @@ class _Run:
     t = self.config.train
     self.abstract, self.state_sh = state_lib.state_shardings(self.model, self.tx, self.mesh, t.seq_len)
     sharding.check_divisible(self.abstract.params, self.state_sh.params, "parameter")
+    self.trainable = state_lib.trainable_collection(self.model)
+    self.frozen_abstract, self.frozen_sh = {}, {}
+    if self.model_cfg.lora is not None:  # the base weights: frozen, outside the train state
+      base, base_sh = sharding.abstract_variables(self.model, self.mesh, "params")
+      sharding.check_divisible(base, base_sh, "parameter")
+      dtype = jnp.dtype(self.config.lora.base_dtype)
+      self.frozen_abstract = {"params": jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, dtype), base)}
+      self.frozen_sh = {"params": base_sh}
     self.batch_sh = sharding.batch_sharding(self.mesh)
     self.rows = sharding.process_batch_rows(self.batch_sh, (t.batch_size, t.seq_len))
     repl = sharding.replicated(self.mesh)
     self.train_step = steps_lib.make_train_step(
-        self.model, self.tx, self.schedule, self.state_sh, self.batch_sh, repl,
-        t.grad_accum_steps, self.config.optimizer.z_loss)
-    self.eval_step = steps_lib.make_eval_step(self.model, self.state_sh.params, self.batch_sh, repl)
+        self.model, self.tx, self.schedule, self.state_sh, self.frozen_sh, self.batch_sh, repl,
+        t.grad_accum_steps, self.config.optimizer.z_loss, self.trainable, t.seed)
+    self.eval_step = steps_lib.make_eval_step(self.model, self.state_sh.params, self.frozen_sh, self.batch_sh,
+                                              repl, self.trainable)
     self.train_iter = pipeline.train_iterator(self.config.data, t.seq_len, t.batch_size, *self.rows,
                                               seed=t.seed)
     self.mixture_names = [os.path.basename(os.path.normpath(d)) for d, _ in pipeline.datasets(self.config.data)]
@@ -148,23 +166,41 @@ class _Run:
     self.peak_flops = mfu_lib.peak_flops_per_device(jax.devices()[0].device_kind,
                                                     self.config.log.peak_flops_per_device)
 
-  def eval_split(self, params, split: str, num_batches: int) -> dict:
+  def load_frozen(self) -> dict:
+    """The frozen collections (the LoRA base, from config.init.hf_dir), placed on their shards."""
+    if not self.frozen_abstract:
+      return {}
+    return {"params": hf_weights.load_params(self.config.init.hf_dir, self.model_cfg,
+                                             self.frozen_abstract["params"], self.frozen_sh["params"])}
+
+  def inference_params(self, state, frozen):
+    """Plain model parameters: LoRA adapters merged into the base."""
+    if self.model_cfg.lora is None:
+      return state.params
+    merge = jax.jit(lambda base, adapters: lora.merge(base, adapters, self.model_cfg.lora),
+                    out_shardings=self.frozen_sh["params"])
+    return merge(frozen["params"], state.params)
+
+  def eval_split(self, params, frozen, split: str, num_batches: int) -> dict:
     t = self.config.train
     key = (split, num_batches)
     if key not in self._eval_batches:  # the same rows every evaluation: read them once
       self._eval_batches[key] = pipeline.eval_batches(self.config.data, split, t.seq_len, t.batch_size,
                                                       *self.rows, num_batches)
-    return perplexity.evaluate(self.eval_step, params, self._eval_batches[key], self.batch_sh, t.batch_size)
+    step = lambda p, batch: self.eval_step(p, frozen, batch)  # noqa: E731
+    return perplexity.evaluate(step, params, self._eval_batches[key], self.batch_sh, t.batch_size)
 
 
 def _print_samples(run: _Run, params, log: MetricsLogger) -> None:
+  """Sampled continuations of test-split prompts; `params` are plain (merged) model parameters."""
   ev = run.config.eval
   tok = tokenizer.load(run.meta["tokenizer_path"])
   rows = pipeline.RowStream(run.config.data, "test", run.config.train.seq_len, seed=0, shuffle=False)
   prompt_len = min(32, run.config.train.seq_len // 2)
   prompts = [rows[i]["tokens"][:prompt_len].tolist() for i in range(ev.num_samples)]
   dp = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
-  outs = sampling.sample(run.model, params, prompts, ev.sample_tokens, run.config.train.seq_len,
+  plain = DecoderLM(dataclasses.replace(run.model_cfg, lora=None))
+  outs = sampling.sample(plain, params, prompts, ev.sample_tokens, run.config.train.seq_len,
                          ev.sample_temperature, seed=run.config.train.seed, batch_multiple=dp)
   for i, (prompt, out) in enumerate(zip(prompts, outs)):
     log.info(f"--- sample {i + 1} (prompt from the test split, then the model) ---\n"
@@ -186,9 +222,15 @@ def run(config, workdir: str, devices=None, stop_after_step: int | None = None) 
     ckpt = Checkpointer(os.path.abspath(os.path.join(workdir, "checkpoints")), config.checkpoint.keep,
                         config.checkpoint.async_save)
     start = ckpt.latest_step()
+    uses_lora = r.model_cfg.lora is not None
+    if uses_lora:
+      base_reference.record_or_check(workdir, config.init.hf_dir, write=r.is_main)
+      log.info(f"LoRA rank {config.lora.rank} on {','.join(r.model_cfg.lora.targets)}; frozen base "
+               f"{config.init.hf_dir} in {config.lora.base_dtype}")
+    frozen = r.load_frozen()
     if start is None:
       start = 0
-      if config.init.hf_dir:
+      if config.init.hf_dir and not uses_lora:
         log.info(f"initializing from {config.init.hf_dir}")
         params = hf_weights.load_params(config.init.hf_dir, r.model_cfg, r.abstract.params, r.state_sh.params)
         state = state_lib.from_params(r.tx, params, r.state_sh)
@@ -200,18 +242,24 @@ def run(config, workdir: str, devices=None, stop_after_step: int | None = None) 
     if r.is_main:
       _write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(r.abstract.params))
-    log.info(f"model: {n_params / 1e6:.2f}M parameters | mesh {dict(r.mesh.shape)} | "
+    n_frozen = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(r.frozen_abstract))
+    log.info(f"model: {n_params / 1e6:.2f}M trainable + {n_frozen / 1e6:.2f}M frozen parameters | "
+             f"mesh {dict(r.mesh.shape)} | "
              f"{jax.process_count()} process(es), {r.mesh.size} devices | "
              f"{t.batch_size}x{t.seq_len} tokens/step")
 
-    def evaluate(step):
-      result = r.eval_split(state.params, "val", ev.steps)
+    best = BestTracker(workdir, config.checkpoint.keep_best, ev.patience)
+
+    def evaluate(step) -> bool:
+      """Evaluates on the val split; True when early stopping says stop."""
+      result = r.eval_split(state.params, frozen, "val", ev.steps)
       log.write(step, "val", result)
       log.info(f"eval step {step} | val loss {result['loss']:.4f} | val ppl {result['perplexity']:.2f}")
-      return result
+      return best.update(step, result["loss"], state)
 
     if start == 0 and ev.at_start and ev.steps > 0:
       evaluate(0)
+    early_stopped = False
 
     tokens_per_step = t.batch_size * t.seq_len
     step, last_saved, interrupted = start, start, False
@@ -224,7 +272,7 @@ def run(config, workdir: str, devices=None, stop_after_step: int | None = None) 
                                       minlength=len(mixture_tokens))
         local = {k: v for k, v in local.items() if k in pipeline.MODEL_KEYS}
         batch = sharding.to_global_batch(local, r.batch_sh, t.batch_size)
-        state, metrics = r.train_step(state, batch)
+        state, metrics = r.train_step(state, frozen, batch)
         step += 1
         if timer_start is None:  # the first step includes compilation; time from after it
           jax.block_until_ready(metrics)
@@ -246,7 +294,7 @@ def run(config, workdir: str, devices=None, stop_after_step: int | None = None) 
           log.write(step, "train", m)
           log.info(format_train_line(step, t.steps, m))
         if step % ev.every_steps == 0 and ev.steps > 0:
-          evaluate(step)
+          early_stopped = evaluate(step)
           timer_start, timer_step = time.perf_counter(), step  # keep eval out of tokens/s
         if step % config.checkpoint.every_steps == 0:
           ckpt.save(step, state, r.train_iter)
@@ -255,21 +303,27 @@ def run(config, workdir: str, devices=None, stop_after_step: int | None = None) 
         if stop.agreed() or (stop_after_step is not None and step >= stop_after_step):
           interrupted = True
           break
+        if early_stopped:
+          log.info(f"early stopping at step {step}: no better val loss in {ev.patience} evaluations; the "
+                   f"best, {best.record['loss']:.4f}, was at step {best.record['step']}")
+          break
       if last_saved != step:
         ckpt.save(step, state, r.train_iter)
       ckpt.wait()
       ckpt.close()
+      best.close()
 
-    summary = {"step": step, "interrupted": interrupted}
+    summary = {"step": step, "interrupted": interrupted, "early_stopped": early_stopped,
+               "best_val": best.record}
     if interrupted:
       log.info(f"stopped at step {step}; checkpoint saved in {ckpt.directory}/{step}")
     elif ev.final_split:
-      result = r.eval_split(state.params, ev.final_split, ev.final_steps)
+      result = r.eval_split(state.params, frozen, ev.final_split, ev.final_steps)
       log.write(step, ev.final_split, result)
       log.info(f"held-out {ev.final_split} split: loss {result['loss']:.4f} | perplexity "
                f"{result['perplexity']:.2f} over {result['tokens']:.0f} tokens")
       summary[ev.final_split] = result
       if ev.num_samples > 0:
-        _print_samples(r, state.params, log)
+        _print_samples(r, r.inference_params(state, frozen), log)
   log.close()
   return summary

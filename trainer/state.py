@@ -1,4 +1,9 @@
-"""Train state, its shardings, and sharded initialization."""
+"""Train state, its shardings, and sharded initialization.
+
+The train state holds the trainable variable collection: "params" for full
+training, "lora" (adapters only) under LoRA, where the base "params" stay
+frozen outside the state.
+"""
 
 from typing import Any
 
@@ -8,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from model import lora
 from parallel import sharding
 
 
@@ -18,19 +24,22 @@ class TrainState:
   opt_state: Any
 
 
+def trainable_collection(model: nn.Module) -> str:
+  return lora.COLLECTION if model.cfg.lora is not None else "params"
+
+
 def _dummy_inputs(seq_len: int):
   tokens = jnp.zeros((1, seq_len), jnp.int32)
   return tokens, jnp.zeros_like(tokens), jnp.ones_like(tokens)
 
 
-def param_logical_specs(model: nn.Module, seq_len: int):
-  boxed = jax.eval_shape(lambda r: model.init(r, *_dummy_inputs(seq_len))["params"], jax.random.key(0))
-  return nn.get_partition_spec(boxed)
+def _init_variables(model: nn.Module, seq_len: int, rng):
+  return model.init(rng, *_dummy_inputs(seq_len))
 
 
 def init_fn(model: nn.Module, tx: optax.GradientTransformation, seq_len: int):
   def init(rng):
-    params = nn.meta.unbox(model.init(rng, *_dummy_inputs(seq_len))["params"])
+    params = nn.meta.unbox(_init_variables(model, seq_len, rng)[trainable_collection(model)])
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
   return init
 
@@ -41,7 +50,7 @@ def state_shardings(model, tx, mesh, seq_len: int):
   Optimizer moments take their parameter's sharding; scalars are replicated.
   """
   abstract = jax.eval_shape(init_fn(model, tx, seq_len), jax.random.key(0))
-  param_sh = sharding.logical_to_sharding(param_logical_specs(model, seq_len), mesh)
+  _, param_sh = sharding.abstract_variables(model, mesh, trainable_collection(model))
   repl = sharding.replicated(mesh)
   opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract.opt_state, param_sh,
                                  transform_non_params=lambda _: repl)
@@ -63,4 +72,3 @@ def from_params(tx, params, shardings):
   def build(p):
     return TrainState(step=jnp.zeros((), jnp.int32), params=p, opt_state=tx.init(p))
   return jax.jit(build, out_shardings=shardings)(params)
-

@@ -1,0 +1,55 @@
+"""A real instruction dataset with no download: questions about the standard library.
+
+Every public, documented function or method of the interpreter's standard library gives
+one conversation: the user asks what `module.function(signature)` does, the
+assistant answers with the first paragraph of its docstring. Source files are
+parsed with `ast`, never imported.
+"""
+
+import ast
+import os
+import sysconfig
+
+_QUESTIONS = ("What does `{name}` do?", "Explain `{name}` in Python.", "What is `{name}` for?")
+
+
+def _module_name(path: str, root: str) -> str:
+  rel = os.path.relpath(path, root)[:-len(".py")].replace(os.sep, ".")
+  return rel[:-len(".__init__")] if rel.endswith(".__init__") else rel
+
+
+def _first_paragraph(doc: str) -> str:
+  return " ".join(doc.strip().split("\n\n")[0].split())
+
+
+def _public_functions(tree: ast.Module):
+  """(qualified name, node) of public top-level functions and public methods of public classes."""
+  for node in tree.body:
+    if isinstance(node, ast.FunctionDef) and not node.name.startswith("_"):
+      yield node.name, node
+    elif isinstance(node, ast.ClassDef) and not node.name.startswith("_"):
+      for item in node.body:
+        if isinstance(item, ast.FunctionDef) and not item.name.startswith("_"):
+          yield f"{node.name}.{item.name}", item
+
+
+def examples(files: list[str], min_answer_chars: int = 40) -> list[dict]:
+  """{"messages": [user, assistant]} for each documented public function or method."""
+  root = sysconfig.get_paths()["stdlib"]
+  out = []
+  for path in files:
+    try:
+      with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+      continue
+    module = _module_name(path, root)
+    for qualname, node in _public_functions(tree):
+      doc = ast.get_docstring(node)
+      if not doc or len(_first_paragraph(doc)) < min_answer_chars:
+        continue
+      name = f"{module}.{qualname}({ast.unparse(node.args)})"
+      question = _QUESTIONS[len(out) % len(_QUESTIONS)].format(name=name)
+      out.append({"messages": [{"role": "user", "content": question},
+                               {"role": "assistant", "content": _first_paragraph(doc)}]})
+  return out
