@@ -41,6 +41,17 @@ def dataset_dir(tmp_path_factory):
   return out
 
 
+def apply_overrides(c, overrides: dict):
+  """Sets dotted keys ({"train.steps": 5}) on a config, as --config.train.steps=5 would."""
+  for key, value in overrides.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
 def small_config(dataset_dir: str, **overrides):
   """The quickstart model on short sequences, logging every step, no extras."""
   c = quickstart.get_config()
@@ -58,13 +69,7 @@ def small_config(dataset_dir: str, **overrides):
   c.eval.num_samples = 0
   c.checkpoint.every_steps = 1000
   c.checkpoint.async_save = False
-  for key, value in overrides.items():
-    node = c
-    *parents, leaf = key.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = value
-  return c
+  return apply_overrides(c, overrides)
 
 
 def read_metrics(workdir: str, split: str = "train") -> dict[int, dict]:
@@ -80,3 +85,65 @@ def train_losses(workdir: str) -> dict[int, float]:
 @pytest.fixture
 def devices():
   return jax.devices()
+
+
+def tiny_llama_config(vocab_size: int = 512):
+  """A 2-layer Llama (GQA, untied head) small enough to fine-tune in seconds on CPU."""
+  c = quickstart.get_config()
+  c.model.update(dict(vocab_size=vocab_size, d_model=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                      head_dim=16, mlp_dim=128, tie_embeddings=False))
+  return c
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_base(dataset_dir, tmp_path_factory):
+  """An HF model directory: a random tiny Llama plus the test dataset's sentencepiece tokenizer."""
+  import shutil
+  import flax.linen as nn
+  from ml_collections import ConfigDict
+  from model import hf_weights
+  from model.config import ModelConfig
+  from model.transformer import DecoderLM
+  from parallel import mesh as mesh_lib
+  from parallel import sharding
+  out = str(tmp_path_factory.mktemp("hf") / "tiny-llama")
+  cfg = ModelConfig.from_config(tiny_llama_config().model)
+  model = DecoderLM(cfg)
+  mesh = mesh_lib.make_mesh(ConfigDict(dict(data=1, fsdp=1, tensor=1)), jax.devices()[:1])
+  _, shardings = sharding.abstract_variables(model, mesh)
+  x = jax.numpy.zeros((1, 8), jax.numpy.int32)
+  params = jax.jit(lambda r: model.init(r, x, x, x + 1)["params"], out_shardings=shardings)(jax.random.key(7))
+  is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)  # noqa: E731
+  params = jax.tree.map(lambda x: x.value if is_box(x) else x, params, is_leaf=is_box)
+  hf_weights.save(params, cfg, out, bos_id=1, eos_id=2)
+  shutil.copyfile(os.path.join(dataset_dir, "tokenizer.model"), os.path.join(out, "tokenizer.model"))
+  with open(os.path.join(out, "tokenizer_config.json"), "w") as f:
+    json.dump({"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>"}, f)
+  return out
+
+
+@pytest.fixture(scope="session")
+def chat_dataset(tiny_hf_base, tmp_path_factory):
+  """Questions about 80 standard-library modules, prepared for SFT with the tiny base's tokenizer."""
+  from data import sft, stdlib_chat
+  root = tmp_path_factory.mktemp("chat")
+  jsonl = root / "chat.jsonl"
+  with open(jsonl, "w") as f:
+    for row in stdlib_chat.examples(corpus.stdlib_files()[:80]):
+      f.write(json.dumps(row) + "\n")
+  out = str(root / "prepared")
+  sft.prepare_sft([str(jsonl)], tiny_hf_base, out, sft.SftOptions(max_len=128, val_fraction=0.1))
+  return out
+
+
+def sft_config(base_dir: str, data_dir: str, **overrides):
+  """configs/sft.py on the tiny base and chat data, short and quiet."""
+  from configs import sft as sft_config_module
+  c = sft_config_module.get_config()
+  c.init.hf_dir, c.data.dir = base_dir, data_dir
+  c.train.update(dict(steps=6, batch_size=8, seq_len=128))
+  c.optimizer.update(dict(warmup_steps=2, learning_rate=3e-3))
+  c.log.update(dict(every_steps=1, tensorboard=False))
+  c.eval.update(dict(every_steps=1000, steps=2, at_start=False, patience=0))
+  c.checkpoint.update(dict(every_steps=1000, async_save=False, keep_best=False))
+  return apply_overrides(c, overrides)
