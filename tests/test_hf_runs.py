@@ -14,21 +14,30 @@ from trainer import export, loop
 from trainer import optimizer as optimizer_lib
 from trainer import state as state_lib
 
-ONE = {"mesh.data": 1, "mesh.fsdp": 1}
 PROMPTS = np.array([[1, 40, 41, 42, 43, 44, 45, 46], [1, 300, 301, 7, 8, 9, 10, 11]], np.int32)
 
 
 def _logits(cfg, params):
   pos = np.broadcast_to(np.arange(PROMPTS.shape[1], dtype=np.int32), PROMPTS.shape)
-  return np.asarray(DecoderLM(cfg).apply({"params": params}, PROMPTS, pos, np.ones_like(PROMPTS)))
+  return np.asarray(jax.jit(DecoderLM(cfg).apply)({"params": params}, PROMPTS, pos, np.ones_like(PROMPTS)))
 
 
-def test_run_starts_from_hf_weights(dataset_dir, tmp_path):
+@pytest.fixture(scope="module")
+def exported_run(dataset_dir, tmp_path_factory):
+  """One short run on the default 8-device mesh, exported to an HF directory; shared by the tests
+  below. (run dir, export dir, the step export reported)."""
+  root = tmp_path_factory.mktemp("hf_run")
+  cfg = small_config(dataset_dir, **{"train.steps": 12, "model.vocab_size": 512, "optimizer.learning_rate": 3e-3})
+  loop.run(cfg, str(root / "run"))
+  out = str(root / "export")
+  return str(root / "run"), out, export.export(str(root / "run"), out)
+
+
+def test_run_starts_from_hf_weights(dataset_dir, exported_run, tmp_path):
   """A run initialised from an HF export of the seed-0 weights sees the same first loss as a
-  run initialised from seed 0 itself."""
-  cfg = small_config(dataset_dir, **ONE, **{"train.steps": 1, "model.vocab_size": 512})
-  loop.run(cfg, str(tmp_path / "seed0"), devices=jax.devices()[:1])
-
+  run initialised from seed 0 itself (the shared run: same mesh, data and seed; its first loss is
+  taken before any update, so its learning rate and length do not enter)."""
+  cfg = small_config(dataset_dir, **{"train.steps": 1, "model.vocab_size": 512})
   model_cfg = ModelConfig.from_config(cfg.model)
   model = DecoderLM(model_cfg)
   tx, _ = optimizer_lib.make_optimizer(cfg.optimizer, cfg.train.steps)
@@ -36,9 +45,10 @@ def test_run_starts_from_hf_weights(dataset_dir, tmp_path):
   params = state_lib.create(model, tx, shardings, cfg.train.seq_len, jax.random.key(cfg.train.seed)).params
   hf_weights.save(params, model_cfg, str(tmp_path / "hf"), bos_id=1, eos_id=2)
 
-  from_hf = small_config(dataset_dir, **ONE, **{"train.steps": 1, "init.hf_dir": str(tmp_path / "hf")})
-  loop.run(from_hf, str(tmp_path / "from_hf"), devices=jax.devices()[:1])
-  a, b = train_losses(str(tmp_path / "seed0")), train_losses(str(tmp_path / "from_hf"))
+  from_hf = small_config(dataset_dir, **{"train.steps": 1, "init.hf_dir": str(tmp_path / "hf")})
+  loop.run(from_hf, str(tmp_path / "from_hf"))
+  a, b = train_losses(exported_run[0]), train_losses(str(tmp_path / "from_hf"))
+  assert sorted(b) == [1]
   assert a[1] == pytest.approx(b[1], rel=1e-6)
 
 
@@ -48,13 +58,11 @@ def _single_mesh():
   return mesh_lib.make_mesh(ConfigDict(dict(data=1, fsdp=1, tensor=1)), jax.devices()[:1])
 
 
-def test_export_run_to_hf(dataset_dir, tmp_path):
-  cfg = small_config(dataset_dir, **{"train.steps": 2, "model.vocab_size": 512})
-  loop.run(cfg, str(tmp_path / "run"))
-  out = str(tmp_path / "export")
-  assert export.export(str(tmp_path / "run"), out) == 2
+def test_export_run_to_hf(exported_run):
+  run, out, exported_step = exported_run
+  assert exported_step == 12
   assert sorted(os.listdir(out)) == ["config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json"]
-  _, model_cfg, params, _ = export.restore_params(str(tmp_path / "run"))
+  _, model_cfg, params, _ = export.restore_params(run)
   ours = _logits(model_cfg, params)
   reloaded_cfg, reloaded = hf_weights.load(out, _single_mesh())
   np.testing.assert_allclose(_logits(reloaded_cfg, reloaded), ours, atol=1e-5, rtol=0)
@@ -76,16 +84,13 @@ def test_export_errors(tmp_path):
     export.export(str(tmp_path), str(tmp_path / "out"))
 
 
-def test_greedy_generate_matches_transformers(dataset_dir, tmp_path):
+def test_greedy_generate_matches_transformers(exported_run):
   """scripts/generate.py on an exported run equals transformers generate(do_sample=False)."""
   import json
   import subprocess
   import sys
   from conftest import REPO
-  cfg = small_config(dataset_dir, **{"train.steps": 12, "model.vocab_size": 512, "optimizer.learning_rate": 3e-3})
-  loop.run(cfg, str(tmp_path / "run"))
-  out = str(tmp_path / "export")
-  export.export(str(tmp_path / "run"), out)
+  out = exported_run[1]
   result = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "generate.py"), f"--hf_dir={out}",
                            "--prompt=def __init__(self", "--max_new_tokens=24", "--temperature=0"],
                           capture_output=True, text=True, timeout=300,
