@@ -3,6 +3,13 @@
 One module serves every architecture: `causal=False` gives an encoder
 (BERT-style) layer, and passing `kv_x` with its own segment ids gives T5-style
 cross-attention.
+
+Decoding passes this layer's KV cache, `{"k", "v"}: [B, S, K, H]`, where slot s
+holds the key/value of the token at position s. New keys/values are written at
+their positions and each query attends to every slot at or before its own
+position, so rows of a batch can sit at different positions (prompts of
+different lengths, right-padded): a padded slot is overwritten before any query
+reaches it.
 """
 
 import flax.linen as nn
@@ -49,7 +56,9 @@ class Attention(nn.Module):
     return nn.with_logical_constraint(y, ("batch", "length", "act_" + axes, "head_dim"))
 
   @nn.compact
-  def __call__(self, x_BxTxD, positions_BxT, segments_BxT, kv_x=None, kv_positions=None, kv_segments=None):
+  def __call__(self, x_BxTxD, positions_BxT, segments_BxT, kv_x=None, kv_positions=None, kv_segments=None,
+               cache=None):
+    """Attention output [B, T, D]; with `cache`, (output, updated cache)."""
     cfg = self.cfg
     self_attention = kv_x is None
     kv_x_BxSxD = x_BxTxD if self_attention else kv_x
@@ -63,12 +72,21 @@ class Attention(nn.Module):
       q_BxTxNxH = apply_rope(q_BxTxNxH, positions_BxT, cfg)
       k_BxSxKxH = apply_rope(k_BxSxKxH, kv_positions_BxS, cfg)
 
-    out_BxTxNxH = jax.nn.dot_product_attention(
-        q_BxTxNxH, k_BxSxKxH, v_BxSxKxH,
-        mask=segment_mask(segments_BxT, kv_segments_BxS),
-        is_causal=self.causal and self_attention,
-        implementation=attention_implementation(cfg),
-    )
+    if cache is None:
+      out_BxTxNxH = jax.nn.dot_product_attention(
+          q_BxTxNxH, k_BxSxKxH, v_BxSxKxH,
+          mask=segment_mask(segments_BxT, kv_segments_BxS),
+          is_causal=self.causal and self_attention,
+          implementation=attention_implementation(cfg),
+      )
+    else:
+      cache = write_cache(cache, k_BxSxKxH, v_BxSxKxH, positions_BxT)
+      slots_S = jnp.arange(cache["k"].shape[1])
+      # Position p sees slots 0..p: its own prompt and everything it generated.
+      visible_Bx1xTxS = (slots_S[None, None, None, :] <= positions_BxT[:, None, :, None])
+      out_BxTxNxH = jax.nn.dot_product_attention(
+          q_BxTxNxH, cache["k"].astype(q_BxTxNxH.dtype), cache["v"].astype(q_BxTxNxH.dtype),
+          mask=visible_Bx1xTxS, implementation="xla")
     out_BxTxNxH = nn.with_logical_constraint(out_BxTxNxH, ("batch", "length", "act_heads", "head_dim"))
 
     out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5  # GPT-2 residual scaling
@@ -80,4 +98,14 @@ class Attention(nn.Module):
     if cfg.use_bias:
       y_BxTxD = y_BxTxD + self.param("out_bias", zeros_init(("embed",)), (cfg.d_model,),
                                      cfg.weight_dtype).astype(cfg.compute_dtype)
-    return nn.with_logical_constraint(y_BxTxD, ("batch", "length", "act_embed"))
+    y_BxTxD = nn.with_logical_constraint(y_BxTxD, ("batch", "length", "act_embed"))
+    return y_BxTxD if cache is None else (y_BxTxD, cache)
+
+
+def write_cache(cache, k_BxTxKxH, v_BxTxKxH, positions_BxT):
+  """Stores each new key/value in the slot of its position (rows may differ)."""
+  rows_Bx1 = jnp.arange(positions_BxT.shape[0])[:, None]
+  axes = ("batch", "length", "act_kv_heads", "head_dim")
+  return {name: nn.with_logical_constraint(
+              cache[name].at[rows_Bx1, positions_BxT].set(new.astype(cache[name].dtype), mode="drop"), axes)
+          for name, new in (("k", k_BxTxKxH), ("v", v_BxTxKxH))}

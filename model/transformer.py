@@ -21,35 +21,44 @@ REMAT_POLICIES = {
 
 
 class Block(nn.Module):
-  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x)).
+
+  With a KV `cache` (this layer's {"k", "v"}) it returns (x, updated cache).
+  """
   cfg: ModelConfig
   causal: bool = True
 
   @nn.compact
-  def __call__(self, x_BxTxD, positions_BxT, segments_BxT):
+  def __call__(self, x_BxTxD, positions_BxT, segments_BxT, cache=None):
     h = Attention(self.cfg, causal=self.causal, name="attention")(
-        Norm(self.cfg, name="attention_norm")(x_BxTxD), positions_BxT, segments_BxT)
+        Norm(self.cfg, name="attention_norm")(x_BxTxD), positions_BxT, segments_BxT, cache=cache)
+    if cache is not None:
+      h, cache = h
     x_BxTxD = x_BxTxD + h
     x_BxTxD = x_BxTxD + Mlp(self.cfg, name="mlp")(Norm(self.cfg, name="mlp_norm")(x_BxTxD))
-    return nn.with_logical_constraint(x_BxTxD, ("batch", "length", "act_embed"))
+    x_BxTxD = nn.with_logical_constraint(x_BxTxD, ("batch", "length", "act_embed"))
+    return x_BxTxD if cache is None else (x_BxTxD, cache)
 
 
 class _ScanBody(nn.Module):
-  """Adapts Block to nn.scan's (carry, x) -> (carry, y) signature."""
+  """Adapts Block to nn.scan's (carry, x) -> (carry, y): the carry is the residual
+  stream, x and y this layer's KV cache (None when not decoding)."""
   cfg: ModelConfig
   causal: bool = True
 
   @nn.compact
-  def __call__(self, x_BxTxD, positions_BxT, segments_BxT):
-    return Block(self.cfg, self.causal, name="block")(x_BxTxD, positions_BxT, segments_BxT), None
+  def __call__(self, x_BxTxD, layer_cache, positions_BxT, segments_BxT):
+    out = Block(self.cfg, self.causal, name="block")(x_BxTxD, positions_BxT, segments_BxT, cache=layer_cache)
+    return out if layer_cache is not None else (out, None)
 
 
 class TransformerStack(nn.Module):
+  """The layers. A KV cache, when given, is {"k", "v"}: [layers, B, S, K, H]."""
   cfg: ModelConfig
   causal: bool = True
 
   @nn.compact
-  def __call__(self, x_BxTxD, positions_BxT, segments_BxT):
+  def __call__(self, x_BxTxD, positions_BxT, segments_BxT, cache=None):
     cfg = self.cfg
     if cfg.scan_layers:
       body = _ScanBody
@@ -59,18 +68,26 @@ class TransformerStack(nn.Module):
           body,
           variable_axes={"params": 0, lora.COLLECTION: 0},
           split_rngs={"params": True, "dropout": True},
-          in_axes=(nn.broadcast, nn.broadcast),
+          in_axes=(0, nn.broadcast, nn.broadcast),
           length=cfg.num_layers,
           metadata_params={nn.PARTITION_NAME: "layers"},
       )(cfg, self.causal, name="layers")
-      x_BxTxD, _ = stack(x_BxTxD, positions_BxT, segments_BxT)
-      return x_BxTxD
+      x_BxTxD, cache = stack(x_BxTxD, cache, positions_BxT, segments_BxT)
+      return x_BxTxD if cache is None else (x_BxTxD, cache)
     block = Block
     if cfg.remat != "none":
       block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat])
+    new_layers = []
     for i in range(cfg.num_layers):
-      x_BxTxD = block(cfg, self.causal, name=f"layer_{i}")(x_BxTxD, positions_BxT, segments_BxT)
-    return x_BxTxD
+      layer = block(cfg, self.causal, name=f"layer_{i}")
+      if cache is None:
+        x_BxTxD = layer(x_BxTxD, positions_BxT, segments_BxT)
+      else:
+        x_BxTxD, layer_cache = layer(x_BxTxD, positions_BxT, segments_BxT, jax.tree.map(lambda c: c[i], cache))
+        new_layers.append(layer_cache)
+    if cache is None:
+      return x_BxTxD
+    return x_BxTxD, jax.tree.map(lambda *layers: jax.numpy.stack(layers), *new_layers)
 
 
 class DecoderLM(nn.Module):
@@ -78,17 +95,25 @@ class DecoderLM(nn.Module):
 
   `segment_ids` (0 = padding) keep packed documents from attending to each
   other; `positions` restart at 0 for every document.
+
+  Decoding (model/decode.py) passes a KV `cache` and gets (logits, cache) back;
+  `logits_at_BxK` picks the positions whose logits it needs (the last prompt
+  token of each row), so prefill skips the vocabulary projection elsewhere.
   """
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens_BxT, positions_BxT, segments_BxT):
+  def __call__(self, tokens_BxT, positions_BxT, segments_BxT, cache=None, logits_at_BxK=None):
     cfg = self.cfg
     embed = Embed(cfg, name="embed")
     x_BxTxD = embed(tokens_BxT)
     if cfg.position == "learned":
       x_BxTxD = x_BxTxD + LearnedPositions(cfg, name="positions")(positions_BxT)
-    x_BxTxD = TransformerStack(cfg, causal=True, name="decoder")(x_BxTxD, positions_BxT, segments_BxT)
+    x_BxTxD = TransformerStack(cfg, causal=True, name="decoder")(x_BxTxD, positions_BxT, segments_BxT, cache)
+    if cache is not None:
+      x_BxTxD, cache = x_BxTxD
+    if logits_at_BxK is not None:
+      x_BxTxD = jax.numpy.take_along_axis(x_BxTxD, logits_at_BxK[:, :, None], axis=1)
     x_BxTxD = Norm(cfg, name="final_norm")(x_BxTxD)
     if cfg.tie_embeddings:
       logits_BxTxV = embed.attend(x_BxTxD)
@@ -97,4 +122,5 @@ class DecoderLM(nn.Module):
                      cfg.weight_dtype)
       logits_BxTxV = jax.numpy.einsum("btd,dv->btv", x_BxTxD, w.astype(cfg.compute_dtype),
                                       preferred_element_type=jax.numpy.float32)
-    return nn.with_logical_constraint(logits_BxTxV, ("batch", "length", "act_vocab"))
+    logits_BxTxV = nn.with_logical_constraint(logits_BxTxV, ("batch", "length", "act_vocab"))
+    return logits_BxTxV if cache is None else (logits_BxTxV, cache)

@@ -1,0 +1,165 @@
+"""Fast batched generation: one jitted prefill, then a jitted decode loop over a preallocated KV cache.
+
+Prompts of different lengths share a batch right-padded: row b's token at
+position p lives in cache slot p, so each row continues from its own length
+(see model/attention.py). Shapes are bucketed to powers of two, so a new prompt
+length or token count reuses a compiled program instead of tracing again. The
+decode loop runs `chunk` tokens per call inside `lax.while_loop` (no Python per
+token) and returns to the host between chunks only to check stop strings.
+
+Sampling is seeded per emitted token (fold_in(seed, index)), so results do not
+depend on the chunk size.
+"""
+
+import dataclasses
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import PartitionSpec
+
+from errors import UserError
+from model.config import ModelConfig
+from model.sampling import SamplingConfig, next_token
+from model.transformer import DecoderLM
+from parallel import sharding
+
+CACHE_AXES = PartitionSpec("layers", "batch", "length", "act_kv_heads", "head_dim")
+DONE = -1  # fills a row's output after it stopped
+
+
+def bucket(n: int, minimum: int) -> int:
+  """The next power of two >= n (and >= minimum): few distinct shapes, few compiles."""
+  return max(minimum, 1 << max(0, n - 1).bit_length())
+
+
+@dataclasses.dataclass
+class Generation:
+  tokens: list[list[int]]  # new tokens per prompt, including the stop token that ended it
+  prompt_tokens: int
+  prefill_s: float
+  decode_s: float
+
+  @property
+  def new_tokens(self) -> int:
+    return sum(len(t) for t in self.tokens)
+
+
+class Decoder:
+  """Generates from one model on one mesh; compiled programs are reused across calls."""
+
+  def __init__(self, cfg: ModelConfig, mesh, chunk: int = 64):
+    self.cfg, self.mesh, self.chunk = cfg, mesh, chunk
+    self.model = DecoderLM(cfg)
+    self._batch_multiple = mesh.shape["data"] * mesh.shape["fsdp"]
+    self._jitted = {}
+
+  def _shardings(self):
+    named = lambda spec: sharding.logical_to_sharding(spec, self.mesh)  # noqa: E731
+    return dict(cache=named({"k": CACHE_AXES, "v": CACHE_AXES}), rows=named(PartitionSpec("batch")),
+                tokens=sharding.batch_sharding(self.mesh), replicated=sharding.replicated(self.mesh))
+
+  def _functions(self, sampling: SamplingConfig, stop_ids: tuple[int, ...], params):
+    key = (sampling, stop_ids)
+    if key not in self._jitted:
+      self._jitted[key] = self._compile(sampling, stop_ids, jax.tree.map(lambda a: a.sharding, params))
+    return self._jitted[key]
+
+  def _compile(self, sampling: SamplingConfig, stop_ids: tuple[int, ...], param_sh):
+    cfg, model = self.cfg, self.model
+    sh = self._shardings()
+    stop_S = jnp.asarray(stop_ids or (-2,), jnp.int32)
+    rng = jax.random.key(sampling.seed)
+
+    def prefill(params, tokens_BxT, lengths_B, cache_len):
+      batch, length = tokens_BxT.shape
+      shape = (cfg.num_layers, batch, cache_len, cfg.num_kv_heads, cfg.head_dim)
+      cache = {name: jnp.zeros(shape, cfg.compute_dtype) for name in ("k", "v")}
+      positions_BxT = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), tokens_BxT.shape)
+      logits_Bx1xV, cache = model.apply({"params": params}, tokens_BxT, positions_BxT, jnp.ones_like(tokens_BxT),
+                                        cache=cache, logits_at_BxK=(lengths_B - 1)[:, None])
+      return cache, next_token(logits_Bx1xV[:, 0], jax.random.fold_in(rng, 0), sampling)
+
+    def decode_chunk(params, cache, token_B, position_B, done_B, first_index, limit):
+      """Emits up to `limit` tokens (fewer once every row is done); returns them [B, chunk]."""
+      out_BxC = jnp.full((token_B.shape[0], self.chunk), DONE, jnp.int32)
+
+      def step(carry):
+        cache, token_B, position_B, done_B, out_BxC, i = carry
+        out_BxC = out_BxC.at[:, i].set(jnp.where(done_B, DONE, token_B))
+        done_B = done_B | jnp.isin(token_B, stop_S)
+        logits_Bx1xV, cache = model.apply({"params": params}, token_B[:, None], position_B[:, None],
+                                          jnp.ones_like(token_B)[:, None], cache=cache)
+        token_B = next_token(logits_Bx1xV[:, 0], jax.random.fold_in(rng, first_index + i + 1), sampling)
+        return cache, token_B, position_B + 1, done_B, out_BxC, i + 1
+
+      def keep_going(carry):
+        return (carry[-1] < limit) & ~jnp.all(carry[3])
+
+      cache, token_B, position_B, done_B, out_BxC, steps = jax.lax.while_loop(
+          keep_going, step, (cache, token_B, position_B, done_B, out_BxC, jnp.int32(0)))
+      return cache, token_B, position_B, done_B, out_BxC, steps
+
+    rows, rep = sh["rows"], sh["replicated"]
+    return dict(
+        prefill=jax.jit(prefill, static_argnums=(3,), in_shardings=(param_sh, sh["tokens"], rows),
+                        out_shardings=(sh["cache"], rows)),
+        decode=jax.jit(decode_chunk, in_shardings=(param_sh, sh["cache"], rows, rows, rows, rep, rep),
+                       out_shardings=(sh["cache"], rows, rows, rows, sh["tokens"], rep), donate_argnums=(1,)),
+    )
+
+  def _check_lengths(self, prompts, max_new_tokens: int) -> None:
+    if not prompts or any(len(p) == 0 for p in prompts):
+      raise UserError("every prompt needs at least one token (a BOS token will do)")
+    if max_new_tokens <= 0:
+      raise UserError(f"max_new_tokens={max_new_tokens}; expected a positive number")
+    longest = max(len(p) for p in prompts) + max_new_tokens
+    if self.cfg.position == "learned" and longest > self.cfg.max_seq_len:
+      raise UserError(f"a prompt plus max_new_tokens needs {longest} positions; the model's learned position "
+                      f"table has {self.cfg.max_seq_len}")
+
+  def generate(self, params, prompts: list[list[int]], max_new_tokens: int,
+               sampling: SamplingConfig = SamplingConfig(), stop_ids: tuple[int, ...] = (),
+               should_stop: Callable[[int, list[int]], bool] | None = None) -> Generation:
+    """Continues every prompt by up to max_new_tokens tokens.
+
+    A row stops after emitting one of `stop_ids`, or when `should_stop(row,
+    tokens so far)` says so (checked between chunks: stop strings).
+    """
+    self._check_lengths(prompts, max_new_tokens)
+    fns = self._functions(sampling, tuple(sorted(set(stop_ids))), params)
+    lengths = np.array([len(p) for p in prompts], np.int32)
+    batch = -(-len(prompts) // self._batch_multiple) * self._batch_multiple
+    length = bucket(int(lengths.max()), 16)
+    cache_len = bucket(max(length, int(lengths.max()) + max_new_tokens), 64)
+    if self.cfg.position == "learned":  # pad positions must stay inside the position table
+      length, cache_len = min(length, self.cfg.max_seq_len), min(cache_len, self.cfg.max_seq_len)
+    tokens = np.zeros((batch, length), np.int32)
+    for i, p in enumerate(prompts):
+      tokens[i, :len(p)] = p
+    tokens[len(prompts):] = tokens[0]  # filler rows: a copy of the first prompt
+    lengths = np.concatenate([lengths, np.full(batch - len(prompts), lengths[0], np.int32)])
+
+    with sharding.activate(self.mesh):
+      start = time.perf_counter()
+      cache, token = fns["prefill"](params, tokens, lengths, cache_len)
+      jax.block_until_ready(token)
+      prefill_s = time.perf_counter() - start
+      out = [[] for _ in range(batch)]
+      done = np.zeros(batch, bool)
+      done[len(prompts):] = True
+      position, emitted = lengths, 0
+      while emitted < max_new_tokens and not done.all():
+        limit = min(self.chunk, max_new_tokens - emitted)
+        cache, token, position, done_dev, chunk_BxC, steps = fns["decode"](
+            params, cache, token, position, done, np.int32(emitted), np.int32(limit))
+        steps, chunk_BxC, done = int(steps), np.asarray(chunk_BxC), np.array(done_dev)
+        for i in range(len(prompts)):
+          out[i].extend(t for t in chunk_BxC[i, :steps].tolist() if t != DONE)
+          if should_stop is not None and not done[i] and should_stop(i, out[i]):
+            done[i] = True
+        emitted += steps
+    return Generation(out[:len(prompts)], int(lengths[:len(prompts)].sum()), prefill_s,
+                      time.perf_counter() - start - prefill_s)

@@ -1,0 +1,70 @@
+"""Evaluate a model on task benchmarks: perplexity, classification, multiple choice, generation, ranking.
+
+  python scripts/evaluate.py --workdir=runs/quickstart --tasks=sentiment,stdlib_docs_ppl
+  python scripts/evaluate.py --hf_dir=exports/quickstart --tasks=sentiment,my/task.yaml --limit=50
+
+A task is `evals/tasks/NAME.yaml` (or .json), or a path to a spec file of your
+own (see evals/tasks.py for the format). Prints a table of the metrics and
+writes them, with per-example details, to --output as JSON.
+"""
+
+import json
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from absl import app, flags  # noqa: E402
+
+from errors import UserError  # noqa: E402
+from evals import runner  # noqa: E402
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A train.py --workdir (newest checkpoint).")
+_HF_DIR = flags.DEFINE_string("hf_dir", None, "A Hugging Face model directory with its tokenizer.")
+_TASKS = flags.DEFINE_list("tasks", None, "Task names (evals/tasks/NAME.yaml) or spec file paths.", required=True)
+_LIMIT = flags.DEFINE_integer("limit", None, "Score only the first N examples of each task.", lower_bound=0)
+_OUTPUT = flags.DEFINE_string("output", "results.json", "JSON file to write; empty: do not write one.")
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Sequences per model call.", lower_bound=1)
+
+
+def write_json_atomic(path: str, obj) -> None:
+  """Writes beside the target and renames, so a crash never leaves a half-written file."""
+  directory = os.path.dirname(os.path.abspath(path))
+  os.makedirs(directory, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(obj, f, indent=1)
+      f.write("\n")
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+
+
+def main(argv):
+  del argv
+  try:
+    if bool(_WORKDIR.value) == bool(_HF_DIR.value):
+      raise UserError("give exactly one of --workdir and --hf_dir")
+    tasks = runner.load_tasks(_TASKS.value)  # a bad spec fails before the model loads
+    from evals.lm import LanguageModel
+    lm = LanguageModel.load(workdir=_WORKDIR.value, hf_dir=_HF_DIR.value, batch_size=_BATCH_SIZE.value)
+    results = runner.run_tasks(lm, tasks, _LIMIT.value)
+  except UserError as e:
+    sys.exit(f"error: {e}")
+  results["model"] = {"workdir": _WORKDIR.value, "hf_dir": _HF_DIR.value}
+  for task in results["tasks"].values():
+    for note in task["notes"]:
+      print(f"note: {note}")
+  print(runner.format_table(results))
+  if _OUTPUT.value:
+    write_json_atomic(_OUTPUT.value, results)
+    print(f"wrote {_OUTPUT.value}")
+
+
+if __name__ == "__main__":
+  app.run(main)
