@@ -115,7 +115,14 @@ def base_config() -> ml_collections.ConfigDict:
       every_steps=500,
       steps=10,               # validation batches per evaluation
       at_start=True,          # evaluate the initial model, the baseline of the curve
-      patience=0,             # stop after this many evaluations without a new best val loss; 0: never
+      patience=0,             # stop after this many evaluations without a new best best_metric; 0: never
+      # Task benchmarks (evals/tasks/NAME.yaml or spec paths, comma-separated)
+      # run at every evaluation; metrics log under the split "task/NAME".
+      tasks="",
+      task_limit=0,           # examples per task; 0: all
+      task_batch_size=8,
+      best_metric="val/loss",  # or e.g. "task/sentiment/accuracy": drives keep_best and patience
+      best_mode="min",        # "max" for accuracy-like metrics
       final_split="test",     # held-out perplexity at the end; "" to skip
       final_steps=20,
       num_samples=0,          # sampled continuations printed at the end

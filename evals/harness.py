@@ -96,25 +96,12 @@ class StrataLM(LM):
     return results
 
   def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Token ids as LanguageModel.loglikelihood takes them, the context cut to fit max_len."""
-    if context:
-      context_ids, continuation_ids = self.model.encode_pair(context, continuation)
-    else:  # nothing to split against: the continuation alone, conditioned on BOS only
-      context_ids, continuation_ids = [self._prefix_id()], self.model.encode(continuation)
+    """Token ids as LanguageModel.loglikelihood takes them (an empty context becomes BOS alone)."""
+    context_ids, continuation_ids = self.model.encode_pair(context, continuation)
     if len(continuation_ids) >= self.max_length:
       raise UserError(f"a continuation of {len(continuation_ids)} tokens does not fit in max_len "
                       f"{self.max_length}")
-    # Like lm_eval's HF model: keep the context tokens nearest the continuation.
-    keep = self.max_length - len(continuation_ids)
-    return context_ids[-keep:], continuation_ids
-
-  def _prefix_id(self) -> int:
-    """The token an empty context stands for: BOS, or EOS for tokenizers without one (GPT-2)."""
-    tok = self.model.tokenizer
-    prefix = tok.bos_id if tok.bos_id is not None else tok.eos_id
-    if prefix is None:
-      raise UserError("an empty context needs a BOS or EOS token; the tokenizer has neither")
-    return prefix
+    return context_ids, continuation_ids  # LanguageModel drops the oldest context tokens that do not fit
 
   def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
     """Total log-likelihood of each text, every token scored once, the first given BOS only."""

@@ -53,7 +53,7 @@ def run_tasks(lm, task_names_or_paths: list, limit: int | None = None) -> dict:
   return results
 
 
-def _rows(metrics: dict) -> list[tuple[str, object]]:
+def scalar_metrics(metrics: dict) -> list[tuple[str, object]]:
   """(name, value) of the scalar metrics, per-class ones as `f1[label]`; lists stay in the JSON."""
   rows = []
   for key, value in metrics.items():
@@ -77,7 +77,7 @@ def format_table(results: dict) -> str:
   table = []
   for name, task in results["tasks"].items():
     n = task["metrics"].get("examples", task["metrics"].get("documents", ""))
-    for i, (metric, value) in enumerate(_rows(task["metrics"])):
+    for i, (metric, value) in enumerate(scalar_metrics(task["metrics"])):
       first = i == 0  # name the task on its first row only, so tasks stand apart
       table.append((name if first else "", task["type"] if first else "", str(n) if first else "",
                     metric, _format_value(value)))

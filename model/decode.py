@@ -62,7 +62,7 @@ class Decoder:
                 tokens=sharding.batch_sharding(self.mesh), replicated=sharding.replicated(self.mesh))
 
   def _functions(self, sampling: SamplingConfig, stop_ids: tuple[int, ...], params):
-    key = (sampling, stop_ids)
+    key = (dataclasses.replace(sampling, seed=0), stop_ids)  # the seed is an argument: no recompile
     if key not in self._jitted:
       self._jitted[key] = self._compile(sampling, stop_ids, jax.tree.map(lambda a: a.sharding, params))
     return self._jitted[key]
@@ -71,18 +71,17 @@ class Decoder:
     cfg, model = self.cfg, self.model
     sh = self._shardings()
     stop_S = jnp.asarray(stop_ids or (-2,), jnp.int32)
-    rng = jax.random.key(sampling.seed)
 
-    def prefill(params, tokens_BxT, lengths_B, cache_len):
+    def prefill(params, tokens_BxT, lengths_B, seed, cache_len):
       batch, length = tokens_BxT.shape
       shape = (cfg.num_layers, batch, cache_len, cfg.num_kv_heads, cfg.head_dim)
       cache = {name: jnp.zeros(shape, cfg.compute_dtype) for name in ("k", "v")}
       positions_BxT = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), tokens_BxT.shape)
       logits_Bx1xV, cache = model.apply({"params": params}, tokens_BxT, positions_BxT, jnp.ones_like(tokens_BxT),
                                         cache=cache, logits_at_BxK=(lengths_B - 1)[:, None])
-      return cache, next_token(logits_Bx1xV[:, 0], jax.random.fold_in(rng, 0), sampling)
+      return cache, next_token(logits_Bx1xV[:, 0], jax.random.fold_in(jax.random.key(seed), 0), sampling)
 
-    def decode_chunk(params, cache, token_B, position_B, done_B, first_index, limit):
+    def decode_chunk(params, cache, token_B, position_B, done_B, first_index, limit, seed):
       """Emits up to `limit` tokens (fewer once every row is done); returns them [B, chunk]."""
       out_BxC = jnp.full((token_B.shape[0], self.chunk), DONE, jnp.int32)
 
@@ -92,7 +91,8 @@ class Decoder:
         done_B = done_B | jnp.isin(token_B, stop_S)
         logits_Bx1xV, cache = model.apply({"params": params}, token_B[:, None], position_B[:, None],
                                           jnp.ones_like(token_B)[:, None], cache=cache)
-        token_B = next_token(logits_Bx1xV[:, 0], jax.random.fold_in(rng, first_index + i + 1), sampling)
+        token_B = next_token(logits_Bx1xV[:, 0], jax.random.fold_in(jax.random.key(seed), first_index + i + 1),
+                             sampling)
         return cache, token_B, position_B + 1, done_B, out_BxC, i + 1
 
       def keep_going(carry):
@@ -104,10 +104,11 @@ class Decoder:
 
     rows, rep = sh["rows"], sh["replicated"]
     return dict(
-        prefill=jax.jit(prefill, static_argnums=(3,), in_shardings=(param_sh, sh["tokens"], rows),
-                        out_shardings=(sh["cache"], rows)),
-        decode=jax.jit(decode_chunk, in_shardings=(param_sh, sh["cache"], rows, rows, rows, rep, rep),
-                       out_shardings=(sh["cache"], rows, rows, rows, sh["tokens"], rep), donate_argnums=(1,)),
+        # Small outputs come back replicated: every process reads them whole.
+        prefill=jax.jit(prefill, static_argnums=(4,), in_shardings=(param_sh, sh["tokens"], rows, rep),
+                        out_shardings=(sh["cache"], rep)),
+        decode=jax.jit(decode_chunk, in_shardings=(param_sh, sh["cache"], rows, rows, rows, rep, rep, rep),
+                       out_shardings=(sh["cache"], rep, rep, rep, rep, rep), donate_argnums=(1,)),
     )
 
   def _check_lengths(self, prompts, max_new_tokens: int) -> None:
@@ -142,9 +143,12 @@ class Decoder:
     tokens[len(prompts):] = tokens[0]  # filler rows: a copy of the first prompt
     lengths = np.concatenate([lengths, np.full(batch - len(prompts), lengths[0], np.int32)])
 
+    shardings = self._shardings()
     with sharding.activate(self.mesh):
       start = time.perf_counter()
-      cache, token = fns["prefill"](params, tokens, lengths, cache_len)
+      host = lambda x, name: sharding.from_host(np.asarray(x), shardings[name])  # noqa: E731
+      seed = host(np.uint32(sampling.seed), "replicated")
+      cache, token = fns["prefill"](params, host(tokens, "tokens"), host(lengths, "rows"), seed, cache_len)
       jax.block_until_ready(token)
       prefill_s = time.perf_counter() - start
       out = [[] for _ in range(batch)]
@@ -154,7 +158,8 @@ class Decoder:
       while emitted < max_new_tokens and not done.all():
         limit = min(self.chunk, max_new_tokens - emitted)
         cache, token, position, done_dev, chunk_BxC, steps = fns["decode"](
-            params, cache, token, position, done, np.int32(emitted), np.int32(limit))
+            params, cache, host(token, "rows"), host(position, "rows"), host(done, "rows"),
+            host(np.int32(emitted), "replicated"), host(np.int32(limit), "replicated"), seed)
         steps, chunk_BxC, done = int(steps), np.asarray(chunk_BxC), np.array(done_dev)
         for i in range(len(prompts)):
           out[i].extend(t for t in chunk_BxC[i, :steps].tolist() if t != DONE)

@@ -74,3 +74,11 @@ def to_global_batch(local_batch: dict, sharding: NamedSharding, global_batch_siz
       k: jax.make_array_from_process_local_data(sharding, v, (global_batch_size,) + v.shape[1:])
       for k, v in local_batch.items()
   }
+
+
+def from_host(array, sharding: NamedSharding) -> jax.Array:
+  """A global array from a host array that every process holds in full (eval and decode inputs).
+
+  Works with one process or many, where passing numpy to a multi-process jit would not.
+  """
+  return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])

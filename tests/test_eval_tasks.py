@@ -5,6 +5,7 @@ definition gives on the model's own scores (recomputed here from
 LanguageModel calls), not that it is good.
 """
 
+import dataclasses
 import json
 import math
 import os
@@ -14,6 +15,7 @@ import sys
 import pytest
 import yaml
 
+from data import tokenizer as tokenizer_lib
 from errors import UserError
 from evals import metrics, runner, task_classification
 from evals import tasks as tasks_lib
@@ -29,7 +31,6 @@ SENTIMENT = [
 ]
 LABELS = {"positive": " positive", "negative": " negative"}
 LABELS_ORDER = list(LABELS)
-UNREPRESENTABLE = "\u2028odd"  # placeholder, chosen below for the tiny tokenizer
 
 
 def write_task(directory, name: str, spec: dict, rows: list, suffix: str = ".yaml") -> str:
@@ -187,10 +188,18 @@ def test_classification_generate(tmp_path, lm):
 
 
 def test_unrepresentable_verbalization_is_a_clear_error(tmp_path, lm):
-  labels = {"positive": " positive", "odd": UNREPRESENTABLE}
+  # Our tokenizers fall back to bytes, so any text is representable; one
+  # trained without byte fallback turns unseen characters into <unk>.
+  lines = tmp_path / "lines.txt"
+  lines.write_text("\n".join(["the positive review", "a negative one", "positive or negative"] * 20))
+  no_fallback = tokenizer_lib.load(tokenizer_lib.train_sentencepiece(str(lines), str(tmp_path / "sp"), 40,
+                                                                     byte_fallback=False))
+  labels = {"positive": " positive", "odd": " \u00df\u00f8"}
   path = write_task(tmp_path, "bad", sentiment_spec(labels=labels), [{"text": "x", "label": "odd"}])
-  with pytest.raises(UserError, match=r"bad.yaml: the verbalization .* of label 'odd' cannot be represented"):
-    runner.run_tasks(lm, [path])
+  runner.load_tasks([path])  # the spec itself is fine
+  with pytest.raises(UserError, match=r"bad.yaml: the verbalization ' \u00df\u00f8' of label 'odd' cannot be "
+                                      r"represented .*unknown token"):
+    runner.run_tasks(dataclasses.replace(lm, tokenizer=no_fallback), [path])
 
 
 

@@ -139,24 +139,3 @@ def test_flops_formula():
   cfg = ModelConfig.from_config(gpt2_124m.get_config().model)
   n = 12 * (4 * 768 * 768 + 2 * 768 * 3072) + 768 * 50_304
   assert flops.flops_per_token(cfg, 1024) == 6 * n + 12 * 12 * 12 * 64 * 1024
-
-
-def test_top_p_keeps_exactly_the_nucleus():
-  from model.sampling import _top_p_filter
-  logits = jnp.log(jnp.array([[0.05, 0.5, 0.15, 0.3]]))
-  kept = np.isfinite(np.asarray(_top_p_filter(logits, 0.7)))
-  np.testing.assert_array_equal(kept, [[False, True, False, True]])  # 0.5 + 0.3 reaches 0.7
-  kept = np.isfinite(np.asarray(_top_p_filter(logits, 0.85)))
-  np.testing.assert_array_equal(kept, [[False, True, True, True]])
-
-
-def test_batched_greedy_sampling_matches_one_prompt_at_a_time():
-  from model.sampling import sample
-  cfg = _cfg()
-  model, params = DecoderLM(cfg), _quickstart_params()
-  prompts = [[1, 5, 9], [1, 7, 3, 3, 8, 2, 4]]
-  together = sample(model, params, prompts, 6, 32, temperature=0.0, seed=0)
-  alone = [sample(model, params, [p], 6, 32, temperature=0.0, seed=0)[0] for p in prompts]
-  assert together == alone and all(len(t) == 6 for t in together)
-  a = sample(model, params, prompts, 6, 32, temperature=1.0, seed=3, top_p=0.9)
-  assert a == sample(model, params, prompts, 6, 32, temperature=1.0, seed=3, top_p=0.9)

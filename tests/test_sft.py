@@ -136,7 +136,7 @@ def test_sft_lowers_val_loss_and_keeps_the_best(tiny_hf_base, chat_dataset, tmp_
   assert val[30] < val[0] - 0.5, val
   with open(os.path.join(workdir, "best.json")) as f:
     best = json.load(f)
-  assert best["step"] == min(val, key=val.get) and best["loss"] == pytest.approx(min(val.values()))
+  assert best["step"] == min(val, key=val.get) and best["value"] == pytest.approx(min(val.values()))
   assert os.listdir(os.path.join(workdir, "best")) == [str(best["step"])]
 
 
@@ -148,4 +148,4 @@ def test_early_stopping_after_patience(tiny_hf_base, chat_dataset, tmp_path):
       "optimizer.learning_rate": 0.0})
   summary = loop.run(cfg, workdir, devices=jax.devices()[:1])
   assert summary["early_stopped"] and summary["step"] == 4
-  assert summary["best_val"]["step"] == 0
+  assert summary["best"]["step"] == 0

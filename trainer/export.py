@@ -58,7 +58,7 @@ class Restored:
 
 
 def restore(workdir: str, step: int | None = None, best: bool = False) -> Restored:
-  """A run's checkpoint (newest, `step`, or the best by val loss) on one device."""
+  """A run's checkpoint (newest, `step`, or the best by config.eval.best_metric) on one device."""
   config = load_run_config(workdir)
   adapters_cfg = lora.LoraConfig.from_config(config.lora)
   cfg = dataclasses.replace(ModelConfig.from_config(config.model), lora=adapters_cfg)

@@ -18,8 +18,9 @@ from configs import overrides
 from data import pipeline, prepare, shards, tokenizer
 from errors import UserError
 from evals import perplexity
-from model import flops, hf_config, hf_weights, lora, sampling
+from model import decode, flops, hf_config, hf_weights, lora
 from model.config import ModelConfig
+from model.sampling import SamplingConfig
 from model.transformer import DecoderLM
 from parallel import mesh as mesh_lib
 from parallel import sharding
@@ -28,6 +29,7 @@ from trainer import mfu as mfu_lib
 from trainer import optimizer as optimizer_lib
 from trainer import state as state_lib
 from trainer import steps as steps_lib
+from trainer import task_eval
 from trainer.best import BestTracker
 from trainer.checkpoint import Checkpointer
 from trainer.metrics import MetricsLogger, format_train_line
@@ -181,6 +183,22 @@ class _Run:
                     out_shardings=self.frozen_sh["params"])
     return merge(frozen["params"], state.params)
 
+  def task_evaluator(self) -> task_eval.TaskEvaluator | None:
+    """config.eval.tasks, loaded and checked now so a bad task file fails before training."""
+    ev = self.config.eval
+    names = task_eval.task_names(ev.tasks)
+    evaluator = task_eval.TaskEvaluator(ev, self.model_cfg, self.meta["tokenizer_path"], self.mesh,
+                                        self.config.train.seq_len) if names else None
+    kind, _, rest = ev.best_metric.partition("/")
+    if kind == "val" and ev.steps <= 0:
+      raise UserError(f"config.eval.best_metric={ev.best_metric!r} needs config.eval.steps > 0")
+    if kind == "task" and rest.split("/")[0] not in [t.name for t in (evaluator.tasks if evaluator else [])]:
+      raise UserError(f"config.eval.best_metric={ev.best_metric!r} names a task that config.eval.tasks="
+                      f"{ev.tasks!r} does not run")
+    if kind not in ("val", "task") or not rest:
+      raise UserError(f"config.eval.best_metric={ev.best_metric!r}; expected 'val/METRIC' or 'task/NAME/METRIC'")
+    return evaluator
+
   def eval_split(self, params, frozen, split: str, num_batches: int) -> dict:
     t = self.config.train
     key = (split, num_batches)
@@ -198,10 +216,10 @@ def _print_samples(run: _Run, params, log: MetricsLogger) -> None:
   rows = pipeline.RowStream(run.config.data, "test", run.config.train.seq_len, seed=0, shuffle=False)
   prompt_len = min(32, run.config.train.seq_len // 2)
   prompts = [rows[i]["tokens"][:prompt_len].tolist() for i in range(ev.num_samples)]
-  dp = run.mesh.shape["data"] * run.mesh.shape["fsdp"]
-  plain = DecoderLM(dataclasses.replace(run.model_cfg, lora=None))
-  outs = sampling.sample(plain, params, prompts, ev.sample_tokens, run.config.train.seq_len,
-                         ev.sample_temperature, seed=run.config.train.seed, batch_multiple=dp)
+  decoder = decode.Decoder(dataclasses.replace(run.model_cfg, lora=None), run.mesh)
+  sampling = SamplingConfig(temperature=ev.sample_temperature, seed=run.config.train.seed)
+  stop_ids = () if tok.eos_id is None else (tok.eos_id,)
+  outs = decoder.generate(params, prompts, ev.sample_tokens, sampling, stop_ids).tokens
   for i, (prompt, out) in enumerate(zip(prompts, outs)):
     log.info(f"--- sample {i + 1} (prompt from the test split, then the model) ---\n"
              f"{tok.decode(prompt)}\u2502{tok.decode(out)}")
@@ -248,16 +266,27 @@ def run(config, workdir: str, devices=None, stop_after_step: int | None = None) 
              f"{jax.process_count()} process(es), {r.mesh.size} devices | "
              f"{t.batch_size}x{t.seq_len} tokens/step")
 
-    best = BestTracker(workdir, config.checkpoint.keep_best, ev.patience)
+    best = BestTracker(workdir, config.checkpoint.keep_best, ev.patience, ev.best_metric, ev.best_mode)
+    tasks = r.task_evaluator()
+    evaluates = ev.steps > 0 or tasks is not None
 
     def evaluate(step) -> bool:
-      """Evaluates on the val split; True when early stopping says stop."""
-      result = r.eval_split(state.params, frozen, "val", ev.steps)
-      log.write(step, "val", result)
-      log.info(f"eval step {step} | val loss {result['loss']:.4f} | val ppl {result['perplexity']:.2f}")
-      return best.update(step, result["loss"], state)
+      """Evaluates on the val split and the tasks; True when early stopping says stop."""
+      flat, line = {}, [f"eval step {step}"]
+      if ev.steps > 0:
+        result = r.eval_split(state.params, frozen, "val", ev.steps)
+        log.write(step, "val", result)
+        flat.update({f"val/{k}": v for k, v in result.items()})
+        line.append(f"val loss {result['loss']:.4f} | val ppl {result['perplexity']:.2f}")
+      if tasks is not None:
+        for name, metrics in tasks.evaluate(r.inference_params(state, frozen)).items():
+          log.write(step, f"task/{name}", metrics)
+          flat.update({f"task/{name}/{k}": v for k, v in metrics.items()})
+          line.append(f"{name} " + " ".join(f"{k} {v:.4f}" for k, v in list(metrics.items())[:2]))
+      log.info(" | ".join(line))
+      return best.update(step, flat, state)
 
-    if start == 0 and ev.at_start and ev.steps > 0:
+    if start == 0 and ev.at_start and evaluates:
       evaluate(0)
     early_stopped = False
 
@@ -293,7 +322,7 @@ def run(config, workdir: str, devices=None, stop_after_step: int | None = None) 
             mixture_tokens[:] = 0
           log.write(step, "train", m)
           log.info(format_train_line(step, t.steps, m))
-        if step % ev.every_steps == 0 and ev.steps > 0:
+        if step % ev.every_steps == 0 and evaluates:
           early_stopped = evaluate(step)
           timer_start, timer_step = time.perf_counter(), step  # keep eval out of tokens/s
         if step % config.checkpoint.every_steps == 0:
@@ -304,8 +333,8 @@ def run(config, workdir: str, devices=None, stop_after_step: int | None = None) 
           interrupted = True
           break
         if early_stopped:
-          log.info(f"early stopping at step {step}: no better val loss in {ev.patience} evaluations; the "
-                   f"best, {best.record['loss']:.4f}, was at step {best.record['step']}")
+          log.info(f"early stopping at step {step}: no better {ev.best_metric} in {ev.patience} evaluations; "
+                   f"{best.describe()}")
           break
       if last_saved != step:
         ckpt.save(step, state, r.train_iter)
@@ -314,7 +343,7 @@ def run(config, workdir: str, devices=None, stop_after_step: int | None = None) 
       best.close()
 
     summary = {"step": step, "interrupted": interrupted, "early_stopped": early_stopped,
-               "best_val": best.record}
+               "best": best.record}
     if interrupted:
       log.info(f"stopped at step {step}; checkpoint saved in {ckpt.directory}/{step}")
     elif ev.final_split:
