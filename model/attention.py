@@ -4,7 +4,7 @@ One module serves every architecture: `causal=False` gives an encoder
 (BERT-style) layer, and passing `kv_x` with its own segment ids gives T5-style
 cross-attention.
 
-Decoding passes this layer's KV cache, `{"k", "v"}: [B, S, K, H]`, where slot s
+Decoding passes this layer's KV cache, `{"k", "v"}: [B, K, S, H]`, where slot s
 holds the key/value of the token at position s. New keys/values are written at
 their positions and each query attends to every slot at or before its own
 position, so rows of a batch can sit at different positions (prompts of
@@ -81,12 +81,7 @@ class Attention(nn.Module):
       )
     else:
       cache = write_cache(cache, k_BxSxKxH, v_BxSxKxH, positions_BxT)
-      slots_S = jnp.arange(cache["k"].shape[1])
-      # Position p sees slots 0..p: its own prompt and everything it generated.
-      visible_Bx1xTxS = (slots_S[None, None, None, :] <= positions_BxT[:, None, :, None])
-      out_BxTxNxH = jax.nn.dot_product_attention(
-          q_BxTxNxH, cache["k"].astype(q_BxTxNxH.dtype), cache["v"].astype(q_BxTxNxH.dtype),
-          mask=visible_Bx1xTxS, implementation="xla")
+      out_BxTxNxH = cached_attention(q_BxTxNxH, cache["k"], cache["v"], positions_BxT)
     out_BxTxNxH = nn.with_logical_constraint(out_BxTxNxH, ("batch", "length", "act_heads", "head_dim"))
 
     out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5  # GPT-2 residual scaling
@@ -103,9 +98,28 @@ class Attention(nn.Module):
 
 
 def write_cache(cache, k_BxTxKxH, v_BxTxKxH, positions_BxT):
-  """Stores each new key/value in the slot of its position (rows may differ)."""
+  """Stores each new key/value in the slot of its position (rows may differ) of the [B, K, S, H] cache."""
   rows_Bx1 = jnp.arange(positions_BxT.shape[0])[:, None]
-  axes = ("batch", "length", "act_kv_heads", "head_dim")
+  axes = ("batch", "act_kv_heads", "length", "head_dim")
   return {name: nn.with_logical_constraint(
-              cache[name].at[rows_Bx1, positions_BxT].set(new.astype(cache[name].dtype), mode="drop"), axes)
+              cache[name].at[rows_Bx1, :, positions_BxT].set(new.astype(cache[name].dtype), mode="drop"), axes)
           for name, new in (("k", k_BxTxKxH), ("v", v_BxTxKxH))}
+
+
+def cached_attention(q_BxTxNxH, k_BxKxSxH, v_BxKxSxH, positions_BxT):
+  """Grouped-query attention of new tokens over a KV cache; position p sees slots 0..p.
+
+  The cache is [B, K, S, H], batch and head dims leading, so both matmuls
+  read it in place: with [B, S, K, H] XLA copies a transposed cache on every
+  decoded token.
+  """
+  batch, length, heads, head_dim = q_BxTxNxH.shape
+  kv_heads, slots = k_BxKxSxH.shape[1], k_BxKxSxH.shape[2]
+  q_BxKxGxTxH = q_BxTxNxH.reshape(batch, length, kv_heads, heads // kv_heads, head_dim).transpose(0, 2, 3, 1, 4)
+  scores_BxKxGxTxS = jnp.einsum("bkgth,bksh->bkgts", q_BxKxGxTxH, k_BxKxSxH.astype(q_BxTxNxH.dtype),
+                                preferred_element_type=jnp.float32) / jnp.sqrt(jnp.float32(head_dim))
+  visible_Bx1x1xTxS = (jnp.arange(slots)[None, :] <= positions_BxT[:, :, None])[:, None, None]
+  scores_BxKxGxTxS = jnp.where(visible_Bx1x1xTxS, scores_BxKxGxTxS, jnp.finfo(jnp.float32).min)
+  probs_BxKxGxTxS = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(q_BxTxNxH.dtype)
+  out_BxKxGxTxH = jnp.einsum("bkgts,bksh->bkgth", probs_BxKxGxTxS, v_BxKxSxH.astype(q_BxTxNxH.dtype))
+  return out_BxKxGxTxH.transpose(0, 3, 1, 2, 4).reshape(batch, length, heads, head_dim)

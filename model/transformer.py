@@ -41,19 +41,22 @@ class Block(nn.Module):
 
 
 class _ScanBody(nn.Module):
-  """Adapts Block to nn.scan's (carry, x) -> (carry, y): the carry is the residual
-  stream, x and y this layer's KV cache (None when not decoding)."""
+  """Adapts Block to nn.scan's (carry, x) -> (carry, y) signature."""
   cfg: ModelConfig
   causal: bool = True
 
   @nn.compact
-  def __call__(self, x_BxTxD, layer_cache, positions_BxT, segments_BxT):
-    out = Block(self.cfg, self.causal, name="block")(x_BxTxD, positions_BxT, segments_BxT, cache=layer_cache)
-    return out if layer_cache is not None else (out, None)
+  def __call__(self, x_BxTxD, positions_BxT, segments_BxT):
+    return Block(self.cfg, self.causal, name="block")(x_BxTxD, positions_BxT, segments_BxT), None
 
 
 class TransformerStack(nn.Module):
-  """The layers. A KV cache, when given, is {"k", "v"}: [layers, B, S, K, H]."""
+  """The layers, scanned (one compiled layer: fast compiles) or unrolled.
+
+  A KV cache, {"k", "v"}: [layers, B, K, S, H], needs unrolled layers: in a scan
+  every layer's cache would pass through the loop on every decoded token
+  (model/decode.py runs scanned checkpoints unrolled; see unstacked_params).
+  """
   cfg: ModelConfig
   causal: bool = True
 
@@ -61,6 +64,8 @@ class TransformerStack(nn.Module):
   def __call__(self, x_BxTxD, positions_BxT, segments_BxT, cache=None):
     cfg = self.cfg
     if cfg.scan_layers:
+      if cache is not None:
+        raise ValueError("a KV cache needs scan_layers=False; model/decode.py unrolls scanned parameters")
       body = _ScanBody
       if cfg.remat != "none":
         body = nn.remat(body, policy=REMAT_POLICIES[cfg.remat], prevent_cse=False)
@@ -68,12 +73,12 @@ class TransformerStack(nn.Module):
           body,
           variable_axes={"params": 0, lora.COLLECTION: 0},
           split_rngs={"params": True, "dropout": True},
-          in_axes=(0, nn.broadcast, nn.broadcast),
+          in_axes=(nn.broadcast, nn.broadcast),
           length=cfg.num_layers,
           metadata_params={nn.PARTITION_NAME: "layers"},
       )(cfg, self.causal, name="layers")
-      x_BxTxD, cache = stack(x_BxTxD, cache, positions_BxT, segments_BxT)
-      return x_BxTxD if cache is None else (x_BxTxD, cache)
+      x_BxTxD, _ = stack(x_BxTxD, positions_BxT, segments_BxT)
+      return x_BxTxD
     block = Block
     if cfg.remat != "none":
       block = nn.remat(Block, policy=REMAT_POLICIES[cfg.remat])
@@ -124,3 +129,13 @@ class DecoderLM(nn.Module):
                                       preferred_element_type=jax.numpy.float32)
     logits_BxTxV = nn.with_logical_constraint(logits_BxTxV, ("batch", "length", "act_vocab"))
     return logits_BxTxV if cache is None else (logits_BxTxV, cache)
+
+
+def unstacked_params(params: dict, num_layers: int) -> dict:
+  """Scanned-layer parameters ([layers, ...] under decoder/layers/block) in the unrolled
+  layout (decoder/layer_0, layer_1, ...)."""
+  decoder = dict(params["decoder"])
+  stacked = decoder.pop("layers")["block"]
+  for i in range(num_layers):
+    decoder[f"layer_{i}"] = jax.tree.map(lambda w, i=i: w[i], stacked)
+  return {**params, "decoder": decoder}

@@ -7,6 +7,7 @@ live test in tests/test_hf.py compares against transformers directly when it
 is installed.
 """
 
+import json
 import os
 import sys
 
@@ -18,6 +19,14 @@ import numpy as np  # noqa: E402
 import hf_models  # noqa: E402
 
 
+def write_golden_rolling(out: str) -> None:
+  """golden_rolling.json: transformers' windowed log-probability of hf_models.ROLLING_DOC."""
+  golden = [{"window": w, "stride": s, "logprob": hf_models.hf_rolling_logprob(out, hf_models.ROLLING_DOC, w, s)}
+            for w, s in hf_models.ROLLING_WINDOWS]
+  with open(os.path.join(out, "golden_rolling.json"), "w") as f:
+    json.dump(golden, f, indent=1)
+
+
 def main():
   root = os.path.join(REPO, "tests", "fixtures", "hf")
   for name in sorted(hf_models.CASES):
@@ -27,6 +36,7 @@ def main():
       if os.path.exists(os.path.join(out, extra)):
         os.remove(os.path.join(out, extra))
     np.save(os.path.join(out, "golden_logits.npy"), logits.astype(np.float32))
+    write_golden_rolling(out)
     print(f"{name}: logits {logits.shape}, {sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out)):,} bytes")
 
 

@@ -45,3 +45,32 @@ def hf_logits(hf_dir: str) -> np.ndarray:
   model.eval()
   with torch.no_grad():
     return model(torch.tensor(PROMPTS, dtype=torch.long)).logits.numpy()
+
+
+# A "held-out document" of token ids, longer than the models' 64 positions, so it
+# needs sliding windows; scored after BOS (id 1).
+ROLLING_DOC = [int(x) for x in np.random.default_rng(0).integers(3, 128, size=150)]
+ROLLING_WINDOWS = ((32, 16), (48, 48))  # (window inputs, stride)
+
+
+def hf_rolling_logprob(hf_dir: str, doc: list[int], window: int, stride: int, bos: int = 1) -> float:
+  """Total log-probability of `doc` from transformers, with the sliding-window scheme of the
+  transformers perplexity guide: windows of window + 1 tokens, `stride` apart, each
+  scoring only the tokens no earlier window scored."""
+  import torch
+  from transformers import AutoModelForCausalLM
+  model = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32)
+  model.eval()
+  ids = torch.tensor([[bos] + doc], dtype=torch.long)
+  n, total, prev_end = ids.shape[1], 0.0, 0
+  for begin in range(0, n, stride):
+    end = min(begin + window + 1, n)
+    new = end - max(prev_end, 1)  # the first token (BOS) is never a target
+    with torch.no_grad():
+      logits = model(ids[:, begin:end]).logits[0].double()
+    logprobs = torch.log_softmax(logits[:-1], -1).gather(1, ids[0, begin + 1:end, None])[:, 0]
+    total += logprobs[-new:].sum().item()
+    prev_end = end
+    if end == n:
+      break
+  return total

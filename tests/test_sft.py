@@ -140,12 +140,27 @@ def test_sft_lowers_val_loss_and_keeps_the_best(tiny_hf_base, chat_dataset, tmp_
   assert os.listdir(os.path.join(workdir, "best")) == [str(best["step"])]
 
 
-def test_early_stopping_after_patience(tiny_hf_base, chat_dataset, tmp_path):
-  """With a zero learning rate the val loss never improves: the run stops `patience` evals later."""
+def test_task_metric_drives_early_stopping(tiny_hf_base, chat_dataset, tmp_path):
+  """config.eval.tasks runs at every evaluation and logs under task/NAME; with a zero learning rate
+  the task's accuracy never improves, so best_metric on it stops the run `patience` evals later."""
+  import yaml
+  spec = tmp_path / "yesno.yaml"
+  rows = [{"text": t, "label": l} for t, l in [("Is 7 prime?", "yes"), ("Is 8 prime?", "no"), ("Is 2 even?", "yes")]]
+  (tmp_path / "yesno.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+  spec.write_text(yaml.safe_dump({"type": "classification", "data": "yesno.jsonl", "prompt": "{text}",
+                                  "labels": {"yes": " Yes", "no": " No"}}))
   workdir = str(tmp_path / "stall")
   cfg = sft_config(tiny_hf_base, chat_dataset, **ONE_DEVICE, **{
       "train.steps": 20, "eval.every_steps": 2, "eval.at_start": True, "eval.patience": 2,
+      "eval.tasks": str(spec), "eval.best_metric": "task/yesno/accuracy", "eval.best_mode": "max",
       "optimizer.learning_rate": 0.0})
   summary = loop.run(cfg, workdir, devices=jax.devices()[:1])
   assert summary["early_stopped"] and summary["step"] == 4
-  assert summary["best"]["step"] == 0
+  assert summary["best"]["step"] == 0 and summary["best"]["metric"] == "task/yesno/accuracy"
+  tasks = read_metrics(workdir, "task/yesno")
+  assert sorted(tasks) == [0, 2, 4] and {"accuracy", "macro_f1", "f1[yes]"} <= set(tasks[0])
+  assert len({r["accuracy"] for r in tasks.values()}) == 1  # the parameters never change
+  assert sorted(read_metrics(workdir, "val")) == [0, 2, 4]
+  cfg.eval.best_metric = "task/other/accuracy"
+  with pytest.raises(UserError, match="names a task that config.eval.tasks"):
+    loop.run(cfg, str(tmp_path / "bad"), devices=jax.devices()[:1])
