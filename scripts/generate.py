@@ -9,7 +9,7 @@
 Greedy when --temperature=0; otherwise temperature, top-k and nucleus (top-p)
 sampling, reproducible with --seed. Stops at the end-of-sequence token or
 before any --stop string. Prints the completion, then one JSON line with the
-token ids and prefill/decode speed.
+token ids and prefill/decode speed (a first call includes compilation).
 
 --chat sends the prompt as a user turn through the model's chat template (the
 one it was fine-tuned with; the built-in ChatML template if it has none).
