@@ -96,12 +96,9 @@ class StrataLM(LM):
     return results
 
   def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Token ids as LanguageModel.loglikelihood takes them (an empty context becomes BOS alone)."""
-    context_ids, continuation_ids = self.model.encode_pair(context, continuation)
-    if len(continuation_ids) >= self.max_length:
-      raise UserError(f"a continuation of {len(continuation_ids)} tokens does not fit in max_len "
-                      f"{self.max_length}")
-    return context_ids, continuation_ids  # LanguageModel drops the oldest context tokens that do not fit
+    """Token ids as LanguageModel.loglikelihood takes them (an empty context becomes BOS alone);
+    it drops the oldest context tokens that do not fit and refuses a continuation that cannot."""
+    return self.model.encode_pair(context, continuation)
 
   def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
     """Total log-likelihood of each text, every token scored once, the first given BOS only."""

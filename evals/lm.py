@@ -16,6 +16,7 @@ with sliding windows, every token exactly once.
 """
 
 import dataclasses
+import functools
 import math
 import unicodedata
 
@@ -82,13 +83,17 @@ class LanguageModel:
   def __post_init__(self):
     self.max_len = self.max_len or self.cfg.max_seq_len
     self.model = DecoderLM(self.cfg)
-    self.decoder = decode_lib.Decoder(self.cfg, self.mesh)
     dp = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
     self.batch_size = -(-self.batch_size // dp) * dp  # whole rows per data shard
     self._score_fn = None
     if self.tokenizer.vocab_size > self.cfg.vocab_size:
       raise UserError(f"tokenizer {self.tokenizer.path} has {self.tokenizer.vocab_size} tokens but the model's "
                       f"vocab_size is {self.cfg.vocab_size}; they do not belong together")
+
+  @functools.cached_property
+  def decoder(self) -> decode_lib.Decoder:
+    """Built on first generation, so scoring-only evaluations never set it up."""
+    return decode_lib.Decoder(self.cfg, self.mesh)
 
   # ------------------------------------------------------------ loading
 
@@ -184,7 +189,7 @@ class LanguageModel:
     """(log-prob sum, greedy) of each (tokens, first_target) row; longest rows batched together."""
     order = sorted(range(len(rows)), key=lambda i: -len(rows[i][0]))
     out = [None] * len(rows)
-    score = self._score()
+    score, rows_sh = self._score(), sharding.batch_sharding(self.mesh)
     for start in range(0, len(order), self.batch_size):
       batch = order[start:start + self.batch_size]
       length = min(decode_lib.bucket(max(len(rows[i][0]) - 1 for i in batch), 16), self.max_len)
@@ -195,7 +200,7 @@ class LanguageModel:
         tokens[r, :len(seq) - 1], targets[r, :len(seq) - 1] = seq[:-1], seq[1:]
         mask[r, first - 1:len(seq) - 1] = True
       with sharding.activate(self.mesh):
-        inputs = [sharding.from_host(x, sharding.batch_sharding(self.mesh)) for x in (tokens, targets, mask)]
+        inputs = [sharding.from_host(x, rows_sh) for x in (tokens, targets, mask)]
         sums, greedy = jax.device_get(score(self.params, *inputs))
       for r, i in enumerate(batch):
         out[i] = (float(sums[r]), bool(greedy[r]))

@@ -8,15 +8,14 @@ own (see evals/tasks.py for the format). Prints a table of the metrics and
 writes them, with per-example details, to --output as JSON.
 """
 
-import json
 import os
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+from data import prep_io  # noqa: E402
 from errors import UserError  # noqa: E402
 from evals import runner  # noqa: E402
 
@@ -26,23 +25,6 @@ _TASKS = flags.DEFINE_list("tasks", None, "Task names (evals/tasks/NAME.yaml) or
 _LIMIT = flags.DEFINE_integer("limit", None, "Score only the first N examples of each task.", lower_bound=0)
 _OUTPUT = flags.DEFINE_string("output", "results.json", "JSON file to write; empty: do not write one.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Sequences per model call.", lower_bound=1)
-
-
-def write_json_atomic(path: str, obj) -> None:
-  """Writes beside the target and renames, so a crash never leaves a half-written file."""
-  directory = os.path.dirname(os.path.abspath(path))
-  os.makedirs(directory, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".json")
-  try:
-    with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=1)
-      f.write("\n")
-      f.flush()
-      os.fsync(f.fileno())
-    os.replace(tmp, path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
 
 
 def main(argv):
@@ -62,7 +44,8 @@ def main(argv):
       print(f"note: {note}")
   print(runner.format_table(results))
   if _OUTPUT.value:
-    write_json_atomic(_OUTPUT.value, results)
+    os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
+    prep_io.write_json_atomic(_OUTPUT.value, results)  # a temp file renamed: never half-written
     print(f"wrote {_OUTPUT.value}")
 
 

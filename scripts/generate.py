@@ -61,6 +61,11 @@ def report(lm, prompt_ids: list[int], generation, text: str) -> str:
                      "decode_tokens_per_sec": round(len(new) / max(generation.decode_s, 1e-9), 1)})
 
 
+def chat_ids(lm, messages: list[dict]) -> list[int]:
+  """The conversation through the chat template, ready for the assistant's turn (the template places BOS)."""
+  return lm.tokenizer.encode_with_offsets(lm.chat.render(messages, add_generation_prompt=True))[0]
+
+
 def complete(lm, ids: list[int], stop: list[str]):
   generation = lm.generate_ids([ids], _MAX_NEW.value, stop, _TEMPERATURE.value, _TOP_K.value, _TOP_P.value,
                                _SEED.value)
@@ -75,7 +80,7 @@ def chat_loop(lm, stop: list[str]) -> None:
     if not line.strip():
       break
     messages.append({"role": "user", "content": line.rstrip("\n")})
-    ids = lm.tokenizer.encode_with_offsets(lm.chat.render(messages, add_generation_prompt=True))[0]
+    ids = chat_ids(lm, messages)
     generation, reply = complete(lm, ids, stop)
     messages.append({"role": "assistant", "content": reply})
     print(reply, flush=True)
@@ -94,11 +99,7 @@ def main(argv):
       chat_loop(lm, stop)
       return
     prompt = _PROMPT.value or ""
-    if _CHAT.value:  # the template places BOS itself
-      ids = lm.tokenizer.encode_with_offsets(
-          lm.chat.render([{"role": "user", "content": prompt}], add_generation_prompt=True))[0]
-    else:
-      ids = lm.encode(prompt, add_bos=True)
+    ids = chat_ids(lm, [{"role": "user", "content": prompt}]) if _CHAT.value else lm.encode(prompt, add_bos=True)
     generation, text = complete(lm, ids, stop)
   except UserError as e:
     sys.exit(f"error: {e}")
