@@ -4,7 +4,8 @@
 
 Multi-host: pass --coordinator_address/--num_processes/--process_id, or let
 JAX detect the cluster (SLURM, Open MPI, Cloud TPU). Re-running the same
-command resumes from the newest checkpoint in --workdir.
+command resumes from the newest checkpoint in --workdir (or, once the run has
+finished, says so and does nothing); one run at a time holds a workdir.
 """
 
 import sys
@@ -35,6 +36,9 @@ def main(argv):
     summary = loop.run(_CONFIG.value, _WORKDIR.value)
   except UserError as e:
     sys.exit(f"error: {e}")
+  except KeyboardInterrupt:  # a second SIGINT/SIGTERM during the stop: out at once, no checkpoint
+    print("stopped at once without saving; a rerun resumes from the last checkpoint", file=sys.stderr)
+    sys.exit(130)
   if summary.get("interrupted"):
     sys.exit(130)
 

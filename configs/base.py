@@ -64,7 +64,9 @@ def base_config() -> ml_collections.ConfigDict:
       # (they must share one tokenizer); replaces `dir` when set.
       mixture="",
       worker_count=0,         # grain worker processes; 0 reads in the main process
-      add_bos=True,           # wrap documents in BOS/EOS (chat datasets keep their template's)
+      # Wrap documents in BOS/EOS: BOS only where the dataset's tokenizer adds one itself
+      # (as transformers tokenizes); chat datasets keep their template's.
+      add_bos=True,
       add_eos=True,
       # "split": concatenate documents and cut rows (pretraining, no padding);
       # "whole": never cut an example, pad rows instead (fine-tuning).
@@ -80,6 +82,11 @@ def base_config() -> ml_collections.ConfigDict:
       seq_len=512,
       seed=0,
       grad_accum_steps=1,     # micro-batches per step; batch_size must divide evenly
+      # A step whose loss, gradient norm or updated weights are NaN/Inf is never
+      # applied. "stop": the run then stops with an error, saving nothing more;
+      # "skip": it goes on, and stops once more than max_skipped_steps were skipped.
+      on_nonfinite="stop",
+      max_skipped_steps=10,
   ))
 
   c.optimizer = ml_collections.ConfigDict(dict(

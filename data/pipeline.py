@@ -55,6 +55,20 @@ def dataset_metadata(data_cfg) -> dict:
   return first
 
 
+def verify(data_cfg, split: str) -> None:
+  """Checks the shards of `split` in every dataset of the run against their metadata.json checksums."""
+  for directory, _ in datasets(data_cfg):
+    shards.verify_split(directory, split)
+
+
+def rows_per_epoch(data_cfg, split: str, seq_len: int) -> int:
+  """Packed rows of `seq_len` in one epoch of `split`, as RowStream packs them; 0 if not even one."""
+  try:
+    return RowStream(data_cfg, split, seq_len, seed=0, shuffle=False).rows_per_epoch
+  except ValueError:  # PackedRows: a member's tokens cannot fill a single row
+    return 0
+
+
 def packing(data_cfg) -> str:
   if data_cfg.packing not in PACKINGS:
     raise UserError(f"config.data.packing={data_cfg.packing!r}; expected one of {PACKINGS}")
@@ -72,7 +86,8 @@ class RowStream:
       source, lengths = shards.open_split(directory, split, meta)
       # Chat datasets hold exactly what the chat template rendered, BOS/EOS included.
       templated = meta.get("kind") == "chat"
-      bos = meta.get("bos_id") if data_cfg.add_bos and not templated else None
+      # BOS only where the dataset's tokenizer adds one (older datasets: wherever it has one).
+      bos = meta.get("bos_id") if data_cfg.add_bos and meta.get("add_bos", True) and not templated else None
       eos = meta.get("eos_id") if data_cfg.add_eos and not templated else None
       self.rows.append(PackedRows(source, lengths, seq_len, seed=seed + i, shuffle=shuffle,
                                   bos_id=bos, eos_id=eos, dataset=i, has_mask=shards.has_loss_mask(meta),

@@ -6,6 +6,7 @@ import json
 import multiprocessing
 import os
 import sys
+import uuid
 
 from data import sources
 
@@ -32,10 +33,21 @@ def list_inputs(cfg, output: str):
 
 
 def write_json_atomic(path: str, obj) -> None:
-  tmp = path + ".tmp"
-  with open(tmp, "w") as f:
-    json.dump(obj, f, indent=1, sort_keys=True)
-  os.replace(tmp, path)
+  """Writes a temporary file beside `path`, then renames it over `path`: never half-written.
+
+  The temporary name is unique (concurrent writers don't collide) and, unlike
+  tempfile.mkstemp's 0600, the file gets the usual 0666 minus the umask.
+  """
+  tmp = f"{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+  fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+  try:
+    with os.fdopen(fd, "w") as f:
+      json.dump(obj, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+  except BaseException:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+    raise
 
 
 def file_sha256(path: str) -> str:
@@ -68,6 +80,18 @@ def worker_count(cfg) -> int:
   return cfg.num_workers or os.cpu_count() or 1
 
 
+def bar_options() -> dict:
+  """tqdm settings for progress on stderr: live on a terminal; in a log file (CI), where every
+  redraw is a line, at most one line a minute."""
+  return dict(file=sys.stderr, mininterval=0.2 if sys.stderr.isatty() else 60.0, dynamic_ncols=True)
+
+
+def note(message: str) -> None:
+  """A progress line on stderr (between bars), shown whatever the logging verbosity."""
+  from tqdm import tqdm
+  tqdm.write(message, file=sys.stderr)
+
+
 def parallel_map(fn, items, num_workers: int, desc: str, ordered: bool = True):
   """Yields fn(x) for each item as it completes, in a pool unless one worker; a progress bar on stderr.
 
@@ -75,7 +99,7 @@ def parallel_map(fn, items, num_workers: int, desc: str, ordered: bool = True):
   file's output at a time rather than the whole corpus.
   """
   from tqdm import tqdm
-  bar = dict(total=len(items), desc=desc, unit="file", disable=len(items) < 2, file=sys.stderr)
+  bar = dict(total=len(items), desc=desc, unit="file", disable=len(items) < 2, **bar_options())
   if num_workers <= 1 or len(items) <= 1:
     yield from (fn(x) for x in tqdm(items, **bar))
     return

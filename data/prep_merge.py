@@ -16,13 +16,12 @@ import shutil
 import tempfile
 
 import numpy as np
-from absl import logging
 
 from data import boilerplate, decontam, dedup, report, shards, sources
 from data import stage_stats as st
 from data import tokenizer as tokenizer_lib
-from data.prep_io import (SPLITS, gzip_writer, parallel_map, read_jsonl_gz, worker_count, write_json_atomic,
-                          list_inputs, split_of, work_dir)
+from data.prep_io import (SPLITS, gzip_writer, list_inputs, note, parallel_map, read_jsonl_gz, split_of,
+                          work_dir, worker_count, write_json_atomic)
 from data.prep_map import boilerplate_prefixes
 from errors import UserError
 
@@ -158,7 +157,7 @@ def _tokenizer_for(cfg, work: str, num_files: int, drops: dict, out_dir: str) ->
       if chars >= t.sample_chars:
         break
   symbols = tuple(s for s in t.user_defined_symbols.split(",") if s)
-  logging.info("training a %d-piece %s tokenizer on %d characters", t.vocab_size, t.model_type, chars)
+  note(f"training a {t.vocab_size}-piece {t.model_type} tokenizer on {chars} characters")
   path = tokenizer_lib.train_sentencepiece(sample, os.path.join(out_dir, "tokenizer"), t.vocab_size, t.seed,
                                            t.model_type, t.byte_fallback, symbols)
   os.remove(os.path.join(out_dir, "tokenizer.vocab"))
@@ -300,6 +299,7 @@ def run_merge(cfg, output: str, write_text: bool = False, overwrite: bool = Fals
         "tokenizer_kind": tok.kind,
         "vocab_size": tok.vocab_size,
         "bos_id": tok.bos_id,
+        "add_bos": tok.add_bos,  # whether the tokenizer itself starts a text with BOS
         "eos_id": tok.eos_id,
         "splits": splits,
         "chars_per_token_train": splits["train"]["chars"] / max(1, splits["train"]["num_tokens"]),

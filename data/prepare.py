@@ -19,7 +19,7 @@ import shutil
 from absl import logging
 
 from data import shards
-from data.prep_io import SPLITS, file_sha256, list_inputs, split_of, work_dir  # noqa: F401 (API)
+from data.prep_io import SPLITS, file_sha256, list_inputs, note, split_of, work_dir  # noqa: F401 (API)
 from data.prep_map import run_map
 from data.prep_merge import _fingerprint, run_merge
 from errors import UserError
@@ -50,8 +50,13 @@ def prepare(cfg, output: str, overwrite: bool = False, write_text: bool = False)
     return existing
   shutil.rmtree(work_dir(output), ignore_errors=True)
   try:
+    note(f"preparing {output}: clean {len(list_inputs(cfg, output))} input files, then deduplicate, "
+         f"tokenize and write shards")
     run_map(cfg, output)
-    return run_merge(cfg, output, write_text, overwrite=True)  # _existing() vetted the output
+    meta = run_merge(cfg, output, write_text, overwrite=True)  # _existing() vetted the output
+    note(f"wrote {output}: " + ", ".join(f"{s} {v['num_docs']} documents / {v['num_tokens']} tokens"
+                                          for s, v in meta["splits"].items()))
+    return meta
   except BaseException:
     shutil.rmtree(work_dir(output), ignore_errors=True)  # nothing half-written survives a failure
     raise

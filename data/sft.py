@@ -154,6 +154,7 @@ def prepare_sft(inputs: list[str], model_dir: str, output: str, opts: SftOptions
         "tokenizer_kind": tok.kind,
         "vocab_size": tok.vocab_size,
         "bos_id": tok.bos_id,
+        "add_bos": tok.add_bos,
         "eos_id": tok.eos_id,
         "chat_template": source,
         "chat_template_from": template_from,

@@ -8,13 +8,22 @@
 
 The lengths file lets the packer place documents into rows without reading them.
 `metadata["fields"]` says whether records carry a loss mask.
+
+Integrity: each split's entry in metadata.json also records, per shard, its
+records, bytes and sha256 (`"shards"`), and the same for its lengths file
+(`"lengths"`). `verify_split` checks them (train.py does, once per run, for
+every split it reads); a read error from a shard names the file. Datasets
+written before these fields existed still load: their shards are checked
+for record counts only, with a warning to re-prepare them.
 """
 
+import hashlib
 import json
 import os
 
 import grain
 import numpy as np
+from absl import logging
 from array_record.python.array_record_module import ArrayRecordWriter
 
 from errors import UserError
@@ -28,7 +37,7 @@ class SplitWriter:
 
   def __init__(self, directory: str, split: str, docs_per_shard: int = 2048):
     self.directory, self.split, self.docs_per_shard = directory, split, docs_per_shard
-    self.files, self.lengths = [], []
+    self.files, self.lengths, self.shards = [], [], []
     self._writer, self._in_shard = None, 0
 
   def write(self, token_ids, loss_mask=None) -> None:
@@ -47,13 +56,30 @@ class SplitWriter:
   def _close_shard(self):
     if self._writer is not None:
       self._writer.close()
+      self.shards.append(_file_record(self.directory, self.files[-1], records=self._in_shard))
     self._writer, self._in_shard = None, 0
 
   def close(self) -> dict:
+    """The split's entry for metadata.json: files, counts, and what `verify_split` checks."""
     self._close_shard()
     lengths = np.asarray(self.lengths, dtype=np.int32)
-    np.save(os.path.join(self.directory, f"{self.split}.lengths.npy"), lengths)
-    return {"files": self.files, "num_docs": int(lengths.size), "num_tokens": int(lengths.sum())}
+    name = f"{self.split}.lengths.npy"
+    np.save(os.path.join(self.directory, name), lengths)
+    return {"files": self.files, "num_docs": int(lengths.size), "num_tokens": int(lengths.sum()),
+            "shards": self.shards, "lengths": _file_record(self.directory, name)}
+
+
+def file_sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for block in iter(lambda: f.read(1 << 20), b""):
+      h.update(block)
+  return h.hexdigest()
+
+
+def _file_record(directory: str, name: str, **extra) -> dict:
+  path = os.path.join(directory, name)
+  return {"file": name, "bytes": os.path.getsize(path), "sha256": file_sha256(path), **extra}
 
 
 def decode_record(raw: bytes, has_mask: bool) -> tuple[np.ndarray, np.ndarray | None]:
@@ -87,8 +113,75 @@ def load_metadata(directory: str) -> dict:
   return meta
 
 
+def _rewrite_hint(meta: dict) -> str:
+  tool = "scripts/prepare_sft.py" if meta.get("kind") == "chat" else "scripts/prepare_data.py"
+  return f"re-create the dataset with {tool}"
+
+
+class ShardSource:
+  """grain's ArrayRecordDataSource over a split's shards, whose read errors name the shard file.
+
+  riegeli reports corruption as a bare RuntimeError ("Corrupted Riegeli/records
+  file ...") without the path; this finds the shard that holds the record.
+  """
+
+  def __init__(self, paths: list[str], hint: str = ""):
+    self.paths, self.hint = paths, hint
+    try:
+      self._source = grain.sources.ArrayRecordDataSource(paths)
+    except (RuntimeError, OSError) as e:
+      raise self._error(self._unreadable_shard(e), e) from None
+    self._ends = None
+
+  def _error(self, path: str, e: Exception) -> UserError:
+    detail = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return UserError(f"{path} is corrupt ({detail}); {self.hint or 're-create the dataset'}")
+
+  def _unreadable_shard(self, e: Exception) -> str:
+    """The first shard that fails to open on its own (all of them, named, if none does)."""
+    for path in self.paths:
+      try:
+        grain.sources.ArrayRecordDataSource([path])
+      except (RuntimeError, OSError):
+        return path
+    return ", ".join(self.paths)
+
+  def _shard_of(self, index: int) -> str:
+    if self._ends is None:
+      self._ends = np.cumsum([len(grain.sources.ArrayRecordDataSource([p])) for p in self.paths])
+    return self.paths[min(int(np.searchsorted(self._ends, index, side="right")), len(self.paths) - 1)]
+
+  def __len__(self):
+    return len(self._source)
+
+  def __getitem__(self, index) -> bytes:
+    try:
+      return self._source[index]
+    except (RuntimeError, OSError) as e:
+      raise self._error(self._shard_of(int(index)), e) from None
+
+  def __iter__(self):
+    return (self[i] for i in range(len(self)))
+
+  def __repr__(self):
+    return f"ShardSource({self.paths!r})"
+
+
+def _load_lengths(path: str, hint: str) -> np.ndarray:
+  try:
+    lengths = np.load(path)
+  except (OSError, ValueError, EOFError) as e:
+    raise UserError(f"{path} is corrupt ({e}); {hint}") from None
+  if lengths.ndim != 1 or lengths.dtype.kind not in "iu":
+    raise UserError(f"{path} is corrupt (holds {lengths.dtype} {lengths.shape}, expected 1-d integers); {hint}")
+  return lengths
+
+
 def open_split(directory: str, split: str, meta: dict | None = None):
-  """Returns (random-access source of int32 arrays, per-document lengths)."""
+  """Returns (random-access source of stored records, per-document lengths).
+
+  Cheap checks only (files present, record counts); `verify_split` checks contents.
+  """
   meta = meta or load_metadata(directory)
   if split not in meta["splits"]:
     raise UserError(f"dataset {directory} has no split {split!r}; it has {sorted(meta['splits'])}")
@@ -99,8 +192,64 @@ def open_split(directory: str, split: str, meta: dict | None = None):
   missing = [p for p in paths if not os.path.isfile(p)]
   if missing:
     raise UserError(f"dataset {directory} is missing shard files: {missing[:3]}")
-  lengths = np.load(os.path.join(directory, f"{split}.lengths.npy"))
+  hint = _rewrite_hint(meta)
+  lengths = _load_lengths(os.path.join(directory, f"{split}.lengths.npy"), hint)
   if lengths.size != info["num_docs"]:
     raise UserError(f"{directory}/{split}.lengths.npy lists {lengths.size} documents, "
-                    f"metadata.json says {info['num_docs']}; the dataset is corrupt")
-  return grain.sources.ArrayRecordDataSource(paths), lengths
+                    f"metadata.json says {info['num_docs']}; the dataset is corrupt ({hint})")
+  source = ShardSource(paths, hint)
+  if len(source) != info["num_docs"]:
+    raise UserError(f"the shards of split {split!r} in {directory} hold {len(source)} records, "
+                    f"metadata.json says {info['num_docs']}; the dataset is corrupt ({hint})")
+  return source, lengths
+
+
+# (path, size, mtime_ns) -> sha256: a process checks an unchanged file once.
+_HASHES: dict = {}
+_WARNED_LEGACY: set = set()
+
+
+def _cached_sha256(path: str) -> str:
+  st = os.stat(path)
+  key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
+  if key not in _HASHES:
+    _HASHES[key] = file_sha256(path)
+  return _HASHES[key]
+
+
+def _check_file(directory: str, record: dict, hint: str) -> None:
+  path = os.path.join(directory, record["file"])
+  if not os.path.isfile(path):
+    raise UserError(f"{path} is missing; {hint}")
+  size = os.path.getsize(path)
+  if size != record["bytes"]:
+    raise UserError(f"{path} is corrupt: {size} bytes, metadata.json recorded {record['bytes']} (truncated or "
+                    f"changed since it was written); {hint}")
+  if _cached_sha256(path) != record["sha256"]:
+    raise UserError(f"{path} is corrupt: its sha256 differs from metadata.json (the file changed since it was "
+                    f"written); {hint}")
+  if "records" in record:
+    found = len(ShardSource([path], hint))
+    if found != record["records"]:
+      raise UserError(f"{path} is corrupt: {found} records, metadata.json recorded {record['records']}; {hint}")
+
+
+def verify_split(directory: str, split: str, meta: dict | None = None) -> bool:
+  """Checks every shard of `split`, and its lengths file, against metadata.json: size, sha256, records.
+
+  False (and a warning, once) for a dataset written before checksums were recorded.
+  """
+  meta = meta or load_metadata(directory)
+  info = meta["splits"].get(split)
+  if info is None:
+    raise UserError(f"dataset {directory} has no split {split!r}; it has {sorted(meta['splits'])}")
+  hint = _rewrite_hint(meta)
+  if "shards" not in info or "lengths" not in info:
+    if directory not in _WARNED_LEGACY:
+      _WARNED_LEGACY.add(directory)
+      logging.warning("%s/metadata.json records no shard checksums (written by an older version); only "
+                      "record counts are checked; %s to have its contents verified", directory, hint)
+    return False
+  for record in info["shards"] + [info["lengths"]]:
+    _check_file(directory, record, hint)
+  return True

@@ -96,12 +96,13 @@ class StrataLM(LM):
     return results
 
   def _encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Token ids as LanguageModel.loglikelihood takes them (an empty context becomes BOS alone);
+    """Token ids as LanguageModel.loglikelihood takes them (an empty context becomes the prefix token);
     it drops the oldest context tokens that do not fit and refuses a continuation that cannot."""
     return self.model.encode_pair(context, continuation)
 
   def loglikelihood_rolling(self, requests, disable_tqdm: bool = False) -> list[float]:
-    """Total log-likelihood of each text, every token scored once, the first given BOS only."""
+    """Total log-likelihood of each text, every token scored once, the first given the prefix token
+    (BOS, or EOS without one) only, as lm_eval's HFLM does."""
     docs = [self.model.encode(req.args[0]) for req in requests]
     nonempty = [i for i, doc in enumerate(docs) if doc]
     totals = [0.0] * len(docs)
@@ -139,8 +140,8 @@ class StrataLM(LM):
     max_new = kwargs["max_gen_toks"]
     if max_new >= self.max_length:
       raise UserError(f"max_gen_toks={max_new} leaves no room for a prompt in max_len {self.max_length}")
-    # Keep the newest context tokens that leave room for max_new; like lm_eval's
-    # HF model, a long context loses its BOS with its oldest tokens.
+    # BOS only where the tokenizer adds one, as lm_eval's HF model encodes; keep the
+    # newest context tokens that leave room for max_new (a long context loses its BOS).
     prompts = [self.model.encode(c, add_bos=True)[-(self.max_length - max_new):] for c in contexts]
     # do_sample without a temperature samples at 1, as transformers' generate does.
     temperature = float(kwargs.get("temperature", 1.0)) if kwargs["do_sample"] else 0.0

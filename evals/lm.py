@@ -13,6 +13,12 @@ its oldest context tokens (lm-evaluation-harness does the same); a continuation
 that alone does not fit is an error. Generation prompts keep their newest
 `max_len - max_new_tokens` tokens. Documents longer than a window are scored
 with sliding windows, every token exactly once.
+
+BOS follows the tokenizer, as `transformers` and lm-evaluation-harness (0.4.13,
+HFLM's defaults) tokenize: prompts and scoring contexts start with BOS only
+where the tokenizer adds one (`add_bos_token`, tokenizer.json's
+post-processor); chat prompts are the rendered template alone; an empty
+context and a rolling document's first token are conditioned on `prefix_id`.
 """
 
 import dataclasses
@@ -79,6 +85,7 @@ class LanguageModel:
   batch_size: int = 8
   max_len: int = 0  # 0: the model's max_seq_len
   chat: chat_lib.ChatFormatter | None = None
+  progress: object = None  # called with each batch's sequence count (evaluate.py's progress bar)
 
   def __post_init__(self):
     self.max_len = self.max_len or self.cfg.max_seq_len
@@ -124,39 +131,56 @@ class LanguageModel:
 
   @property
   def prefix_id(self) -> int:
-    """What a sequence starts with: BOS, or EOS for tokenizers without one (GPT-2)."""
+    """What scoring conditions a text's first token on: BOS, or EOS for tokenizers without one
+    (GPT-2), as lm-evaluation-harness's prefix_token_id."""
     prefix = self.tokenizer.bos_id if self.tokenizer.bos_id is not None else self.tokenizer.eos_id
     if prefix is None:
       raise UserError(f"tokenizer {self.tokenizer.path} has neither a BOS nor an EOS token to start a sequence")
     return prefix
 
   def encode(self, text: str, add_bos: bool = False) -> list[int]:
-    ids = self.tokenizer.encode_batch([text])[0] if text else []
-    return ([self.prefix_id] if add_bos else []) + ids
+    """Token ids of `text`; add_bos=True encodes it as a prompt, the way the tokenizer itself does
+    (`transformers`' tok(text)): with BOS where the tokenizer adds one, without where it adds none.
+
+    Special-token strings in the text (a chat template's) become their ids; a
+    text that already starts with the BOS string gets no second BOS, as in
+    lm-evaluation-harness.
+    """
+    ids = self.tokenizer.encode(text) if text else []
+    if add_bos and self.tokenizer.add_bos and ids[:1] != [self.tokenizer.bos_id]:
+      ids = [self.tokenizer.bos_id] + ids
+    return ids
+
+  def chat_prompt(self, messages: list[dict]) -> list[int]:
+    """A conversation through the chat template, ready for the assistant's turn. The rendered text
+    is tokenized without adding BOS (the template places it), as apply_chat_template does."""
+    return self.tokenizer.encode(self.chat.render(messages, add_generation_prompt=True))
 
   def decode(self, ids: list[int]) -> str:
     return self.tokenizer.decode(list(ids))
 
   def encode_pair(self, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """(BOS + context ids, continuation ids) tokenized jointly, as lm-evaluation-harness does.
+    """(context ids, continuation ids) tokenized jointly, as lm-evaluation-harness does.
 
     The context's trailing whitespace moves to the continuation ("Answer: " +
     "x" scores " x"), and the continuation's ids are what the whole text
     tokenizes to after the context's, so a merge across the boundary is
-    scored as the model would see it.
+    scored as the model would see it. The context is a prompt (BOS where the
+    tokenizer adds one); an empty context is the prefix token alone.
     """
     stripped = context.rstrip()
     continuation = context[len(stripped):] + continuation
     if not stripped:
-      return [self.prefix_id], self.encode(continuation)
-    context_ids = self.encode(stripped)
-    whole = self.encode(stripped + continuation)
-    return [self.prefix_id] + context_ids, whole[len(context_ids):]
+      ids = self.encode(continuation)
+      return ([self.prefix_id], ids) if ids[:1] != [self.prefix_id] else (ids[:1], ids[1:])
+    context_ids = self.encode(stripped, add_bos=True)
+    whole = self.encode(stripped + continuation, add_bos=True)
+    return context_ids, whole[len(context_ids):]
 
   def check_representable(self, text: str) -> None:
     """UserError unless `text` tokenizes to known tokens that decode back to it."""
     ids = self.encode(text)
-    unk = self.tokenizer.impl.unk_id() if self.tokenizer.kind == "sentencepiece" else None
+    unk = self.tokenizer.unk_id
     if not ids or (unk is not None and unk in ids):
       raise UserError(f"it tokenizes to {ids}, with the unknown token {unk}")
     back = self.decode(ids)
@@ -204,6 +228,8 @@ class LanguageModel:
         sums, greedy = jax.device_get(score(self.params, *inputs))
       for r, i in enumerate(batch):
         out[i] = (float(sums[r]), bool(greedy[r]))
+      if self.progress:
+        self.progress(len(batch))
     return out
 
   def loglikelihood(self, requests: list[tuple[list[int], list[int]]]) -> list[tuple[float, bool]]:
@@ -214,8 +240,9 @@ class LanguageModel:
                             stride: int | None = None) -> list[tuple[float, int]]:
     """(total log-prob, tokens scored) per document (ids without BOS), each token scored once.
 
-    The first token is conditioned on BOS alone; windows hold `window`
-    (default max_len) inputs and start `stride` (default window) apart.
+    The first token is conditioned on the prefix token alone (BOS, or EOS
+    without one), as in lm-evaluation-harness; windows hold `window` (default
+    max_len) inputs and start `stride` (default window) apart.
     """
     window = window or self.max_len
     stride = stride or window
@@ -250,8 +277,11 @@ class LanguageModel:
       batch = prompts[start:start + self.batch_size]
       should_stop = (lambda row, ids: any(s in self.decode(ids) for s in stop)) if stop else None
       g = self.decoder.generate(self.params, batch, max_new_tokens, sampling, stop_ids, should_stop)
+      if self.progress:
+        self.progress(len(batch))
       result = decode_lib.Generation(result.tokens + g.tokens, result.prompt_tokens + g.prompt_tokens,
-                                 result.prefill_s + g.prefill_s, result.decode_s + g.decode_s)
+                                     result.prefill_s + g.prefill_s, result.decode_s + g.decode_s,
+                                     result.compile_s + g.compile_s)
     return result
 
   def text(self, ids: list[int], stop: list[str] = ()) -> str:
@@ -291,7 +321,7 @@ def _restore_run(workdir: str, mesh):
       formatter = chat_lib.ChatFormatter(template, **formatter.special)
     return cfg, params, tok, formatter
   tok = tokenizer_lib.load(meta["tokenizer_path"])
-  specials = {k: tok.impl.id_to_piece(i) if tok.kind == "sentencepiece" and i is not None else ""
+  specials = {k: tok.id_to_token(i) if i is not None else ""
               for k, i in (("bos_token", tok.bos_id), ("eos_token", tok.eos_id))}
   return cfg, params, tok, chat_lib.ChatFormatter(meta.get("chat_template"), specials["bos_token"],
                                               specials["eos_token"])

@@ -7,8 +7,10 @@
 `details` and `notes` (e.g. a --limit beyond the task's size).
 """
 
+import contextlib
 import time
 
+from data import prep_io
 from errors import UserError
 from evals import (task_classification, task_generation, task_multiple_choice, task_perplexity,
                    task_ranking)
@@ -37,14 +39,43 @@ def load_tasks(names_or_paths: list) -> list:
   return loaded
 
 
-def run_tasks(lm, task_names_or_paths: list, limit: int | None = None) -> dict:
-  """{"limit", "tasks": {name: {type, spec, num_fewshot, metrics, details, notes, seconds}}}."""
+def _examples(task, limit: int | None) -> str:
+  if task.type == "perplexity" and task.spec["dataset"]:
+    return f"{task.spec['dataset']}:{task.spec['split']}" + (f", first {limit} documents" if limit else "")
+  n = len(task.examples)
+  return f"{min(limit, n) if limit else n} examples"
+
+
+@contextlib.contextmanager
+def _progress_bar(lm, desc: str, enabled: bool):
+  """A bar on stderr counting the sequences the model scores or generates for one task."""
+  if not enabled:
+    yield
+    return
+  from tqdm import tqdm
+  bar = tqdm(desc=desc, unit="seq", **prep_io.bar_options())
+  previous, lm.progress = lm.progress, bar.update
+  try:
+    yield
+  finally:
+    lm.progress = previous
+    bar.close()
+
+
+def run_tasks(lm, task_names_or_paths: list, limit: int | None = None, progress: bool = False) -> dict:
+  """{"limit", "tasks": {name: {type, spec, num_fewshot, metrics, details, notes, seconds}}}.
+
+  progress: a bar per task on stderr (its examples, then sequences scored or generated).
+  """
   if limit is not None and limit < 0:
     raise UserError(f"limit must be >= 0 (0 = all examples), got {limit}")
   results = {"limit": limit or None, "tasks": {}}
-  for task in load_tasks(task_names_or_paths):
+  tasks = load_tasks(task_names_or_paths)
+  for i, task in enumerate(tasks, 1):
     start = time.perf_counter()
-    task_metrics = dict(RUNNERS[task.type](task, lm, limit))
+    desc = f"[{i}/{len(tasks)}] {task.name} ({_examples(task, limit)})"
+    with _progress_bar(lm, desc, progress):
+      task_metrics = dict(RUNNERS[task.type](task, lm, limit))
     details = task_metrics.pop("details", None)
     results["tasks"][task.name] = {
         "type": task.type, "spec": task.path, "num_fewshot": task.spec.get("num_fewshot", 0),

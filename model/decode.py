@@ -9,6 +9,10 @@ token) and returns to the host between chunks only to check stop strings.
 
 Sampling is seeded per emitted token (fold_in(seed, index)), so results do not
 depend on the chunk size.
+
+Programs are compiled ahead of time (`lower().compile()`) for each new shape,
+so the time spent compiling is reported apart from the warm prefill and
+decode times.
 """
 
 import dataclasses
@@ -39,8 +43,9 @@ def bucket(n: int, minimum: int) -> int:
 class Generation:
   tokens: list[list[int]]  # new tokens per prompt, including the stop token that ended it
   prompt_tokens: int
-  prefill_s: float
-  decode_s: float
+  prefill_s: float  # warm: compilation excluded
+  decode_s: float   # warm: compilation excluded
+  compile_s: float = 0.0  # tracing and compiling programs for new shapes (0 when all were cached)
 
   @property
   def new_tokens(self) -> int:
@@ -61,6 +66,20 @@ class Decoder:
       self._unstack = jax.jit(lambda p: unstacked_params(p, cfg.num_layers), out_shardings=unrolled_sh)
     self._batch_multiple = mesh.shape["data"] * mesh.shape["fsdp"]
     self._jitted = {}
+    self._compiled = {}  # (program, sampling key, argument shapes) -> compiled executable
+
+  def _executable(self, name: str, fn, key, *args):
+    """(fn compiled for these arguments' shapes, seconds spent compiling it now: 0 when cached).
+
+    Arguments that are not arrays are static: part of the key, and left out of the executable's calls.
+    """
+    key = (name, key) + tuple((a.shape, str(a.dtype)) if hasattr(a, "shape") else a
+                              for a in jax.tree.leaves(args))
+    if key in self._compiled:
+      return self._compiled[key], 0.0
+    start = time.perf_counter()
+    self._compiled[key] = fn.lower(*args).compile()
+    return self._compiled[key], time.perf_counter() - start
 
   def _shardings(self):
     named = lambda spec: sharding.logical_to_sharding(spec, self.mesh)  # noqa: E731
@@ -68,10 +87,11 @@ class Decoder:
                 tokens=sharding.batch_sharding(self.mesh), replicated=sharding.replicated(self.mesh))
 
   def _functions(self, sampling: SamplingConfig, stop_ids: tuple[int, ...], params):
+    """(jitted prefill and decode, their cache key) for this sampling setup."""
     key = (dataclasses.replace(sampling, seed=0), stop_ids)  # the seed is an argument: no recompile
     if key not in self._jitted:
       self._jitted[key] = self._compile(sampling, stop_ids, jax.tree.map(lambda a: a.sharding, params))
-    return self._jitted[key]
+    return self._jitted[key], key
 
   def _compile(self, sampling: SamplingConfig, stop_ids: tuple[int, ...], param_sh):
     cfg, model = self.cfg, self.model
@@ -136,11 +156,12 @@ class Decoder:
     tokens so far)` says so (checked between chunks: stop strings).
     """
     self._check_lengths(prompts, max_new_tokens)
-    start = time.perf_counter()
-    if self._unstack is not None:  # counted in prefill_s
+    start, compile_s = time.perf_counter(), 0.0
+    if self._unstack is not None:  # the copy counts in prefill_s
       with sharding.activate(self.mesh):
-        params = self._unstack(params)
-    fns = self._functions(sampling, tuple(sorted(set(stop_ids))), params)
+        unstack, compile_s = self._executable("unstack", self._unstack, None, params)
+        params = unstack(params)
+    fns, fns_key = self._functions(sampling, tuple(sorted(set(stop_ids))), params)
     lengths = np.array([len(p) for p in prompts], np.int32)
     batch = -(-len(prompts) // self._batch_multiple) * self._batch_multiple
     length = bucket(int(lengths.max()), 16)
@@ -157,23 +178,28 @@ class Decoder:
     with sharding.activate(self.mesh):
       host = lambda x, name: sharding.from_host(np.asarray(x), shardings[name])  # noqa: E731
       seed = host(np.uint32(sampling.seed), "replicated")
-      cache, token = fns["prefill"](params, host(tokens, "tokens"), host(lengths, "rows"), seed, cache_len)
+      prefill_args = (params, host(tokens, "tokens"), host(lengths, "rows"), seed)
+      prefill, seconds = self._executable("prefill", fns["prefill"], fns_key, *prefill_args, cache_len)
+      compile_s += seconds
+      cache, token = prefill(*prefill_args)
       jax.block_until_ready(token)
-      prefill_s = time.perf_counter() - start
+      prefill_s = time.perf_counter() - start - compile_s
       out = [[] for _ in range(batch)]
       done = np.zeros(batch, bool)
       done[len(prompts):] = True
       position, emitted = lengths, 0
       while emitted < max_new_tokens and not done.all():
         limit = min(self.chunk, max_new_tokens - emitted)
-        cache, token, position, done_dev, chunk_BxC, steps = fns["decode"](
-            params, cache, host(token, "rows"), host(position, "rows"), host(done, "rows"),
-            host(np.int32(emitted), "replicated"), host(np.int32(limit), "replicated"), seed)
+        decode_args = (params, cache, host(token, "rows"), host(position, "rows"), host(done, "rows"),
+                       host(np.int32(emitted), "replicated"), host(np.int32(limit), "replicated"), seed)
+        decode, seconds = self._executable("decode", fns["decode"], fns_key, *decode_args)
+        compile_s += seconds
+        cache, token, position, done_dev, chunk_BxC, steps = decode(*decode_args)
         steps, chunk_BxC, done = int(steps), np.asarray(chunk_BxC), np.array(done_dev)
         for i in range(len(prompts)):
           out[i].extend(t for t in chunk_BxC[i, :steps].tolist() if t != DONE)
           if should_stop is not None and not done[i] and should_stop(i, out[i]):
             done[i] = True
         emitted += steps
-    return Generation(out[:len(prompts)], int(lengths[:len(prompts)].sum()), prefill_s,
-                      time.perf_counter() - start - prefill_s)
+    decode_s = time.perf_counter() - start - prefill_s - compile_s
+    return Generation(out[:len(prompts)], int(lengths[:len(prompts)].sum()), prefill_s, decode_s, compile_s)

@@ -1,9 +1,25 @@
 """Hugging Face `config.json` <-> `config.model`, for LlamaForCausalLM and GPT2LMHeadModel.
 
-Every key of the HF config is either translated, checked to hold a value we
-reproduce exactly, or known not to affect the forward pass (dropout, ids,
-bookkeeping). Anything else is an error naming the key: a model we cannot
-reproduce must not load silently.
+Every field of an HF config falls in one of four classes:
+
+- Translated: the architecture's own sizes and settings (hidden_size, rope, ...).
+- Checked: fields whose value changes what the model computes, where we
+  reproduce one value only (attention_bias false, mlp_bias false,
+  pretraining_tp 1, attention_dropout 0, sliding_window null or
+  use_sliding_window false, rope_interleaved false, hidden_act silu, ...).
+  That value loads; any other is refused.
+- Bookkeeping: fields `transformers` writes that never change the logits:
+  names and versions, dtypes, token ids, generation defaults, label maps,
+  output flags, initializer and fine-tuning-task settings, hub metadata.
+  Every field starting with "_" and every `*_token_id(s)` is bookkeeping.
+- Unknown: anything else is refused. `transformers` computes only from the
+  fields its model class reads, so an unknown field changes nothing there;
+  but it may be one a newer `transformers` does read, or a sign that the
+  weights expect a different model (quantization_config, auto_map, ...).
+  Loading such a model silently could give different logits, so the user
+  is told the field and can delete it from config.json if it is harmless.
+
+Every refusal is one line naming the file, the field and its value.
 """
 
 import json
@@ -11,35 +27,81 @@ import os
 
 from errors import UserError
 
-# Keys that do not change the forward pass at inference.
-_IGNORED = {
-    "architectures", "model_type", "dtype", "torch_dtype", "transformers_version", "use_cache",
-    "initializer_range", "bos_token_id", "eos_token_id", "pad_token_id", "_name_or_path",
-    "output_attentions", "output_hidden_states", "return_dict", "tokenizer_class", "task_specific_params",
-    "generation_config", "chunk_size_feed_forward", "is_encoder_decoder", "id2label", "label2id",
+# Generation defaults older configs carry (transformers' GenerationConfig parameters).
+_GENERATION = {
+    "assistant_confidence_threshold", "assistant_lookbehind", "bad_words_ids", "begin_suppress_tokens",
+    "diversity_penalty", "do_sample", "early_stopping", "encoder_no_repeat_ngram_size",
+    "encoder_repetition_penalty", "epsilon_cutoff", "eta_cutoff", "exponential_decay_length_penalty",
+    "forced_decoder_ids", "guidance_scale", "length_penalty", "low_memory", "max_length", "max_new_tokens",
+    "min_length", "min_new_tokens", "no_repeat_ngram_size", "num_assistant_tokens",
+    "num_assistant_tokens_schedule", "num_beam_groups", "num_beams", "num_return_sequences", "output_logits",
+    "output_scores", "penalty_alpha", "remove_invalid_values", "renormalize_logits", "repetition_penalty",
+    "return_dict_in_generate", "sequence_bias", "stop_strings", "suppress_tokens", "target_lookbehind",
+    "temperature", "top_k", "top_p", "typical_p", "use_cache", "watermarking_config",
 }
-_GPT2_IGNORED = {"attn_pdrop", "embd_pdrop", "resid_pdrop", "summary_activation", "summary_first_dropout",
-                 "summary_proj_to_labels", "summary_type", "summary_use_proj", "n_ctx"}
+# PretrainedConfig's own attributes (current and 4.x) and hub metadata: none changes the logits.
+_BOOKKEEPING = _GENERATION | {
+    "architectures", "model_type", "transformers_version", "dtype", "torch_dtype", "use_bfloat16",
+    "torchscript", "initializer_range", "output_attentions", "output_hidden_states", "return_dict",
+    "chunk_size_feed_forward", "is_encoder_decoder", "is_decoder", "tie_encoder_decoder",
+    "cross_attention_hidden_size", "id2label", "label2id", "num_labels", "problem_type", "finetuning_task",
+    "prefix", "task_specific_params", "tokenizer_class", "tf_legacy_loss", "keys_to_ignore_at_inference",
+    "gradient_checkpointing", "attn_implementation", "tie_last_hidden_states",
+    "is_llama_config", "transformers.js_config",  # SmolLM2's hub metadata
+}
+# Fields whose value changes the computation, with the values we reproduce (shared by both
+# architectures; each adds its own).
+_CHECKED = {
+    "add_cross_attention": (False,),
+    "pruned_heads": ({},),
+    "use_sliding_window": (False,),
+    "rope_interleaved": (False,),
+    "partial_rotary_factor": (1.0, None),
+}
 
 
-def _require(hf: dict, key: str, allowed, path: str):
-  if key in hf and hf[key] not in allowed:
-    raise UserError(f"{path}: {key}={hf[key]!r} is not supported (supported: {allowed})")
+def _show(value) -> str:
+  text = json.dumps(value)
+  return text if len(text) <= 80 else text[:77] + "..."
 
 
-def _check_known(hf: dict, known: set, path: str):
-  unknown = sorted(set(hf) - known - _IGNORED)
+def _is_bookkeeping(key: str) -> bool:
+  return key in _BOOKKEEPING or key.startswith("_") or key.endswith(("_token_id", "_token_ids"))
+
+
+def _check(hf: dict, checked: dict, translated: set, arch: str, path: str) -> None:
+  """Refuses values we do not reproduce, then any field that is neither translated nor bookkeeping."""
+  for key, allowed in {**_CHECKED, **checked}.items():
+    if key in hf and hf[key] not in allowed:
+      raise UserError(f"{path}: {key}={_show(hf[key])} is not supported (supported: "
+                      f"{' or '.join(_show(a) for a in allowed)})")
+  sliding = hf.get("sliding_window")
+  if sliding is not None and hf.get("use_sliding_window") is not False:
+    raise UserError(f"{path}: sliding_window={_show(sliding)} is not supported (supported: null, or "
+                    f"use_sliding_window=false): Strata attends to the whole context")
+  layer_types = hf.get("layer_types")
+  if layer_types is not None and set(layer_types) - {"full_attention"}:
+    raise UserError(f"{path}: layer_types={_show(layer_types)} is not supported (supported: only "
+                    f"\"full_attention\")")
+  known = set(_CHECKED) | set(checked) | translated | {"sliding_window", "layer_types"}
+  unknown = sorted(k for k in hf if k not in known and not _is_bookkeeping(k))
   if unknown:
-    raise UserError(f"{path}: unsupported config fields {unknown}; refusing to load a model we might "
-                    f"not reproduce")
+    fields = ", ".join(f"{k}={_show(hf[k])}" for k in unknown)
+    raise UserError(f"{path}: unknown {arch} config fields {fields}; refusing to load a model Strata "
+                    f"might not reproduce (delete a field from config.json if it does not change the model)")
 
 
 def _rope(hf: dict, path: str) -> dict:
-  """RoPE settings wherever they are written: top level, rope_parameters or rope_scaling."""
-  params = dict(hf.get("rope_scaling") or {})
-  params.update(hf.get("rope_parameters") or {})
+  """RoPE settings as transformers reads them: rope_scaling if set, else rope_parameters, with the
+  top-level rope_theta as the default theta."""
+  field = "rope_scaling" if hf.get("rope_scaling") else "rope_parameters"
+  params = dict(hf.get(field) or {})
   theta = params.get("rope_theta", hf.get("rope_theta", 10_000.0))
-  kind = params.get("rope_type", params.get("type", "default"))
+  kind_key = "rope_type" if "rope_type" in params else "type"
+  kind = params.get(kind_key, "default")
+  if params.get("partial_rotary_factor") not in (1.0, None):
+    raise UserError(f"{path}: {field}.partial_rotary_factor={_show(params['partial_rotary_factor'])} is not "
+                    f"supported (supported: 1.0)")
   out = {"rope_theta": float(theta), "rope_scaling": "none"}
   if kind == "default":
     return out
@@ -50,19 +112,16 @@ def _rope(hf: dict, path: str) -> dict:
             "rope_low_freq_factor": float(params["low_freq_factor"]),
             "rope_high_freq_factor": float(params["high_freq_factor"]),
             "rope_original_max_position": int(params["original_max_position_embeddings"])}
-  raise UserError(f"{path}: rope type {kind!r} is not supported (default, linear, llama3)")
+  raise UserError(f"{path}: {field}.{kind_key}={_show(kind)} is not supported (supported: \"default\", "
+                  f"\"linear\", \"llama3\")")
 
 
 def _llama(hf: dict, path: str) -> dict:
-  _check_known(hf, {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers",
-                    "num_attention_heads", "num_key_value_heads", "head_dim", "hidden_act",
-                    "max_position_embeddings", "rms_norm_eps", "tie_word_embeddings", "rope_theta",
-                    "rope_scaling", "rope_parameters", "attention_bias", "attention_dropout", "mlp_bias",
-                    "pretraining_tp"}, path)
-  _require(hf, "hidden_act", ("silu",), path)
-  _require(hf, "attention_bias", (False,), path)
-  _require(hf, "mlp_bias", (False,), path)
-  _require(hf, "pretraining_tp", (1,), path)
+  _check(hf, {"hidden_act": ("silu",), "attention_bias": (False,), "mlp_bias": (False,),
+              "pretraining_tp": (1, None), "attention_dropout": (0.0, None)},
+         {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
+          "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps", "tie_word_embeddings",
+          "rope_theta", "rope_scaling", "rope_parameters"}, "LlamaForCausalLM", path)
   heads = hf["num_attention_heads"]
   return {
       "vocab_size": hf["vocab_size"], "d_model": hf["hidden_size"], "num_layers": hf["num_hidden_layers"],
@@ -74,16 +133,19 @@ def _llama(hf: dict, path: str) -> dict:
   }
 
 
+# GPT-2's dropouts act only in training, and every GPT-2 checkpoint declares 0.1, so they are
+# accepted at any value (Strata's model has no dropout); summary_* configure GPT2DoubleHeadsModel's
+# extra head; n_ctx is the old name of n_positions, unused by transformers.
+_GPT2_BOOKKEEPING = {"attn_pdrop", "embd_pdrop", "resid_pdrop", "summary_activation", "summary_first_dropout",
+                     "summary_proj_to_labels", "summary_type", "summary_use_proj", "n_ctx"}
+
+
 def _gpt2(hf: dict, path: str) -> dict:
-  _check_known(hf, {"vocab_size", "n_embd", "n_layer", "n_head", "n_inner", "n_positions",
-                    "layer_norm_epsilon", "activation_function", "scale_attn_weights",
-                    "scale_attn_by_inverse_layer_idx", "reorder_and_upcast_attn", "add_cross_attention",
-                    "tie_word_embeddings"} | _GPT2_IGNORED, path)
-  _require(hf, "activation_function", ("gelu_new", "gelu_pytorch_tanh"), path)
-  _require(hf, "scale_attn_weights", (True,), path)
-  _require(hf, "scale_attn_by_inverse_layer_idx", (False,), path)
-  _require(hf, "add_cross_attention", (False,), path)
-  _require(hf, "tie_word_embeddings", (True,), path)
+  # reorder_and_upcast_attn only moves a float32 upcast: the same values in float32.
+  _check(hf, {"activation_function": ("gelu_new", "gelu_pytorch_tanh"), "scale_attn_weights": (True,),
+              "scale_attn_by_inverse_layer_idx": (False,), "tie_word_embeddings": (True,)},
+         {"vocab_size", "n_embd", "n_layer", "n_head", "n_inner", "n_positions", "layer_norm_epsilon",
+          "reorder_and_upcast_attn"} | _GPT2_BOOKKEEPING, "GPT2LMHeadModel", path)
   d, heads = hf["n_embd"], hf["n_head"]
   return {
       "vocab_size": hf["vocab_size"], "d_model": d, "num_layers": hf["n_layer"], "num_heads": heads,
@@ -95,6 +157,30 @@ def _gpt2(hf: dict, path: str) -> dict:
 
 
 ARCHITECTURES = {"LlamaForCausalLM": _llama, "GPT2LMHeadModel": _gpt2}
+_MODEL_TYPES = {"llama": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel"}
+# Why some near-Llama architectures are refused (their weights need computation we do not have).
+_WHY_NOT = {
+    "Qwen2ForCausalLM": " (its q/k/v projections have biases, which Strata's Llama has not)",
+    "MistralForCausalLM": " (sliding-window attention)",
+}
+
+
+def _architecture(hf: dict, path: str) -> str:
+  """The supported class named by `architectures`, or by `model_type` when that is absent (configs
+  built from a bare LlamaConfig); the two must agree, since AutoModel picks by model_type."""
+  archs = hf.get("architectures") or []
+  arch = next((a for a in archs if a in ARCHITECTURES), None)
+  if arch is None and not archs:
+    arch = _MODEL_TYPES.get(hf.get("model_type"))
+  if arch is None:
+    named = archs or hf.get("model_type")
+    why = next((_WHY_NOT[a] for a in archs if a in _WHY_NOT), "")
+    raise UserError(f"{path}: architecture {named!r} is not supported{why}; supported: {sorted(ARCHITECTURES)}")
+  model_type = hf.get("model_type")
+  if model_type is not None and _MODEL_TYPES.get(model_type) != arch:
+    raise UserError(f"{path}: model_type={_show(model_type)} does not match architectures {archs!r}; "
+                    f"expected model_type \"{next(t for t, a in _MODEL_TYPES.items() if a == arch)}\"")
+  return arch
 
 
 def read(hf_dir: str) -> tuple[str, dict]:
@@ -102,14 +188,18 @@ def read(hf_dir: str) -> tuple[str, dict]:
   path = os.path.join(hf_dir, "config.json")
   if not os.path.isfile(path):
     raise UserError(f"{hf_dir} has no config.json; expected a Hugging Face model directory")
-  with open(path) as f:
-    hf = json.load(f)
-  archs = hf.get("architectures") or []
-  arch = next((a for a in archs if a in ARCHITECTURES), None)
-  if arch is None:
-    raise UserError(f"{path}: architecture {archs or hf.get('model_type')!r} is not supported; "
-                    f"supported: {sorted(ARCHITECTURES)}")
-  return arch, ARCHITECTURES[arch](hf, path)
+  try:
+    with open(path) as f:
+      hf = json.load(f)
+  except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    raise UserError(f"{path}: not valid JSON ({e})") from None
+  if not isinstance(hf, dict):
+    raise UserError(f"{path}: expected a JSON object, got {type(hf).__name__}")
+  arch = _architecture(hf, path)
+  try:
+    return arch, ARCHITECTURES[arch](hf, path)
+  except KeyError as e:
+    raise UserError(f"{path}: field {e.args[0]} is missing; {arch} needs it") from None
 
 
 def write(model_cfg, bos_id, eos_id) -> dict:

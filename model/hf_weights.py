@@ -13,8 +13,9 @@ import os
 from typing import Callable
 
 import jax
+import ml_dtypes  # noqa: F401  (registers bfloat16 with numpy)
 import numpy as np
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.numpy import save_file
 
 from errors import UserError
@@ -102,29 +103,53 @@ def _layer_prefix(c: ModelConfig, i: int | None) -> tuple[str, ...]:
   return ("decoder", "layers", "block") if c.scan_layers else ("decoder", f"layer_{i}")
 
 
-class _SafetensorsReader:
-  """Reads tensors by name from model.safetensors or a sharded index."""
+def open_safetensors(path: str):
+  """safe_open(path), with a damaged or missing file reported by name. (bfloat16 decodes because
+  ml_dtypes, imported above, registers it with numpy.)"""
+  try:
+    return safe_open(path, framework="numpy")
+  except (SafetensorError, OSError) as e:
+    raise UserError(f"{path}: not a readable safetensors file ({e})") from None
 
-  def __init__(self, hf_dir: str):
-    index = os.path.join(hf_dir, "model.safetensors.index.json")
-    single = os.path.join(hf_dir, "model.safetensors")
-    if os.path.isfile(index):
+
+def weight_files(hf_dir: str) -> dict[str, str]:
+  """{tensor name: file path} from model.safetensors or a sharded index."""
+  index = os.path.join(hf_dir, "model.safetensors.index.json")
+  single = os.path.join(hf_dir, "model.safetensors")
+  if os.path.isfile(index):
+    try:
       with open(index) as f:
         weight_map = json.load(f)["weight_map"]
-      self.files = {name: os.path.join(hf_dir, file) for name, file in weight_map.items()}
-    elif os.path.isfile(single):
-      with safe_open(single, framework="numpy") as f:
-        self.files = {name: single for name in f.keys()}
-    else:
-      raise UserError(f"{hf_dir} has neither model.safetensors nor model.safetensors.index.json")
+    except (ValueError, KeyError, TypeError) as e:
+      raise UserError(f"{index}: not a safetensors index (expected JSON with a weight_map: {e})") from None
+    return {name: os.path.join(hf_dir, file) for name, file in weight_map.items()}
+  if os.path.isfile(single):
+    with open_safetensors(single) as f:
+      return {name: single for name in f.keys()}
+  raise UserError(f"{hf_dir} has neither model.safetensors nor model.safetensors.index.json")
+
+
+class _SafetensorsReader:
+  """Reads tensors by name, as float32, refusing any that holds NaN or Inf."""
+
+  def __init__(self, hf_dir: str):
+    self.files = weight_files(hf_dir)
     self.used: set[str] = set()
 
   def get(self, name: str) -> np.ndarray:
     if name not in self.files:
       raise UserError(f"HF checkpoint has no tensor {name!r}")
     self.used.add(name)
-    with safe_open(self.files[name], framework="numpy") as f:
-      return np.asarray(f.get_tensor(name), np.float32)
+    path = self.files[name]
+    with open_safetensors(path) as f:
+      if name not in f.keys():
+        raise UserError(f"{path}: has no tensor {name!r}, though the index lists it there")
+      w = np.asarray(f.get_tensor(name), np.float32)
+    bad = w.size - np.count_nonzero(np.isfinite(w))
+    if bad:
+      raise UserError(f"{path}: tensor {name!r} holds {bad} non-finite values (NaN or Inf) of {w.size}; "
+                      f"the checkpoint is corrupt")
+    return w
 
   def unused(self) -> list[str]:
     return sorted(n for n in set(self.files) - self.used if not n.endswith(_BUFFER_SUFFIXES))
@@ -222,8 +247,16 @@ def export_params(params, cfg: ModelConfig, dtype=np.float32) -> dict[str, np.nd
   return out
 
 
+def umask_mode(directory: bool = False) -> int:
+  """The mode open() or mkdir() gives a new file or directory: 0666 or 0777 minus the umask."""
+  umask = os.umask(0)  # reading the umask means setting it; put it straight back
+  os.umask(umask)
+  return (0o777 if directory else 0o666) & ~umask
+
+
 def save_safetensors(tensors: dict[str, np.ndarray], path: str) -> None:
   save_file(tensors, path, metadata={"format": "pt"})
+  os.chmod(path, umask_mode())  # safetensors writes 0600, unreadable to the group that shares the model
 
 
 def load(hf_dir: str, mesh, **model_overrides):

@@ -15,6 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+import quiet_logs  # noqa: E402
 from data import prep_io  # noqa: E402
 from errors import UserError  # noqa: E402
 from evals import runner  # noqa: E402
@@ -29,13 +30,14 @@ _BATCH_SIZE = flags.DEFINE_integer("batch_size", 8, "Sequences per model call.",
 
 def main(argv):
   del argv
+  quiet_logs.apply()  # libraries' INFO logs only with --verbose
   try:
     if bool(_WORKDIR.value) == bool(_HF_DIR.value):
       raise UserError("give exactly one of --workdir and --hf_dir")
     tasks = runner.load_tasks(_TASKS.value)  # a bad spec fails before the model loads
     from evals.lm import LanguageModel
     lm = LanguageModel.load(workdir=_WORKDIR.value, hf_dir=_HF_DIR.value, batch_size=_BATCH_SIZE.value)
-    results = runner.run_tasks(lm, tasks, _LIMIT.value)
+    results = runner.run_tasks(lm, tasks, _LIMIT.value, progress=True)  # a bar per task on stderr
   except UserError as e:
     sys.exit(f"error: {e}")
   results["model"] = {"workdir": _WORKDIR.value, "hf_dir": _HF_DIR.value}

@@ -7,6 +7,7 @@
 The result loads with transformers' AutoModelForCausalLM and AutoTokenizer. A
 LoRA run exports its adapters merged into the base, or with --peft the
 adapters alone (adapter_config.json + adapter_model.safetensors) for `peft`.
+Libraries' INFO logs (JAX, Orbax) show only with --verbose.
 """
 
 import os
@@ -16,6 +17,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+import quiet_logs  # noqa: E402
 from errors import UserError  # noqa: E402
 from trainer import export  # noqa: E402
 
@@ -29,6 +31,7 @@ _PEFT = flags.DEFINE_bool("peft", False, "LoRA runs: write the adapters alone in
 
 def main(argv):
   del argv
+  quiet_logs.apply()
   try:
     step = export.export(_WORKDIR.value, _OUTPUT.value, _STEP.value, _DTYPE.value, _BEST.value, _PEFT.value)
   except UserError as e:

@@ -8,13 +8,21 @@
 
 Greedy when --temperature=0; otherwise temperature, top-k and nucleus (top-p)
 sampling, reproducible with --seed. Stops at the end-of-sequence token or
-before any --stop string. Prints the completion, then one JSON line with the
-token ids and prefill/decode speed (a first call includes compilation).
+before any --stop string. Prints the prompt and its completion, then one JSON
+line: prompt_ids, completion_ids, completion, compile_s (tracing and compiling,
+once per new shape), and the warm prefill_s, decode_s, prefill_tokens_per_sec
+and decode_tokens_per_sec (compilation excluded).
 
 --chat sends the prompt as a user turn through the model's chat template (the
-one it was fine-tuned with; the built-in ChatML template if it has none).
-Without --prompt it reads turns from stdin until EOF or an empty line,
-keeping the conversation.
+one it was fine-tuned with; the built-in ChatML template if it has none) and
+prints only the reply; --stats adds the JSON line on stderr. Without --prompt
+it reads turns from stdin until EOF or an empty line, keeping the conversation.
+
+The prompt (or conversation) must leave room in the model's context
+(max_position_embeddings, or the run's config.model.max_seq_len): a longer one
+is refused, and --max_new_tokens is capped, with a note, to the positions left.
+An empty --prompt, or none without --chat, is refused. Libraries' INFO logs
+show only with --verbose.
 """
 
 import json
@@ -25,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from absl import app, flags  # noqa: E402
 
+import quiet_logs  # noqa: E402
 from data import chat  # noqa: E402
 from errors import UserError  # noqa: E402
 
@@ -38,6 +47,7 @@ _TOP_P = flags.DEFINE_float("top_p", 1.0, "Nucleus sampling mass.")
 _SEED = flags.DEFINE_integer("seed", 0, "Sampling seed.")
 _STOP = flags.DEFINE_multi_string("stop", [], "Stop before this string (repeatable).")
 _CHAT = flags.DEFINE_bool("chat", False, "Talk through the chat template; interactive without --prompt.")
+_STATS = flags.DEFINE_bool("stats", False, "--chat: also print each turn's JSON line (ids, timings) to stderr.")
 _MESH = flags.DEFINE_list("mesh", [], "Mesh sizes as AXIS=N (data, fsdp, tensor), e.g. tensor=8; default one device.")
 
 
@@ -54,21 +64,56 @@ def parse_mesh(entries: list[str]) -> dict | None:
   return sizes
 
 
+def check_prompt_flag(prompt: str | None, chat_mode: bool) -> None:
+  """Refuses a missing or empty --prompt before the model loads (--chat alone reads turns from stdin)."""
+  if prompt is None and not chat_mode:
+    raise UserError("no --prompt: give --prompt=TEXT to continue, or --chat to talk turn by turn")
+  if prompt == "":
+    raise UserError("--prompt is empty: give the text to " + ("send as the user turn" if chat_mode else "continue"))
+
+
+def context_source(lm) -> str:
+  """Where the model's context length comes from, for messages."""
+  if _HF_DIR.value:
+    field = "n_positions" if lm.cfg.position == "learned" else "max_position_embeddings"
+    return f"{field} in {os.path.join(_HF_DIR.value, 'config.json')}"
+  return f"config.model.max_seq_len of {_WORKDIR.value}"
+
+
+def new_tokens_that_fit(lm, prompt_tokens: int, what: str = "prompt") -> int:
+  """--max_new_tokens, capped (with a note) to the positions the prompt leaves in the context.
+
+  A prompt that fills the context alone is refused: generating from it would
+  silently drop its beginning.
+  """
+  context = lm.max_len
+  if prompt_tokens >= context:
+    raise UserError(f"the {what} is {prompt_tokens} tokens, but the model's context is {context} tokens "
+                    f"({context_source(lm)}); shorten it to at most {context - 1} tokens")
+  room = context - prompt_tokens
+  if _MAX_NEW.value > room:
+    print(f"note: --max_new_tokens={_MAX_NEW.value} capped to {room}: the {what}'s {prompt_tokens} tokens leave "
+          f"{room} of the model's {context} positions", file=sys.stderr)
+  return min(_MAX_NEW.value, room)
+
+
 def report(lm, prompt_ids: list[int], generation, text: str) -> str:
   new = generation.tokens[0]
   return json.dumps({"prompt_ids": prompt_ids, "completion_ids": new, "completion": text,
+                     "compile_s": round(generation.compile_s, 3),
+                     "prefill_s": round(generation.prefill_s, 4), "decode_s": round(generation.decode_s, 4),
                      "prefill_tokens_per_sec": round(len(prompt_ids) / max(generation.prefill_s, 1e-9), 1),
                      "decode_tokens_per_sec": round(len(new) / max(generation.decode_s, 1e-9), 1)})
 
 
 def chat_ids(lm, messages: list[dict]) -> list[int]:
   """The conversation through the chat template, ready for the assistant's turn (the template places BOS)."""
-  return lm.tokenizer.encode_with_offsets(lm.chat.render(messages, add_generation_prompt=True))[0]
+  return lm.chat_prompt(messages)
 
 
-def complete(lm, ids: list[int], stop: list[str]):
-  generation = lm.generate_ids([ids], _MAX_NEW.value, stop, _TEMPERATURE.value, _TOP_K.value, _TOP_P.value,
-                               _SEED.value)
+def complete(lm, ids: list[int], stop: list[str], what: str = "prompt"):
+  max_new = new_tokens_that_fit(lm, len(ids), what)
+  generation = lm.generate_ids([ids], max_new, stop, _TEMPERATURE.value, _TOP_K.value, _TOP_P.value, _SEED.value)
   return generation, lm.text(generation.tokens[0], stop)
 
 
@@ -81,15 +126,18 @@ def chat_loop(lm, stop: list[str]) -> None:
       break
     messages.append({"role": "user", "content": line.rstrip("\n")})
     ids = chat_ids(lm, messages)
-    generation, reply = complete(lm, ids, stop)
+    generation, reply = complete(lm, ids, stop, "conversation")
     messages.append({"role": "assistant", "content": reply})
     print(reply, flush=True)
-    print(report(lm, ids, generation, reply), file=sys.stderr, flush=True)
+    if _STATS.value:
+      print(report(lm, ids, generation, reply), file=sys.stderr, flush=True)
 
 
 def main(argv):
   del argv
+  quiet_logs.apply()
   try:
+    check_prompt_flag(_PROMPT.value, _CHAT.value)
     from evals.lm import LanguageModel
     lm = LanguageModel.load(workdir=_WORKDIR.value, hf_dir=_HF_DIR.value, batch_size=1,
                             mesh_config=parse_mesh(_MESH.value))
@@ -98,13 +146,18 @@ def main(argv):
     if _CHAT.value and _PROMPT.value is None:
       chat_loop(lm, stop)
       return
-    prompt = _PROMPT.value or ""
+    prompt = _PROMPT.value
     ids = chat_ids(lm, [{"role": "user", "content": prompt}]) if _CHAT.value else lm.encode(prompt, add_bos=True)
     generation, text = complete(lm, ids, stop)
   except UserError as e:
     sys.exit(f"error: {e}")
-  print(text if _CHAT.value else prompt + text)
-  print(report(lm, ids, generation, text))
+  if _CHAT.value:
+    print(text)
+    if _STATS.value:
+      print(report(lm, ids, generation, text), file=sys.stderr)
+  else:
+    print(prompt + text)
+    print(report(lm, ids, generation, text))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,37 @@ def test_unknown_config_key_lists_valid_keys(tmp_path):
   assert "Traceback" not in out.stderr
 
 
+@pytest.mark.parametrize("script,args,message", [
+    ("train.py", ["--config=configs/quickstart.py", "--workdir=WORKDIR", "--config.train.steps=abc"],
+     "error: --config.train.steps=abc: expected an integer (the default is 400)"),
+    ("scripts/prepare_data.py", ["--output=WORKDIR", "--config.near_dedup.threshold=high"],  # the default --config
+     "error: --config.near_dedup.threshold=high: expected a number (the default is 0.7)"),
+])
+def test_override_of_the_wrong_type_names_key_and_type(tmp_path, script, args, message):
+  args = [a.replace("WORKDIR", str(tmp_path / "out")) for a in args]
+  out = subprocess.run([sys.executable, os.path.join(REPO, script), *args], cwd=REPO, capture_output=True,
+                       text=True, timeout=120)
+  assert out.returncode == 1
+  assert out.stderr.strip().splitlines() == [message]
+  assert not os.path.exists(tmp_path / "out")
+
+
+def test_explain_bad_value_per_type():
+  from ml_collections import ConfigDict
+  from configs import overrides
+  config = ConfigDict(dict(train=dict(steps=5, fast=True, lr=0.1, shape=(1, 2), name="x")))
+  explain = lambda arg: overrides.explain_bad_value(config, ["--other=1", arg])  # noqa: E731
+  assert explain("--config.train.fast=maybe") == ("--config.train.fast=maybe: expected true or false "
+                                                 "(the default is True)")
+  assert explain("--config.train.lr=fast") == "--config.train.lr=fast: expected a number (the default is 0.1)"
+  assert explain("--config.train.shape=(1,").startswith("--config.train.shape=(1,: expected a tuple")
+  assert explain("--config.train=5") == ("--config.train=5: config.train is a group of settings, not a value; "
+                                         "set one of its fields: fast, lr, name, shape, steps")
+  for fine in ("--config.train.steps=7", "--config.train.fast=false", "--config.train.lr=1e-3",
+               "--config.train.shape=(3, 4)", "--config.train.name=abc", "--config.train.stepz=abc"):
+    assert explain(fine) is None, fine
+
+
 def test_cli_reports_user_error_without_traceback(dataset_dir, tmp_path):
   out = _train_cli("--config=configs/quickstart.py", f"--workdir={tmp_path}", f"--config.data.dir={dataset_dir}",
                    "--config.data.prepare_config=", "--config.mesh.data=3", "--config.mesh.fsdp=1")

@@ -1,10 +1,13 @@
 """Training from an HF directory, and exporting a run to one."""
 
 import os
+import stat
 
 import jax
 import numpy as np
 import pytest
+import torch
+import transformers
 
 from conftest import small_config, train_losses
 from model import hf_weights
@@ -62,13 +65,16 @@ def test_export_run_to_hf(exported_run):
   run, out, exported_step = exported_run
   assert exported_step == 12
   assert sorted(os.listdir(out)) == ["config.json", "model.safetensors", "tokenizer.model", "tokenizer_config.json"]
+  umask = os.umask(0)
+  os.umask(umask)
+  assert stat.S_IMODE(os.stat(out).st_mode) == 0o777 & ~umask  # mkdtemp's 0700 does not leak out
+  for name in os.listdir(out):  # nor safetensors' 0600
+    assert stat.S_IMODE(os.stat(os.path.join(out, name)).st_mode) == 0o666 & ~umask, name
   _, model_cfg, params, _ = export.restore_params(run)
   ours = _logits(model_cfg, params)
   reloaded_cfg, reloaded = hf_weights.load(out, _single_mesh())
   np.testing.assert_allclose(_logits(reloaded_cfg, reloaded), ours, atol=1e-5, rtol=0)
 
-  transformers = pytest.importorskip("transformers")
-  import torch
   model, info = transformers.AutoModelForCausalLM.from_pretrained(out, output_loading_info=True)
   assert not info["missing_keys"] and not info["unexpected_keys"] and not info["mismatched_keys"]
   with torch.no_grad():
@@ -98,8 +104,7 @@ def test_greedy_generate_matches_transformers(exported_run):
   assert result.returncode == 0, result.stderr[-2000:]
   ours = json.loads(result.stdout.strip().splitlines()[-1])
   assert len(ours["completion_ids"]) > 0
-  transformers = pytest.importorskip("transformers")
-  import torch
+  assert ours["compile_s"] > ours["prefill_s"] + ours["decode_s"]  # warm timings: compilation reported apart
   model = transformers.AutoModelForCausalLM.from_pretrained(out)
   with torch.no_grad():
     theirs = model.generate(torch.tensor([ours["prompt_ids"]]), do_sample=False, max_new_tokens=24,

@@ -3,6 +3,8 @@
 import dataclasses
 import json
 import os
+import re
+import shutil
 
 import jax
 import numpy as np
@@ -96,6 +98,51 @@ def test_changed_base_is_refused(single_device_run, tmp_path):
   current["config_sha256"] = "0" * 64
   with pytest.raises(UserError, match="were trained on the base model"):
     base_reference.check(single_device_run, current)
+
+
+def _finetuned_copy(base_dir: str, out: str) -> None:
+  """The base with one tensor's values moved, as a fine-tune moves them: the same config.json and
+  the same file sizes, so only the weights tell the two apart."""
+  from safetensors.numpy import load_file
+  shutil.copytree(base_dir, out)
+  path = os.path.join(out, "model.safetensors")
+  tensors = load_file(path)
+  tensors["model.layers.1.mlp.down_proj.weight"] *= np.float32(1.01)
+  hf_weights.save_safetensors(tensors, path)
+  assert os.path.getsize(path) == os.path.getsize(os.path.join(base_dir, "model.safetensors"))
+
+
+def test_base_with_other_weights_is_refused_on_resume_and_export(single_device_run, tiny_hf_base,
+                                                                 chat_dataset, tmp_path):
+  changed = str(tmp_path / "finetuned-base")
+  _finetuned_copy(tiny_hf_base, changed)
+  run = str(tmp_path / "run")
+  shutil.copytree(single_device_run, run, ignore=shutil.ignore_patterns(".lock"))
+  with open(os.path.join(run, "config.json")) as f:
+    saved = json.load(f)
+  saved["init"]["hf_dir"] = changed
+  with open(os.path.join(run, "config.json"), "w") as f:
+    json.dump(saved, f)
+  names_both = (rf"adapters in {re.escape(run)} were trained on the base model "
+                rf"{re.escape(os.path.abspath(tiny_hf_base))}, but {re.escape(changed)} differs from it "
+                r"\(weight values\)")
+  with pytest.raises(UserError, match=names_both):
+    export.export(run, str(tmp_path / "merged"))
+  resume = sft_config(changed, chat_dataset, **{**LORA, "train.steps": 6, "mesh.data": 1, "mesh.fsdp": 1,
+                                                 "mesh.tensor": 1})
+  with pytest.raises(UserError, match=names_both):
+    loop.run(resume, run, devices=jax.devices()[:1])
+  same = str(tmp_path / "same-base-elsewhere")  # the path is not the identity: a copy is the same base
+  shutil.copytree(tiny_hf_base, same)
+  base_reference.check(run, base_reference.fingerprint(same))
+
+
+def test_reference_without_content_fingerprint_is_refused(tiny_hf_base, tmp_path):
+  with open(tmp_path / base_reference.FILE, "w") as f:  # as written before content fingerprints
+    json.dump({"hf_dir": tiny_hf_base, "config_sha256": "0" * 64, "weights": {"model.safetensors": 1}}, f)
+  with pytest.raises(UserError, match=rf"{base_reference.FILE} records no content fingerprint of the base "
+                                      rf"model {re.escape(tiny_hf_base)}.*delete"):
+    base_reference.check(str(tmp_path), base_reference.fingerprint(tiny_hf_base))
 
 
 def test_lora_needs_a_base(chat_dataset, tmp_path):

@@ -3,13 +3,25 @@
 Saves are asynchronous and atomic (Orbax writes to a temporary directory and
 commits by rename), keep the newest `keep`, and restore onto whatever mesh
 the abstract target's shardings describe.
+
+A resume takes the newest checkpoint that restores: one that fails to read
+(missing or truncated files) or holds NaN/Inf is moved to DIRECTORY.corrupt/
+(never deleted; Orbax no longer lists it) once an older one has restored.
 """
+
+import contextlib
+import gc
+import os
+import sys
 
 import grain
 import jax
 import orbax.checkpoint as ocp
+from absl import logging
+from jax.experimental import multihost_utils
 
 from errors import UserError
+from trainer.steps import all_finite
 
 
 def _flat_shapes(tree) -> dict[str, tuple]:
@@ -21,6 +33,47 @@ def _flat_shapes(tree) -> dict[str, tuple]:
   flat, _ = jax.tree_util.tree_flatten_with_path(tree)
   return {"/".join(name(k) for k in path): tuple(leaf.shape) for path, leaf in flat
           if hasattr(leaf, "shape")}
+
+
+def _one_line(error: Exception, limit: int = 300) -> str:
+  """The root cause of `error` (Orbax wraps the informative TensorStore error), on one line."""
+  while (error.__cause__ or error.__context__) is not None:
+    error = error.__cause__ or error.__context__
+  text = " ".join(str(error).split()) or "no message"
+  text = text if len(text) <= limit else text[:limit] + "..."
+  return f"{type(error).__name__}: {text}"
+
+
+def _abandoned_read(unraisable) -> bool:
+  code = getattr(unraisable.object, "cr_code", None)
+  return ((code is not None and "orbax" in code.co_filename)
+          or (unraisable.exc_type is RuntimeError and "Event loop is closed" in str(unraisable.exc_value)))
+
+
+@contextlib.contextmanager
+def _quiet_abandoned_reads():
+  """Drops the echoes of a failed restore.
+
+  When one array fails to read, Orbax abandons the others; their coroutines
+  raise again when garbage-collected, and Python would print each as a long
+  "Exception ignored" traceback. The failure itself is reported in one line.
+  """
+  previous = sys.unraisablehook
+  sys.unraisablehook = lambda u: None if _abandoned_read(u) else previous(u)
+  try:
+    yield
+  finally:
+    gc.collect()
+    sys.unraisablehook = previous
+
+
+def _free_path(path: str) -> str:
+  """`path`, or `path.1`, `path.2`, ...: the first that does not exist yet."""
+  candidate, n = path, 0
+  while os.path.exists(candidate):
+    n += 1
+    candidate = f"{path}.{n}"
+  return candidate
 
 
 class Checkpointer:
@@ -67,6 +120,52 @@ class Checkpointer:
         state=ocp.args.StandardRestore(abstract_state_with_shardings),
         data=grain.checkpoint.CheckpointRestore(data_iterator)))
     return restored["state"]
+
+  def restore_newest(self, abstract_state_with_shardings, data_iterator, report=logging.warning):
+    """(step, state) of the newest checkpoint that restores, falling back past corrupt ones; None if none.
+
+    Each unreadable or non-finite checkpoint is reported in one line through
+    `report` and moved aside once an older one restored. When none restores,
+    nothing is moved (the cause may be the environment, not the files) and
+    the UserError lists why. A checkpoint of another model shape is the
+    config's problem, not corruption: its UserError is raised at once.
+    """
+    failed = []  # (step, why), newest first
+    for step in sorted(self.all_steps(), reverse=True):
+      try:
+        with _quiet_abandoned_reads():
+          state = self.restore(step, abstract_state_with_shardings, data_iterator)
+        finite = bool(jax.jit(all_finite)(state))
+      except UserError:
+        raise
+      except Exception as e:  # noqa: BLE001 -- any failure to read the files counts as corruption
+        failed.append((step, _one_line(e)))
+        continue
+      if not finite:
+        failed.append((step, "it holds NaN or Inf values"))
+        continue
+      for bad, why in failed:
+        moved = self._move_aside(bad)
+        report(f"checkpoint {self.directory}/{bad} does not restore ({why}); moved it to {moved} and "
+               f"resumed from step {step}")
+      return step, state
+    if failed:
+      listed = "; ".join(f"step {step}: {why}" for step, why in failed)
+      raise UserError(f"no checkpoint in {self.directory} restores ({listed}); move them aside or use a "
+                      f"new --workdir")
+    return None
+
+  def _move_aside(self, step: int) -> str:
+    """Moves DIRECTORY/STEP to DIRECTORY.corrupt/STEP (process 0) and forgets it; returns where."""
+    source = os.path.join(self.directory, str(step))
+    target = _free_path(os.path.join(self.directory + ".corrupt", str(step)))
+    if jax.process_index() == 0:
+      os.makedirs(os.path.dirname(target), exist_ok=True)
+      os.rename(source, target)
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices(f"checkpoint {step} moved aside")
+    self._manager.reload()
+    return target
 
   def restore_state(self, step: int, abstract_state_with_shardings):
     """The train state alone (no data iterator), e.g. for export or evaluation."""

@@ -18,6 +18,7 @@ import numpy as np
 
 from configs import base
 from data import pipeline
+from data import tokenizer as tokenizer_lib
 from errors import UserError
 from model import hf_weights, lora, peft
 from model.config import ModelConfig
@@ -105,19 +106,36 @@ def _write_tokenizer(config, out_dir: str) -> tuple[int | None, int | None]:
     if os.path.isfile(os.path.join(out_dir, "tokenizer_config.json")):
       with open(os.path.join(out_dir, "tokenizer_config.json")) as f:
         tok_config = json.load(f)
-  elif meta["tokenizer_kind"] == "hf":
-    shutil.copyfile(meta["tokenizer_path"], os.path.join(out_dir, "tokenizer.json"))
-    tok_config = {"tokenizer_class": "PreTrainedTokenizerFast"}
   else:
-    shutil.copyfile(meta["tokenizer_path"], os.path.join(out_dir, "tokenizer.model"))
-    tok_config = {"tokenizer_class": "LlamaTokenizer", "bos_token": "<s>", "eos_token": "</s>",
-                  "unk_token": "<unk>", "add_bos_token": True, "add_eos_token": False}
+    tok_config = _dataset_tokenizer_files(meta, out_dir)
   has_template = "chat_template" in tok_config or os.path.isfile(os.path.join(out_dir, "chat_template.jinja"))
   if meta.get("chat_template") and not has_template:  # the template the model was fine-tuned with
     tok_config["chat_template"] = meta["chat_template"]
   with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
     json.dump(tok_config, f, indent=2)
   return meta.get("bos_id"), meta.get("eos_id")
+
+
+def _dataset_tokenizer_files(meta: dict, out_dir: str) -> dict:
+  """The dataset's tokenizer for transformers, which must tokenize as training did; returns its config.
+
+  A BPE sentencepiece model goes as tokenizer.model with LlamaTokenizer, which
+  rebuilds exactly our pipeline; a unigram one also gets the tokenizer.json we
+  encode with, since LlamaTokenizer would read its pieces as BPE merges.
+  """
+  tok = tokenizer_lib.load(meta["tokenizer_path"])
+  names = {k: tok.id_to_token(i) for k, i in (("bos_token", tok.bos_id), ("eos_token", tok.eos_id)) if i is not None}
+  if tok.kind == "hf":
+    shutil.copyfile(tok.path, os.path.join(out_dir, "tokenizer.json"))
+    return {"tokenizer_class": "PreTrainedTokenizerFast", **names}  # BOS: as its post-processor adds it
+  shutil.copyfile(tok.path, os.path.join(out_dir, "tokenizer.model"))
+  config = {"tokenizer_class": "LlamaTokenizer", **names, "unk_token": tok.id_to_token(tok.unk_id),
+            "add_bos_token": tok.add_bos, "add_eos_token": False}
+  if type(tok.backend.model).__name__ != "BPE":
+    with open(os.path.join(out_dir, "tokenizer.json"), "w") as f:
+      f.write(tok.backend.to_str())
+    config["tokenizer_class"] = "PreTrainedTokenizerFast"
+  return config
 
 
 def export(workdir: str, output: str, step: int | None = None, dtype: str = "float32", best: bool = False,
@@ -139,7 +157,7 @@ def export(workdir: str, output: str, step: int | None = None, dtype: str = "flo
       peft.save(r.adapters, r.cfg, r.lora, r.config.init.hf_dir, tmp, DTYPES[dtype])
     else:
       hf_weights.save(r.params, r.cfg, tmp, DTYPES[dtype], bos_id=bos, eos_id=eos)
-    os.chmod(tmp, 0o755)
+    os.chmod(tmp, hf_weights.umask_mode(directory=True))  # mkdtemp makes it 0700
     os.rename(tmp, output)
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)

@@ -1,10 +1,8 @@
 """The training run: set up mesh, data, state; train, evaluate, checkpoint."""
 
 import dataclasses
-import json
 import os
 import signal
-import tempfile
 import threading
 import time
 
@@ -15,7 +13,7 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from configs import overrides
-from data import pipeline, prepare, shards, tokenizer
+from data import pipeline, prep_io, prepare, shards, tokenizer
 from errors import UserError
 from evals import perplexity
 from model import decode, flops, hf_config, hf_weights, lora
@@ -27,19 +25,26 @@ from parallel import sharding
 from trainer import base_reference
 from trainer import mfu as mfu_lib
 from trainer import optimizer as optimizer_lib
+from trainer import preflight
 from trainer import state as state_lib
 from trainer import steps as steps_lib
 from trainer import task_eval
+from trainer import workdir_lock
 from trainer.best import BestTracker
 from trainer.checkpoint import Checkpointer
 from trainer.metrics import MetricsLogger, format_train_line
 
 
 class _StopRequest:
-  """Turns SIGINT/SIGTERM into a flag checked between steps, so a checkpoint gets written."""
+  """Turns SIGINT/SIGTERM into a flag checked after every step, so a checkpoint gets written.
+
+  The loop keeps at most one step in flight and records in `finished` the
+  last step the device completed, so the stop comes within about one step.
+  """
 
   def __init__(self):
     self.requested = False
+    self.finished = 0
     self._previous = {}
 
   def __enter__(self):
@@ -52,7 +57,9 @@ class _StopRequest:
     if self.requested:  # a second Ctrl-C stops at once
       raise KeyboardInterrupt
     self.requested = True
-    logging.warning("signal %d: saving a checkpoint and stopping after this step", signum)
+    # Said at once, whatever the logging verbosity; os.write, as the handler may interrupt a print.
+    os.write(2, f"{signal.Signals(signum).name} after step {self.finished}: finishing the step in flight, "
+                f"saving a checkpoint and stopping (signal again to stop at once, unsaved)\n".encode())
 
   def agreed(self) -> bool:
     """True on every process once any process was signalled."""
@@ -107,13 +114,6 @@ def _global_sum(x: np.ndarray) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x)).sum(0)
 
 
-def _write_json_atomic(path: str, obj) -> None:
-  fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-  with os.fdopen(fd, "w") as f:
-    json.dump(obj, f, indent=2)
-  os.replace(tmp, path)
-
-
 class _Run:
   """Everything one training run builds once and uses throughout."""
 
@@ -135,6 +135,7 @@ class _Run:
       raise UserError(f"the tokenizer of the dataset has {self.meta['vocab_size']} tokens but "
                       f"config.model.vocab_size={self.model_cfg.vocab_size}; the embedding must be at "
                       f"least as large as the vocabulary")
+    preflight.check(config, self.meta, workdir, is_main=jax.process_index() == 0)  # fail before step 1
     self.is_main = jax.process_index() == 0
     t = config.train
     self.model = DecoderLM(self.model_cfg)
@@ -231,8 +232,32 @@ def run(config, workdir: str, devices=None, stop_after_step: int | None = None) 
   `devices` restricts the mesh to a subset of devices; `stop_after_step` stops
   early with a checkpoint, exactly as a SIGTERM would (used to test resumption).
   """
+  lock = _lock_workdir(workdir)  # before anything, preflight included, writes in the workdir
+  try:
+    return _train(config, workdir, devices, stop_after_step)
+  finally:
+    lock.release()
+
+
+def _lock_workdir(workdir: str) -> workdir_lock.WorkdirLock:
+  """The workdir's lock, taken by process 0; when it is refused, every process raises."""
+  lock = workdir_lock.WorkdirLock(workdir, enabled=jax.process_index() == 0)
+  refusal = None
+  try:
+    lock.acquire()
+  except UserError as e:
+    refusal = e
+  if jax.process_count() > 1 and multihost_utils.broadcast_one_to_all(np.int32(refusal is not None)):
+    raise refusal or UserError(f"process 0 could not lock {workdir}; its output says why")
+  if refusal is not None:
+    raise refusal
+  return lock
+
+
+def _train(config, workdir: str, devices, stop_after_step: int | None) -> dict:
   r = _Run(config, workdir, devices)
   t, ev = config.train, config.eval
+  guard = steps_lib.NonfiniteGuard(t.on_nonfinite, t.max_skipped_steps)
   os.makedirs(workdir, exist_ok=True)
   log = MetricsLogger(workdir, r.is_main, config.log.tensorboard)
   with sharding.activate(r.mesh):
@@ -254,11 +279,17 @@ def run(config, workdir: str, devices=None, stop_after_step: int | None = None) 
         state = state_lib.from_params(r.tx, params, r.state_sh)
       else:
         state = state_lib.create(r.model, r.tx, r.state_sh, t.seq_len, jax.random.key(t.seed))
-    else:
+    else:  # the newest checkpoint that restores; corrupt newer ones are reported and moved aside
+      start, state = ckpt.restore_newest(state_lib.with_shardings(r.abstract, r.state_sh), r.train_iter,
+                                         log.info)
       log.info(f"resuming from {ckpt.directory}/{start}")
-      state = ckpt.restore(start, state_lib.with_shardings(r.abstract, r.state_sh), r.train_iter)
+    if start >= t.steps:  # a rerun of a finished run: nothing to train, evaluate or write
+      log.info(f"run already finished at step {start} ({workdir}); nothing to do")
+      ckpt.close()
+      return {"step": start, "interrupted": False, "early_stopped": False, "already_finished": True}
+    log.start(start)
     if r.is_main:
-      _write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
+      prep_io.write_json_atomic(os.path.join(workdir, "config.json"), config.to_dict())
     n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(r.abstract.params))
     n_frozen = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(r.frozen_abstract))
     log.info(f"model: {n_params / 1e6:.2f}M trainable + {n_frozen / 1e6:.2f}M frozen parameters | "
@@ -294,7 +325,9 @@ def run(config, workdir: str, devices=None, stop_after_step: int | None = None) 
     step, last_saved, interrupted = start, start, False
     timer_start, timer_step, loop_start = None, start, time.perf_counter()
     mixture_tokens = np.zeros(len(r.mixture_names))
+    in_flight = None  # the outputs of the step dispatched last
     with _StopRequest() as stop:
+      stop.finished = start
       while step < t.steps:
         local = next(r.train_iter)
         mixture_tokens += np.bincount(local["dataset"], weights=(local["segment_ids"] != 0).sum(1),
@@ -303,12 +336,21 @@ def run(config, workdir: str, devices=None, stop_after_step: int | None = None) 
         batch = sharding.to_global_batch(local, r.batch_sh, t.batch_size)
         state, metrics = r.train_step(state, frozen, batch)
         step += 1
+        guard.observe(step, metrics)  # keeps the device-side flag; read at log and save time
+        if in_flight is not None:
+          # One step in flight, not the hundreds the host could dispatch ahead between log lines:
+          # the device stays busy, and a stop acts within a step. No transfer, just a wait.
+          jax.block_until_ready(in_flight)
+          stop.finished = step - 1
+        in_flight = metrics
         if timer_start is None:  # the first step includes compilation; time from after it
           jax.block_until_ready(metrics)
           log.info(f"compiled and ran the first step in {time.perf_counter() - loop_start:.1f}s")
           timer_start, timer_step = time.perf_counter(), step
         if step % config.log.every_steps == 0 or step == t.steps:
+          guard.check(ckpt)
           m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          m["skipped_steps"] = guard.skipped
           now = time.perf_counter()
           done = step - timer_step  # steps timed since the last log line (compile excluded)
           m["tokens_per_sec"] = done * tokens_per_step / (now - timer_start) if done else 0.0
@@ -323,9 +365,11 @@ def run(config, workdir: str, devices=None, stop_after_step: int | None = None) 
           log.write(step, "train", m)
           log.info(format_train_line(step, t.steps, m))
         if step % ev.every_steps == 0 and evaluates:
+          guard.check(ckpt)  # before the best checkpoint may be saved
           early_stopped = evaluate(step)
           timer_start, timer_step = time.perf_counter(), step  # keep eval out of tokens/s
         if step % config.checkpoint.every_steps == 0:
+          guard.check(ckpt)
           ckpt.save(step, state, r.train_iter)
           last_saved = step
           timer_start, timer_step = time.perf_counter(), step
@@ -336,6 +380,7 @@ def run(config, workdir: str, devices=None, stop_after_step: int | None = None) 
           log.info(f"early stopping at step {step}: no better {ev.best_metric} in {ev.patience} evaluations; "
                    f"{best.describe()}")
           break
+      guard.check(ckpt)
       if last_saved != step:
         ckpt.save(step, state, r.train_iter)
       ckpt.wait()

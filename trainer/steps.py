@@ -1,14 +1,25 @@
-"""Jitted train and eval steps with explicit shardings.
+"""Jitted train and eval steps with explicit shardings, and the guard against non-finite steps.
 
 The model's variables are split in two: the trainable collection (the train
 state's `params`: the weights, or only the LoRA adapters) and `frozen`
 collections passed alongside (the base weights under LoRA; empty otherwise).
+
+A step whose loss, gradient norm or updated parameters are not finite is not
+applied: params and opt_state stay as they were (so the optimizer's count and
+learning-rate schedule lag by the skipped steps), while `step` still advances,
+since it counts the batches consumed -- it stays equal to the checkpoint's
+step and the data iterator's position, which keeps a resume exact. The step
+reports `nonfinite` (1.0 or 0.0) on device; `NonfiniteGuard` reads those flags
+only at log and checkpoint time and decides whether the run stops.
 """
+
+import math
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from errors import UserError
 from trainer.objectives import cross_entropy_sums, next_token_targets
 from trainer.state import TrainState
 
@@ -21,6 +32,12 @@ def _loss_sums(model, variables, batch, z_loss, rngs=None):
 
 def _uses_dropout(model) -> bool:
   return model.cfg.lora is not None and model.cfg.lora.dropout > 0
+
+
+def all_finite(tree) -> jax.Array:
+  """A scalar bool: every floating-point value in `tree` is finite."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def make_train_step(model, tx, schedule, state_sh, frozen_sh, batch_sh, metrics_sh, grad_accum_steps: int,
@@ -62,11 +79,15 @@ def make_train_step(model, tx, schedule, state_sh, frozen_sh, batch_sh, metrics_
     nll, count, grad_sums = accumulate(state.params, frozen, batch, rng)
     denom = jnp.maximum(count, 1.0)
     grads = jax.tree.map(lambda g: g / denom, grad_sums)
+    loss, grad_norm = nll / denom, optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    new_state = TrainState(step=state.step + 1, params=optax.apply_updates(state.params, updates),
-                           opt_state=opt_state)
-    metrics = {"loss": nll / denom, "grad_norm": optax.tree.norm(grads),
-               "learning_rate": schedule(state.step), "target_tokens": count}
+    params = optax.apply_updates(state.params, updates)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(params)
+    keep_finite = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
+    new_state = TrainState(step=state.step + 1, params=jax.tree.map(keep_finite, params, state.params),
+                           opt_state=jax.tree.map(keep_finite, opt_state, state.opt_state))
+    metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
+               "target_tokens": count, "nonfinite": 1.0 - finite.astype(jnp.float32)}
     return new_state, metrics
 
   return jax.jit(train_step, in_shardings=(state_sh, frozen_sh, batch_sh),
@@ -81,3 +102,62 @@ def make_eval_step(model, params_sh, frozen_sh, batch_sh, metrics_sh, trainable:
     return {"nll_sum": nll, "count": count}
 
   return jax.jit(eval_step, in_shardings=(params_sh, frozen_sh, batch_sh), out_shardings=metrics_sh)
+
+
+ON_NONFINITE = ("stop", "skip")
+
+
+def _describe(step: int, m: dict) -> str:
+  values = f"loss {m['loss']:.4g}, grad_norm {m['grad_norm']:.4g}"
+  if math.isfinite(m["loss"]) and math.isfinite(m["grad_norm"]):
+    return f"the update at step {step} made the parameters non-finite ({values})"
+  return f"training went non-finite at step {step} ({values})"
+
+
+class NonfiniteGuard:
+  """Stops a run that went non-finite (config.train.on_nonfinite, max_skipped_steps).
+
+  `observe` keeps each step's device-side flags without reading them, so
+  there is no host sync per step; `check` reads all pending ones at once --
+  at log time, before every evaluation or checkpoint save, and at the end --
+  and raises before a state that saw a non-finite step ("stop") or too many
+  skipped steps ("skip") could be saved.
+  """
+
+  def __init__(self, mode: str, max_skipped: int):
+    if mode not in ON_NONFINITE:
+      raise UserError(f"config.train.on_nonfinite={mode!r}; expected one of {list(ON_NONFINITE)}")
+    if max_skipped < 0:
+      raise UserError(f"config.train.max_skipped_steps={max_skipped}; expected 0 or more")
+    self.mode, self.max_skipped = mode, max_skipped
+    self.skipped = 0  # skipped steps checked so far in this run (a resume counts afresh)
+    self._pending = []  # (step, device metrics) not read yet
+
+  def observe(self, step: int, metrics: dict) -> None:
+    self._pending.append((step, {k: metrics[k] for k in ("loss", "grad_norm", "nonfinite")}))
+
+  def check(self, checkpointer) -> None:
+    """Raises UserError if the run must stop, after letting `checkpointer` finish and close."""
+    pending, self._pending = self._pending, []
+    if not pending:
+      return
+    values = jax.device_get([m for _, m in pending])
+    bad = [(step, {k: float(v) for k, v in m.items()}) for (step, _), m in zip(pending, values)
+           if m["nonfinite"]]
+    if not bad:
+      return
+    if self.mode == "skip":
+      self.skipped += len(bad)
+      if self.skipped <= self.max_skipped:
+        return
+      why = (f"{self.skipped} non-finite steps were skipped, more than config.train.max_skipped_steps="
+             f"{self.max_skipped} (the last: {_describe(*bad[-1])})")
+      remedy = "raise config.train.max_skipped_steps"
+    else:
+      why, remedy = _describe(*bad[0]), "set config.train.on_nonfinite=skip"
+    checkpointer.wait()  # saves still in flight are of earlier, finite states: let them finish
+    last = checkpointer.latest_step()
+    checkpointer.close()
+    last = f"step {last} in {checkpointer.directory}" if last is not None else "none saved"
+    raise UserError(f"{why}; the run stopped without saving that state; last finite checkpoint: {last}. "
+                    f"Lower config.optimizer.learning_rate, or {remedy}")

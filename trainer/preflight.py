@@ -1,0 +1,144 @@
+"""Checks made once before step 1, so a bad input fails in seconds rather than after the run.
+
+  * the dataset's tokenizer file loads (task evaluations and the final samples use it);
+  * every split the run reads is intact: each shard's size, sha256 and record
+    count against metadata.json (data/shards.py `verify_split`);
+  * every split holds what the run reads from it: one batch of
+    train.batch_size x train.seq_len (one row for the test prompts of the samples);
+  * the dataset was tokenized with the model's tokenizer: that of
+    config.init.hf_dir when it has one, and on resume the one the run started
+    with (recorded in WORKDIR/data_tokenizer.json at the first start).
+
+Each failure is one UserError naming the file, split or config field.
+"""
+
+import hashlib
+import json
+import os
+
+from data import pipeline, prep_io, shards
+from data import tokenizer as tokenizer_lib
+from errors import UserError
+
+DATA_TOKENIZER = "data_tokenizer.json"
+HF_TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
+
+
+def check(config, meta: dict, workdir: str, is_main: bool) -> None:
+  """All the checks; `meta` is the (first) dataset's metadata from pipeline.dataset_metadata."""
+  tok = load_dataset_tokenizer(meta)
+  needs = rows_needed(config)
+  for split in needs:
+    pipeline.verify(config.data, split)
+  for split, rows in needs.items():
+    check_split_size(config, meta, split, rows)
+  fingerprint = tokenizer_fingerprint(tok)
+  if config.init.hf_dir:
+    check_hf_tokenizer(config, tok, fingerprint)
+  record_or_check_run_tokenizer(workdir, config, tok, fingerprint, write=is_main)
+
+
+def load_dataset_tokenizer(meta: dict) -> tokenizer_lib.Tokenizer:
+  try:
+    return tokenizer_lib.load(meta["tokenizer_path"])
+  except UserError as e:
+    raise UserError(f"the dataset's tokenizer cannot be loaded: {e}; re-create the dataset (it is named "
+                    f"by 'tokenizer' in its metadata.json)") from None
+
+
+def rows_needed(config) -> dict[str, int]:
+  """{split: packed rows the run reads at least}, for every split it will read."""
+  t, ev = config.train, config.eval
+  needs = {"train": t.batch_size}
+  if ev.steps > 0 and (ev.at_start or ev.every_steps <= t.steps):  # the loop evaluates val
+    needs["val"] = t.batch_size
+  if ev.final_split:
+    needs[ev.final_split] = t.batch_size
+    if ev.num_samples > 0:  # prompts of the final samples: the first rows of the test split
+      needs.setdefault("test", max(1, min(ev.num_samples, t.batch_size)))
+  return needs
+
+
+def check_split_size(config, meta: dict, split: str, rows: int) -> None:
+  seq_len = config.train.seq_len
+  have = pipeline.rows_per_epoch(config.data, split, seq_len)
+  if have >= rows:
+    return
+  where = config.data.mixture or config.data.dir
+  info = meta["splits"].get(split, {})
+  tokens = f"{info['num_tokens']} tokens in {info['num_docs']} documents, " if info else ""
+  what = (f"one batch of config.train.batch_size={config.train.batch_size} x config.train.seq_len={seq_len}"
+          if rows == config.train.batch_size else f"{rows} row(s) of config.train.seq_len={seq_len} tokens")
+  raise UserError(f"split {split!r} of {where} is too small: {tokens}{have} packed row(s) of {seq_len} tokens; "
+                  f"the run needs {what} from it ({_why(config, split)})")
+
+
+def _why(config, split: str) -> str:
+  ev = config.eval
+  if split == "train":
+    return "training"
+  reasons = []
+  if split == "val":
+    reasons.append(f"config.eval.steps={ev.steps}")
+  if split == ev.final_split:
+    reasons.append(f"config.eval.final_split={split!r}")
+  if split == "test" and ev.num_samples > 0 and ev.final_split:
+    reasons.append(f"config.eval.num_samples={ev.num_samples}")
+  return ", ".join(reasons)
+
+
+def tokenizer_fingerprint(tok: tokenizer_lib.Tokenizer) -> str:
+  """sha256 of the vocabulary (every piece, in id order).
+
+  The same vocabulary gives the same ids for the same text, whatever the file
+  format (a model's tokenizer.model and its tokenizer.json agree); a tokenizer
+  trained on other text, even of the same size, does not.
+  """
+  if tok.kind == "sentencepiece":
+    pieces = [tok.impl.id_to_piece(i) for i in range(tok.vocab_size)]
+  else:
+    vocab = tok.impl.get_vocab(with_added_tokens=True)
+    pieces = sorted(vocab, key=vocab.get)
+  return hashlib.sha256(json.dumps(pieces).encode()).hexdigest()
+
+
+def check_hf_tokenizer(config, tok: tokenizer_lib.Tokenizer, fingerprint: str) -> None:
+  """The dataset's tokenizer must be init.hf_dir's (when that directory has one)."""
+  hf_dir = config.init.hf_dir
+  found = [os.path.join(hf_dir, n) for n in HF_TOKENIZER_FILES if os.path.isfile(os.path.join(hf_dir, n))]
+  if not found:
+    return  # weights only: nothing to compare against
+  if any(_same_file(p, tok.path) for p in found):
+    return
+  model_tok = tokenizer_lib.load(found[0])
+  if tokenizer_fingerprint(model_tok) != fingerprint:
+    raise UserError(f"config.data.dir={config.data.mixture or config.data.dir} was tokenized with {tok.path}, "
+                    f"not with the tokenizer of config.init.hf_dir ({found[0]}): their vocabularies differ; "
+                    f"prepare the data with that tokenizer")
+
+
+def _same_file(a: str, b: str) -> bool:
+  return shards.file_sha256(a) == shards.file_sha256(b)
+
+
+def _has_checkpoint(workdir: str) -> bool:
+  directory = os.path.join(workdir, "checkpoints")
+  return os.path.isdir(directory) and any(name.isdigit() for name in os.listdir(directory))
+
+
+def record_or_check_run_tokenizer(workdir: str, config, tok: tokenizer_lib.Tokenizer, fingerprint: str,
+                                  write: bool) -> None:
+  """A resumed run must read data tokenized as at its first start; a new run records its tokenizer."""
+  path = os.path.join(workdir, DATA_TOKENIZER)
+  if _has_checkpoint(workdir) and os.path.isfile(path):
+    with open(path) as f:
+      recorded = json.load(f)
+    if recorded.get("vocab_sha256") != fingerprint:
+      raise UserError(f"{workdir} was trained on data tokenized with {recorded.get('tokenizer')} ({path}); "
+                      f"config.data.dir={config.data.mixture or config.data.dir} uses {tok.path}, a different "
+                      f"vocabulary; resume with the original dataset or start a new --workdir")
+    return
+  if write:
+    os.makedirs(workdir, exist_ok=True)
+    prep_io.write_json_atomic(path, {"tokenizer": os.path.abspath(tok.path), "vocab_size": tok.vocab_size,
+                                     "vocab_sha256": fingerprint})
