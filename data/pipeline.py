@@ -8,7 +8,6 @@ rows in proportion to their weights (grain's MapDataset.mix: a fixed,
 random-access pattern, so resumption stays exact).
 """
 
-import hashlib
 import os
 
 import grain
@@ -38,9 +37,10 @@ def datasets(data_cfg) -> list[tuple[str, float]]:
   return out
 
 
-def _sha256(path: str) -> str:
-  with open(path, "rb") as f:
-    return hashlib.sha256(f.read()).hexdigest()
+def _tokenizer_identity(directory: str, tokenizer_file: str) -> tuple:
+  """Hashes of a dataset's tokenizer file and of the model config that decides how it tokenizes (if any)."""
+  config = os.path.join(directory, "tokenizer_config.json")
+  return shards.file_sha256(os.path.join(directory, tokenizer_file)), shards.file_sha256(config) if os.path.isfile(config) else None
 
 
 def dataset_metadata(data_cfg) -> dict:
@@ -49,7 +49,7 @@ def dataset_metadata(data_cfg) -> dict:
   first_dir, first = metas[0]
   first["tokenizer_path"] = os.path.join(first_dir, first["tokenizer"])
   for d, meta in metas[1:]:
-    if _sha256(os.path.join(d, meta["tokenizer"])) != _sha256(first["tokenizer_path"]):
+    if _tokenizer_identity(d, meta["tokenizer"]) != _tokenizer_identity(first_dir, first["tokenizer"]):
       raise UserError(f"config.data.mixture: {d} and {first_dir} were tokenized with different "
                       f"tokenizers; prepare them with the same --config.tokenizer.path")
   return first

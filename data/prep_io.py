@@ -9,6 +9,7 @@ import sys
 import uuid
 
 from data import sources
+from data.shards import file_sha256  # noqa: F401 (part of this module's API)
 
 SPLITS = ("train", "val", "test")
 
@@ -48,14 +49,6 @@ def write_json_atomic(path: str, obj) -> None:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
-
-
-def file_sha256(path: str) -> str:
-  h = hashlib.sha256()
-  with open(path, "rb") as f:
-    for block in iter(lambda: f.read(1 << 20), b""):
-      h.update(block)
-  return h.hexdigest()
 
 
 def read_jsonl_gz(path: str):

@@ -143,6 +143,11 @@ def _tokenizer_for(cfg, work: str, num_files: int, drops: dict, out_dir: str) ->
     tok = tokenizer_lib.load(t.path)
     name = "tokenizer.json" if tok.kind == "hf" else "tokenizer.model"
     shutil.copyfile(t.path, os.path.join(out_dir, name))
+    # The model directory's config goes with it, so the dataset's tokenizer (and everything
+    # that later loads it by path) tokenizes exactly as the model's does in transformers.
+    config = os.path.join(os.path.dirname(t.path), "tokenizer_config.json")
+    if os.path.isfile(config):
+      shutil.copyfile(config, os.path.join(out_dir, "tokenizer_config.json"))
     return tokenizer_lib.load(os.path.join(out_dir, name))
   sample = os.path.join(work, "tokenizer_sample.txt")
   chars = 0

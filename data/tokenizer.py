@@ -19,11 +19,16 @@ are what every `transformers` user feeds the model:
   add_eos_token (then those decide). With tokenizer_class LlamaTokenizer,
   transformers keeps only its vocabulary and merges and rebuilds the pipeline
   above; so do we.
-- a bare file (a dataset's tokenizer): a sentencepiece model adds BOS, as our
+- a file with a tokenizer_config.json beside it (a model's, or a dataset
+  prepared with a model's tokenizer, which keeps that config): as its directory.
+- a bare file (our datasets' tokenizers): a sentencepiece model adds BOS, as our
   datasets and exports do; a tokenizer.json adds what its post-processor adds.
+Documents (`encode_batch`, pretraining data) never match special tokens: a
+literal "</s>" in a source file stays text, as sentencepiece encodes it.
 """
 
 import dataclasses
+import functools
 import json
 import os
 
@@ -117,9 +122,17 @@ class Tokenizer:
     return list(self.backend.encode(text, add_special_tokens=add_special_tokens).ids)
 
   def encode_batch(self, texts: list[str]) -> list[list[int]]:
+    """Documents' ids (no BOS added). A document's text is only text: a literal "<s>" or "</s>"
+    (HTML, docs about tokenizers) is characters, never a control id; non-special added
+    tokens (e.g. sentencepiece's user-defined "\n") are still matched."""
     # One thread: data preparation parallelizes over processes, and tokenizers'
     # thread pool would be disabled (with a warning) in every forked worker.
-    return [self.encode(text) for text in texts]
+    backend = self._document_backend
+    return [list(backend.encode(text, add_special_tokens=False).ids) for text in texts]
+
+  @functools.cached_property
+  def _document_backend(self):
+    return _plain_text_backend(self.backend)
 
   def encode_with_offsets(self, text: str) -> tuple[list[int], list[int]]:
     """Token ids of the whole text (no BOS added) and each token's start as a character index."""
@@ -141,6 +154,36 @@ class Tokenizer:
       return self.impl.unk_id()
     unk = getattr(self.backend.model, "unk_token", None)
     return self.backend.token_to_id(unk) if unk else None
+
+
+# Appended to a special token's piece in a document backend's model: text never holds it.
+_UNREACHABLE = "\u0000\uffff"
+
+
+def _plain_text_backend(backend):
+  """A copy of `backend` that makes no special token out of text, as sentencepiece never does.
+
+  Special added tokens are not matched (`encode_special_tokens`), and their pieces are renamed
+  in the model, where they may also sit (sentencepiece's control pieces, score 0: a unigram
+  lattice would pick "<s>" from the text "<s>") or be a merge's result. Non-special added
+  tokens (user-defined "\n") are still matched.
+  """
+  from tokenizers import Tokenizer as Backend
+  spec = json.loads(backend.to_str())
+  specials = {t["content"] for t in spec.get("added_tokens", []) if t.get("special")}
+  hide = lambda piece: piece + _UNREACHABLE if piece in specials else piece
+  model = spec["model"]
+  if model.get("type") == "Unigram":
+    model["vocab"] = [[hide(piece), score] for piece, score in model["vocab"]]
+  elif model.get("type") == "BPE":
+    model["vocab"] = {hide(piece): i for piece, i in model["vocab"].items()}
+    pairs = [m.split(" ", 1) if isinstance(m, str) else m for m in model.get("merges", [])]
+    model["merges"] = [m for m in pairs if not specials & {m[0], m[1], m[0] + m[1]}]
+    if model.get("unk_token"):
+      model["unk_token"] = hide(model["unk_token"])
+  plain = Backend.from_str(json.dumps(spec))
+  plain.encode_special_tokens = True
+  return plain
 
 
 def _hf_special_id(tok, candidates) -> int | None:
@@ -265,10 +308,15 @@ def _load_sentencepiece(path: str):
 
 
 def load(path: str) -> Tokenizer:
-  """A tokenizer file on its own: a sentencepiece model adds BOS (as our datasets are made);
-  a tokenizer.json adds what its post-processor adds."""
+  """A tokenizer file. With a tokenizer_config.json beside it (a model directory's file, or a
+  dataset prepared with one), exactly as `load_dir` (transformers) loads it with that config.
+  On its own: a sentencepiece model adds BOS (as our datasets are made); a tokenizer.json adds
+  what its post-processor adds."""
   if not os.path.isfile(path):
     raise UserError(f"tokenizer file {path} does not exist")
+  config_file = os.path.join(os.path.dirname(path), "tokenizer_config.json")
+  if os.path.isfile(config_file):
+    return _load_configured(path, tokenizer_config(os.path.dirname(path) or "."))
   if path.endswith(".json"):
     backend = _load_json(path)
     return _finish(path, "hf", backend, backend, backend.get_vocab_size(with_added_tokens=True),
@@ -331,23 +379,28 @@ def load_dir(model_dir: str) -> Tokenizer:
   tokenizer adds it: `add_bos_token` (LlamaTokenizer's default is False), else
   tokenizer.json's post-processor.
   """
-  config = tokenizer_config(model_dir)
   json_file, model_file = (os.path.join(model_dir, n) for n in ("tokenizer.json", "tokenizer.model"))
+  found = [f for f in (json_file, model_file) if os.path.isfile(f)]
+  if not found:
+    raise UserError(f"{model_dir} has neither tokenizer.json nor tokenizer.model")
+  return _load_configured(found[0], tokenizer_config(model_dir))
+
+
+def _load_configured(path: str, config: dict) -> Tokenizer:
+  """A tokenizer file (tokenizer.json, else a sentencepiece model) as transformers loads it with `config`."""
   llama = config.get("tokenizer_class") in _LLAMA_CLASSES
   legacy, prefix_space = bool(config.get("legacy", False)), config.get("add_prefix_space") is not False
-  if os.path.isfile(json_file):
-    path, kind, backend = json_file, "hf", _load_json(json_file)
+  if path.endswith(".json"):
+    kind, backend = "hf", _load_json(path)
     impl = backend
     if llama and type(backend.model).__name__ == "BPE":
-      backend.model = _llama_bpe(json_file)
+      backend.model = _llama_bpe(path)
       _llama_pipeline(backend, legacy, prefix_space)
-  elif os.path.isfile(model_file):
-    path, kind = model_file, "sentencepiece"
-    impl, proto = _load_sentencepiece(model_file)
+  else:
+    kind = "sentencepiece"
+    impl, proto = _load_sentencepiece(path)
     backend = _sentencepiece_backend(proto, legacy, prefix_space)
     config = {**_LLAMA_SPECIALS, **config}
-  else:
-    raise UserError(f"{model_dir} has neither tokenizer.json nor tokenizer.model")
   _add_special_strings(backend, _config_specials(config))
   bos, eos = (_token_string(config.get(k)) for k in ("bos_token", "eos_token"))
   if kind == "sentencepiece" or "add_bos_token" in config or "add_eos_token" in config or backend.post_processor is None:

@@ -147,7 +147,7 @@ class _SafetensorsReader:
       w = np.asarray(f.get_tensor(name), np.float32)
     bad = w.size - np.count_nonzero(np.isfinite(w))
     if bad:
-      raise UserError(f"{path}: tensor {name!r} holds {bad} non-finite values (NaN or Inf) of {w.size}; "
+      raise UserError(f"{path}: tensor {name!r} holds {bad} non-finite value(s) (NaN or Inf) of {w.size}; "
                       f"the checkpoint is corrupt")
     return w
 
@@ -247,10 +247,20 @@ def export_params(params, cfg: ModelConfig, dtype=np.float32) -> dict[str, np.nd
   return out
 
 
+def _current_umask() -> int:
+  """The process umask, read without setting it where Linux allows (os.umask races other threads)."""
+  try:
+    with open("/proc/self/status") as f:
+      return next(int(line.split()[1], 8) for line in f if line.startswith("Umask:"))
+  except (OSError, StopIteration, ValueError):
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
 def umask_mode(directory: bool = False) -> int:
   """The mode open() or mkdir() gives a new file or directory: 0666 or 0777 minus the umask."""
-  umask = os.umask(0)  # reading the umask means setting it; put it straight back
-  os.umask(umask)
+  umask = _current_umask()
   return (0o777 if directory else 0o666) & ~umask
 
 

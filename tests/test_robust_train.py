@@ -14,7 +14,7 @@ import pytest
 
 from conftest import read_metrics, small_config, train_losses
 from errors import UserError
-from trainer import loop
+from trainer import export, loop
 
 TINY = {"model.d_model": 64, "model.num_layers": 1, "model.num_heads": 2, "model.num_kv_heads": 1,
         "model.head_dim": 32, "model.mlp_dim": 128, "model.vocab_size": 512,
@@ -105,6 +105,12 @@ def test_corrupt_newest_checkpoint_is_moved_aside_and_the_previous_one_resumes(d
   with pytest.raises(UserError, match="different model shape"):
     _run(small_config(dataset_dir, **{**TINY, "model.mlp_dim": 256}), workdir)
   assert sorted(os.listdir(ckpts)) == ["2", "4"] and not aside.exists()
+
+  # Export, evaluation and generation read the step asked for, with no fallback: one line naming it.
+  with pytest.raises(UserError, match=rf"^checkpoint {ckpts}/4 does not restore \(.*Requested byte range.*\); "
+                                      r"older checkpoints: steps \[2\]") as e:
+    export.restore_params(str(workdir))
+  assert "\n" not in str(e.value) and not aside.exists()
 
   capsys.readouterr()
   _run(small_config(dataset_dir, **TINY, **{"train.steps": 6, "checkpoint.every_steps": 2}), workdir)

@@ -216,3 +216,81 @@ def test_dataset_tokenizer_decides_bos(dataset_dir, tokenizer_dirs):
   llama3 = tokenizer_lib.load(os.path.join(tokenizer_dirs["llama3"], "tokenizer.json"))
   assert llama3.add_bos and llama3.id_to_token(llama3.bos_id) == "<|begin_of_text|>"
   assert not tokenizer_lib.load(os.path.join(tokenizer_dirs["chatml"], "tokenizer.json")).add_bos
+
+
+# A document quoting special-token strings (HTML's <s>, a page about tokenizers), and code.
+DOCUMENT = "<s>x</s> <unk> is <s>struck</s>\ndef f():\n  return '</s>'\n"
+
+
+def _special_ids(tok):
+  return {tok.bos_id, tok.eos_id, tok.unk_id} - {None}
+
+
+def test_sentencepiece_documents_are_plain_text(dataset_dir, tmp_path):
+  """Pretraining documents: special strings are characters, as sentencepiece itself encodes them;
+  user-defined pieces ("\\n") are still single pieces. BPE (the dataset's) and unigram models."""
+  from data import corpus
+  lines = tmp_path / "lines.txt"
+  lines.write_text(open(corpus.stdlib_files()[0], encoding="utf-8").read()[:20_000])
+  unigram = tokenizer_lib.train_sentencepiece(str(lines), str(tmp_path / "unigram"), 400, model_type="unigram")
+  for path in (os.path.join(dataset_dir, "tokenizer.model"), unigram):
+    tok = tokenizer_lib.load(path)
+    ids = tok.encode_batch([DOCUMENT])[0]
+    assert ids == tok.impl.encode(DOCUMENT), path
+    assert not _special_ids(tok) & set(ids) and tok.token_to_id("\n") in ids, path
+    assert tok.encode(DOCUMENT)[:1] == [tok.bos_id]  # prompts still match them, as transformers does
+
+
+@pytest.mark.parametrize("kind", ["llama_json", "llama3", "sentencepiece"])
+def test_documents_are_plain_text_as_transformers_splits_them(tokenizer_dirs, tmp_path, kind):
+  """encode_batch is transformers' split_special_tokens=True, with and without the model's config."""
+  ref = _reference(tokenizer_dirs[kind])
+  want = ref(DOCUMENT, add_special_tokens=False, split_special_tokens=True)["input_ids"]
+  name = "tokenizer.model" if kind == "sentencepiece" else "tokenizer.json"
+  tok = tokenizer_lib.load(os.path.join(tokenizer_dirs[kind], name))
+  assert tok.encode_batch([DOCUMENT]) == [want]
+  assert not {ref.bos_token_id, ref.eos_token_id, ref.unk_token_id} & set(want)
+  assert tok.encode(DOCUMENT) == ref(DOCUMENT, add_special_tokens=False)["input_ids"]
+  bare = tmp_path / name
+  shutil.copyfile(os.path.join(tokenizer_dirs[kind], name), bare)
+  bare_tok = tokenizer_lib.load(str(bare))  # as a dataset prepared before configs were kept
+  assert not {bare_tok.bos_id, bare_tok.eos_id} & set(bare_tok.encode_batch([DOCUMENT])[0])
+
+
+@pytest.mark.parametrize("kind", ["sentencepiece_no_add_bos", "llama_json_legacy"])
+def test_dataset_from_model_tokenizer_encodes_as_transformers(tokenizer_dirs, tmp_path, kind):
+  """Data prepared with --config.tokenizer.path=<model dir>/<file> keeps the directory's
+  tokenizer_config.json: the dataset's tokenizer then encodes as AutoTokenizer on the model dir
+  (no BOS with add_bos_token unset; a LlamaTokenizer tokenizer.json rebuilt, legacy spaces)."""
+  from conftest import stdlib_data_config
+  from data import corpus, prepare, prepare_config
+  src = tmp_path / "src"
+  src.mkdir()
+  for i, f in enumerate(corpus.stdlib_files()[:12]):
+    (src / f"{i}.txt").write_text(open(f, encoding="utf-8").read()[:3000])
+  (src / "quoting.txt").write_text(DOCUMENT + open(corpus.stdlib_files()[12], encoding="utf-8").read()[:3000])
+  cfg = stdlib_data_config()
+  with cfg.sources.unlocked():
+    del cfg.sources["stdlib"]
+  prepare_config.add_source(cfg, "in", str(src), "text")
+  cfg.quality.min_chars, cfg.near_dedup.enabled = 10, False
+  cfg.split.val_fraction = cfg.split.test_fraction = 0.25
+  name = "tokenizer.model" if kind.startswith("sentencepiece") else "tokenizer.json"
+  cfg.tokenizer.path = os.path.join(tokenizer_dirs[kind], name)
+  out = str(tmp_path / "data")
+  meta = prepare.prepare(cfg, out, write_text=True)
+  ref = _reference(tokenizer_dirs[kind])
+  tok = tokenizer_lib.load(os.path.join(out, meta["tokenizer"]))
+  assert meta["add_bos"] == tok.add_bos == (ref("x")["input_ids"][:1] == [ref.bos_token_id])
+  for text in PROMPTS + [DOCUMENT]:
+    assert tok.encode(text, add_special_tokens=True) == ref(text)["input_ids"], text
+  import gzip
+  stored, want, all_texts = [], [], []
+  for split in ("train", "val", "test"):
+    records, lengths = shards.open_split(out, split)
+    stored += [shards.decode_record(records[i], has_mask=False)[0].tolist() for i in range(len(lengths))]
+    with gzip.open(os.path.join(out, "text", f"{split}.jsonl.gz"), "rt", encoding="utf-8") as f:
+      texts = [json.loads(line)["text"] for line in f]
+    want += [ref(t, add_special_tokens=False, split_special_tokens=True)["input_ids"] for t in texts]
+    all_texts += texts
+  assert stored == want and any("<s>x</s>" in t for t in all_texts)

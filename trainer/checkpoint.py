@@ -47,7 +47,7 @@ def _one_line(error: Exception, limit: int = 300) -> str:
 def _abandoned_read(unraisable) -> bool:
   code = getattr(unraisable.object, "cr_code", None)
   return ((code is not None and "orbax" in code.co_filename)
-          or (unraisable.exc_type is RuntimeError and "Event loop is closed" in str(unraisable.exc_value)))
+          or _closed_loop_echo(unraisable.exc_type, unraisable.exc_value))
 
 
 @contextlib.contextmanager
@@ -65,6 +65,31 @@ def _quiet_abandoned_reads():
   finally:
     gc.collect()
     sys.unraisablehook = previous
+
+
+def _closed_loop_echo(exc_type, exc_value) -> bool:
+  return exc_type is RuntimeError and "Event loop is closed" in str(exc_value)
+
+
+_ECHOES_DROPPED = False
+
+
+def _drop_abandoned_read_echoes() -> None:
+  """After a failed restore, drops its echoes for the rest of the process.
+
+  The reads Orbax abandons can outlive the restore and fail again in its
+  threads as late as interpreter exit, after `_quiet_abandoned_reads` has
+  ended: as unraisable coroutines, or as "Event loop is closed" tracebacks
+  that TensorStore's callbacks print through sys.excepthook. The failure
+  was already reported in one line.
+  """
+  global _ECHOES_DROPPED
+  if _ECHOES_DROPPED:
+    return
+  _ECHOES_DROPPED = True
+  unraisable, excepthook = sys.unraisablehook, sys.excepthook
+  sys.unraisablehook = lambda u: None if _abandoned_read(u) else unraisable(u)
+  sys.excepthook = lambda t, v, tb: None if _closed_loop_echo(t, v) else excepthook(t, v, tb)
 
 
 def _free_path(path: str) -> str:
@@ -140,6 +165,7 @@ class Checkpointer:
         raise
       except Exception as e:  # noqa: BLE001 -- any failure to read the files counts as corruption
         failed.append((step, _one_line(e)))
+        _drop_abandoned_read_echoes()
         continue
       if not finite:
         failed.append((step, "it holds NaN or Inf values"))
@@ -168,10 +194,27 @@ class Checkpointer:
     return target
 
   def restore_state(self, step: int, abstract_state_with_shardings):
-    """The train state alone (no data iterator), e.g. for export or evaluation."""
-    self.check_compatible(step, abstract_state_with_shardings)
-    restored = self._manager.restore(step, args=ocp.args.Composite(
-        state=ocp.args.StandardRestore(abstract_state_with_shardings)))
+    """The train state alone (no data iterator), e.g. for export or evaluation.
+
+    No fallback here: the caller asked for this step. One that fails to read is
+    a one-line UserError naming it and the older steps there are.
+    """
+    failure = None
+    with _quiet_abandoned_reads():  # handled inside, so the abandoned reads are collected under it
+      try:
+        self.check_compatible(step, abstract_state_with_shardings)
+        restored = self._manager.restore(step, args=ocp.args.Composite(
+            state=ocp.args.StandardRestore(abstract_state_with_shardings)))
+      except UserError:
+        raise
+      except Exception as e:  # noqa: BLE001 -- any failure to read the files: name the checkpoint
+        failure = _one_line(e)
+    if failure is not None:
+      _drop_abandoned_read_echoes()
+      older = sorted((s for s in self.all_steps() if s < step), reverse=True)
+      hint = (f"; older checkpoints: steps {older} (export_hf.py --step=N takes one; train.py on this workdir "
+              f"moves the corrupt one aside and resumes from the newest that restores)" if older else "")
+      raise UserError(f"checkpoint {self.directory}/{step} does not restore ({failure}){hint}")
     return restored["state"]
 
   def wait(self) -> None:

@@ -119,10 +119,17 @@ def _write_tokenizer(config, out_dir: str) -> tuple[int | None, int | None]:
 def _dataset_tokenizer_files(meta: dict, out_dir: str) -> dict:
   """The dataset's tokenizer for transformers, which must tokenize as training did; returns its config.
 
+  A dataset prepared with a model's tokenizer carries that model's tokenizer_config.json: both go as they are.
+
   A BPE sentencepiece model goes as tokenizer.model with LlamaTokenizer, which
   rebuilds exactly our pipeline; a unigram one also gets the tokenizer.json we
   encode with, since LlamaTokenizer would read its pieces as BPE merges.
   """
+  config_file = os.path.join(os.path.dirname(meta["tokenizer_path"]), "tokenizer_config.json")
+  if os.path.isfile(config_file):  # prepared with a model's tokenizer: export it as that model has it
+    shutil.copyfile(meta["tokenizer_path"], os.path.join(out_dir, os.path.basename(meta["tokenizer_path"])))
+    with open(config_file) as f:
+      return json.load(f)
   tok = tokenizer_lib.load(meta["tokenizer_path"])
   names = {k: tok.id_to_token(i) for k, i in (("bos_token", tok.bos_id), ("eos_token", tok.eos_id)) if i is not None}
   if tok.kind == "hf":

@@ -9,7 +9,6 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-from absl import logging
 from jax.experimental import multihost_utils
 
 from configs import overrides
@@ -58,7 +57,7 @@ class _StopRequest:
       raise KeyboardInterrupt
     self.requested = True
     # Said at once, whatever the logging verbosity; os.write, as the handler may interrupt a print.
-    os.write(2, f"{signal.Signals(signum).name} after step {self.finished}: finishing the step in flight, "
+    os.write(2, f"{signal.Signals(signum).name} after step {self.finished}: finishing the steps in flight (at most 2), "
                 f"saving a checkpoint and stopping (signal again to stop at once, unsaved)\n".encode())
 
   def agreed(self) -> bool:
