@@ -17,11 +17,15 @@ import) find cheap candidates, and a validator decides which ones are real:
   iban         country + check digits + body, kept if stdnum.iban.is_valid
   credit_card  13-19 digits in groups, kept if stdnum.luhn.is_valid
   ip_address   IPv6 and IPv4 shapes, kept if the ipaddress module parses them
-  phone        phonenumbers.PhoneNumberMatcher at Leniency.VALID
+               and they do not read as section or version numbers
+  phone        runs of digits and separators, kept if phonenumbers'
+               PhoneNumberMatcher at Leniency.STRICT_GROUPING reads all their
+               digits as numbers of one of the configured regions
 A validator that rejects a candidate leaves its text as it was, uncounted.
 """
 
 import collections
+import functools
 import ipaddress
 import itertools
 import math
@@ -31,6 +35,8 @@ from typing import Callable
 import phonenumbers
 from stdnum import iban as stdnum_iban
 from stdnum import luhn
+
+from errors import UserError
 
 PII_TYPES = ("private_key", "secret", "email", "iban", "credit_card", "ip_address", "phone")
 
@@ -245,15 +251,21 @@ def _is_card(digits: str) -> bool:
           and luhn.is_valid(digits))
 
 
+def _card_grouping(lengths: list[int]) -> bool:
+  # Cards print as 4-4-4-4(-3), 4-6-5 or 4-6-4: a group of 4 first and no
+  # group under 4 but the last, so rows of 3-digit readings are not cards.
+  return lengths[0] == 4 and all(4 <= n <= 6 for n in lengths[1:-1]) and 2 <= lengths[-1] <= 6
+
+
 def _card_spans(run: str) -> list[tuple[int, int]]:
   """Spans of `run` that are card numbers: a whole 13-19 digit group, or
-  consecutive groups of 3-6 digits (4-4-4-4, 4-6-5, ...), longest first."""
+  consecutive groups in a card's grouping (4-4-4-4, 4-6-5, ...), longest first."""
   groups = [(g.start(), g.end()) for g in _DIGIT_GROUP.finditer(run)]
   spans, i = [], 0
   while i < len(groups):
     for j in range(min(len(groups), i + 6), i, -1):
       window = groups[i:j]
-      if j - i > 1 and not all(3 <= e - s <= 6 for s, e in window):
+      if j - i > 1 and not _card_grouping([e - s for s, e in window]):
         continue
       if _is_card("".join(run[s:e] for s, e in window)):
         spans.append((window[0][0], window[-1][1]))
@@ -282,16 +294,42 @@ _IPV6 = re.compile(
 # IPv4: exactly four dotted numbers; `v1.2.3.4` and `1.2.3.4.5` are excluded.
 _IPV4 = re.compile(r"(?=\d)(?<![\w.])(?:\d{1,3}\.){3}\d{1,3}(?!\w|\.\d)")
 
+# Dotted numbers after these words are section, version or standard numbers
+# ("Section 2.1.1.4", "Version 1.9.4.3", "§ 4.1.2.3", "RFC 2.1.3.4"), also in
+# lists ("sections 2.1.1.4 and 2.1.1.5"). Matched against the text before a
+# candidate, so it anchors at the end.
+_NUMBERING_WORD = re.compile(
+    r"(?i)(?:\b(?:sections?|sect?|chapters?|ch|clauses?|paragraphs?|para|parts?|appendix|figures?|fig"
+    r"|tables?|steps?|versions?|ver|releases?|builds?|revisions?|rev|v|rfcs?)\.?|§)\s*§?\s*"
+    r"(?:[\d.]+\s*(?:,|and|or|to|-|–)\s*)*$")
+_NUMBERING_LOOKBEHIND = 60  # characters of context searched for _NUMBERING_WORD
+# A dotted quad opening a line and followed by a capitalised word is a
+# numbered heading ("2.1.1.4 Overview", "1.2.3.4. Scope").
+_LINE_START = re.compile(r"(?:^|\n)[ \t#*>-]*$")
+_HEADING_TITLE = re.compile(r"\.?[ \t]+[A-Z]")
+
+
+def _after_numbering_word(text: str, start: int) -> bool:
+  return bool(_NUMBERING_WORD.search(text, max(0, start - _NUMBERING_LOOKBEHIND), start))
+
+
+def _is_heading_number(text: str, start: int, end: int) -> bool:
+  return bool(_LINE_START.search(text, max(0, start - 20), start) and _HEADING_TITLE.match(text, end))
+
 
 def _plausible_ipv6(s: str) -> bool:
-  # `ipaddress` accepts `::`, `1::2` and `a::b`, which in text are Python
-  # slices (x[1::2]) and C++ scopes far more often than addresses. Ask for a
-  # digit and some address-like shape. Costs loopback `::1`.
+  # `ipaddress` accepts `::`, `1::2`, `a::b` and `9350::`, which in text are
+  # Python slices (x[1::2]), C++ scopes and `host::port` typos far more often
+  # than addresses. Ask for at least two non-empty groups (an embedded IPv4
+  # counts as one), a digit and some address-like shape. Costs `::1` and
+  # one-group forms such as `fe80::`.
   if not any(c.isdigit() for c in s):
+    return False
+  groups = [g for g in s.split(":") if g]
+  if len(groups) < 2:
     return False
   if "." in s:
     return True
-  groups = [g for g in s.split(":") if g]
   return len(groups) >= 3 or any(len(g) == 4 or not g.isdigit() for g in groups)
 
 
@@ -303,42 +341,140 @@ def _valid_ip(s: str, kind: type) -> bool:
   return True
 
 
+def _ipv4_replacement(text: str, m: re.Match) -> str | None:
+  if not _valid_ip(m.group(0), ipaddress.IPv4Address):
+    return None
+  if _after_numbering_word(text, m.start()) or _is_heading_number(text, m.start(), m.end()):
+    return None
+  return PLACEHOLDERS["ip_address"]
+
+
 def _scrub_ip_address(text: str) -> tuple[str, int]:
   placeholder = PLACEHOLDERS["ip_address"]
   # IPv6 first: its IPv4-mapped form contains a dotted quad.
   text, v6 = _sub(_IPV6, text, lambda m: placeholder if (
       _plausible_ipv6(m.group(0)) and _valid_ip(m.group(0), ipaddress.IPv6Address)) else None)
-  text, v4 = _sub(_IPV4, text, lambda m: placeholder if (
-      _valid_ip(m.group(0), ipaddress.IPv4Address)) else None)
+  text, v4 = _sub(_IPV4, text, lambda m: _ipv4_replacement(text, m))
   return text, v6 + v4
 
 
 # ---------------------------------------------------------------------------
 # phone
 
+# Regions whose national formats are tried, in order; numbers written with
+# +country code parse under any of them. The English-speaking countries plus
+# the largest EU ones; each extra region is one more way for a plain number to
+# read as valid, so keep the list to where the corpus comes from.
+DEFAULT_PHONE_REGIONS = "US,GB,CA,AU,NZ,IE,IN,ZA,DE,FR"
+
 _DIGIT = re.compile(r"\d")
-_MIN_PHONE_DIGITS = 7
-_DECIMAL_BEFORE = re.compile(r"\d\.$")
-_DECIMAL_AFTER = re.compile(r"\.\d")
+# Fewer digits than this is never a phone number here: the shortest national
+# numbers of the default regions (IE `(022) 12345`, DE `030 123456`) have 8
+# or 9 digits, while years, counts and short local numbers have fewer.
+_MIN_PHONE_DIGITS = 8
+# A candidate: digits joined by up to three spaces, dashes, dots or
+# parentheses, or one slash (`030/1234567`); optionally opened by `+` or `(`.
+# It is maximal, so a phone number glued to more digits lies inside a longer
+# candidate, which then has digits the matcher did not cover.
+_PHONE_CANDIDATE = re.compile(
+    r"(?=[+(\d])(?<![\w.+])(?:\+|\(\+?)?\d(?:(?:[ \t\-.()]{1,3}|/)?\d)*\)?")
 _DECIMAL = re.compile(r"[+-]?\d+\.\d+")
+_DIGIT_ALPHABET = "01234567890"
 
 
-def _is_decimal(text: str, start: int, end: int) -> bool:
-  """Whether text[start:end] is part of a decimal number: the matcher reads
-  the ten digits of 0.5772156649 or 7.325000000 as a US number, and floats are
-  common in code and data while phone numbers never contain a single dot."""
-  return bool(_DECIMAL_BEFORE.search(text, max(0, start - 2), start)
-              or _DECIMAL_AFTER.match(text, end)
-              or _DECIMAL.fullmatch(text, start, end))
+def phone_regions(spec: str | tuple[str, ...]) -> tuple[str, ...]:
+  """`pii.phone_regions` ("US,GB" or a tuple) as region codes, checked."""
+  codes = tuple(c.strip().upper() for c in (spec.split(",") if isinstance(spec, str) else spec) if c.strip())
+  unknown = [c for c in codes if c not in phonenumbers.SUPPORTED_REGIONS]
+  if unknown or not codes:
+    raise UserError(f"pii.phone_regions={spec!r}: unknown region code(s) {unknown or '(none given)'}; "
+                    f"valid codes are {','.join(sorted(phonenumbers.SUPPORTED_REGIONS))}")
+  return codes
 
 
-def _scrub_phone(text: str, region: str) -> tuple[str, int]:
-  # The matcher is by far the slowest detector; no phone number (not even a
-  # local one) has fewer than 7 digits, so most code and prose skip it.
+@functools.lru_cache(maxsize=64)
+def _matcher_regions(spec: str | tuple[str, ...]) -> tuple[str, ...]:
+  """One region per country calling code: US and CA read national numbers
+  identically (+1), so trying both would only double the cost."""
+  seen, regions = set(), []
+  for code in phone_regions(spec):
+    cc = phonenumbers.country_code_for_region(code)
+    if cc not in seen:
+      seen.add(cc)
+      regions.append(code)
+  return tuple(regions)
+
+
+def _balanced(text: str, start: int, end: int) -> tuple[int, int]:
+  """The span without an unpaired bracket at either end: in `(+61 2 1234 5678)`
+  the matcher's match opens with `(` but stops before `)`."""
+  span = text[start:end]
+  if span[0] == "(" and span.count("(") > span.count(")"):
+    start += 1
+  elif span[-1] == ")" and span.count(")") > span.count("("):
+    end -= 1
+  return start, end
+
+
+_MOBILE_TYPES = (phonenumbers.PhoneNumberType.MOBILE, phonenumbers.PhoneNumberType.FIXED_LINE_OR_MOBILE)
+
+
+def _written_plausibly(match: phonenumbers.PhoneNumberMatch, region: str) -> bool:
+  """Rejects shapes that valid numbers take but people do not write:
+  4+ groups of 1-2 digits without a leading 0 or + (readings such as
+  `60 55 58 35 53`, which India reads as a mobile; French `01 42 68 53 00`
+  passes), and outside +1 a national number without its trunk prefix unless
+  it is a mobile (India writes mobiles bare, `98100 10299`, but a bare
+  `1896500744` is a timestamp, not a landline)."""
+  raw = match.raw_string.lstrip("(")
+  if raw.startswith("+"):
+    return True
+  groups = re.findall(r"\d+", raw)
+  if len(groups) >= 4 and all(len(g) <= 2 for g in groups) and not raw.startswith("0"):
+    return False
+  prefix = phonenumbers.PhoneMetadata.metadata_for_region(region).national_prefix
+  if not prefix or match.number.country_code == 1 or "".join(groups).startswith(prefix):
+    return True
+  return phonenumbers.number_type(match.number) in _MOBILE_TYPES
+
+
+def _phone_spans_in(candidate: str, regions: tuple[str, ...]) -> list[tuple[int, int]]:
+  """Phone numbers making up all of `candidate`'s digits, under the first
+  region that reads them so; none if any digit is left over (a phone number
+  inside a longer run of numbers, a table row, an ISBN) or if a match is a
+  decimal (the ten digits of 0.5772156649)."""
+  digits = [i for i, c in enumerate(candidate) if c.isdigit()]
+  for region in regions:
+    # STRICT_GROUPING: valid numbers grouped as the region groups them, which
+    # keeps readings such as `42 42 45 41 36` (a US area code and line) out.
+    matches = phonenumbers.PhoneNumberMatcher(candidate, region, leniency=phonenumbers.Leniency.STRICT_GROUPING)
+    matches = list(matches)
+    spans = [_balanced(candidate, m.start, m.end) for m in matches]
+    if (not spans or any(_DECIMAL.fullmatch(candidate, s, e) for s, e in spans)
+        or not all(_written_plausibly(m, region) for m in matches)):
+      continue
+    if all(any(s <= i < e for s, e in spans) for i in digits):
+      return spans
+  return []
+
+
+def _scrub_phone(text: str, regions: str | tuple[str, ...]) -> tuple[str, int]:
+  # Matching is by far the slowest detector; most code and prose have too few
+  # digits for any phone number and skip it.
   if sum(1 for _ in itertools.islice(_DIGIT.finditer(text), _MIN_PHONE_DIGITS)) < _MIN_PHONE_DIGITS:
     return text, 0
-  matcher = phonenumbers.PhoneNumberMatcher(text, region, leniency=phonenumbers.Leniency.VALID)
-  spans = [(m.start, m.end) for m in matcher if not _is_decimal(text, m.start, m.end)]
+  regions = _matcher_regions(regions)
+  spans = []
+  for m in _PHONE_CANDIDATE.finditer(text):
+    candidate = m.group(0)
+    # "0123456789" is valid in France, but in text it is the digit alphabet of code.
+    if sum(c.isdigit() for c in candidate) < _MIN_PHONE_DIGITS or candidate in _DIGIT_ALPHABET:
+      continue
+    # Glued to a word or a decimal part (`4155552671abc`, `...2671.5`), or
+    # after "version"/"section": not a phone number.
+    if re.match(r"\w|\.\d", text[m.end():m.end() + 2]) or _after_numbering_word(text, m.start()):
+      continue
+    spans += [(m.start() + s, m.start() + e) for s, e in _phone_spans_in(candidate, regions)]
   return _replace_spans(text, spans, PLACEHOLDERS["phone"]), len(spans)
 
 
@@ -355,11 +491,13 @@ _DETECTORS = {
 
 
 def scrub(text: str, types: tuple[str, ...] = PII_TYPES,
-          phone_region: str = "US") -> tuple[str, dict[str, int]]:
+          phone_regions: str | tuple[str, ...] = DEFAULT_PHONE_REGIONS) -> tuple[str, dict[str, int]]:
   """Returns (scrubbed text, {type: number of replacements}) -- only types with >0 hits in the dict.
 
-  `types` selects detectors; they always run in PII_TYPES order. `phone_region`
-  is the region numbers without a +country code are read in.
+  `types` selects detectors; they always run in PII_TYPES order.
+  `phone_regions` ("US,GB,..." or a tuple of codes) are the regions whose
+  national formats numbers without a +country code are read in; an unknown
+  code raises UserError.
   """
   if isinstance(types, str):  # scrub(text, "email") means one type, not five letters
     types = (types,)
@@ -371,7 +509,7 @@ def scrub(text: str, types: tuple[str, ...] = PII_TYPES,
     if kind not in types:
       continue
     if kind == "phone":
-      text, hits = _scrub_phone(text, phone_region)
+      text, hits = _scrub_phone(text, phone_regions)
     else:
       text, hits = _DETECTORS[kind](text)
     if hits:

@@ -9,7 +9,7 @@ is written last, so its presence marks the file as done; hosts given
 import json
 import os
 
-from data import boilerplate, normalize, pii, quality, sources
+from data import boilerplate, dedup, normalize, pii, quality, sources
 from data import stage_stats as st
 from data.prep_io import (file_sha256, gzip_writer, parallel_map, worker_count, write_json_atomic, list_inputs,
                           work_dir)
@@ -44,7 +44,7 @@ def _map_task(args) -> None:
         removed.append({"id": doc.id, "stage": "quality", "reason": reason})
         continue
       if cfg.pii.enabled:
-        new, found = pii.scrub(text, types, cfg.pii.phone_region)
+        new, found = pii.scrub(text, types, cfg.pii.phone_regions)
         st.record(stats["pii"], text, new)
         for pii_type, n in found.items():
           st.count(stats["pii"], pii_type, n)
@@ -78,6 +78,10 @@ def run_map(cfg, output: str, num_shards: int = 1, shard_index: int = 0) -> int:
   """Runs the map phase for this shard's files; returns how many files it processed."""
   if not 0 <= shard_index < num_shards:
     raise UserError(f"--shard_index={shard_index} must be in [0, --num_shards={num_shards})")
+  if cfg.near_dedup.enabled:
+    dedup.lsh_params(cfg.near_dedup)  # a bad threshold or banding fails before the cleaning, not after
+  if cfg.pii.enabled:
+    pii.phone_regions(cfg.pii.phone_regions)  # an unknown region code fails before any work
   files = list_inputs(cfg, output)
   work = work_dir(output)
   _check_work_config(work, cfg)

@@ -2,10 +2,11 @@
 
 Sums the shards' line counts into a boilerplate set; per file (pool) strips
 boilerplate, decontaminates, and computes exact keys and MinHash signatures;
-globally removes exact and near duplicates (the smallest id of a cluster
-survives); then trains or loads the tokenizer, tokenizes (pool) and writes
-shards, metadata.json, report.md, stats.json and removed.jsonl.gz into a
-temporary directory that is renamed into place only when all of it succeeded.
+globally removes exact and near duplicates (LSH candidates, verified, then
+connected components; the smallest id of a cluster survives); then trains or
+loads the tokenizer, tokenizes (pool) and writes shards, metadata.json,
+report.md, stats.json and removed.jsonl.gz into a temporary directory that is
+renamed into place only when all of it succeeded.
 """
 
 import contextlib
@@ -111,13 +112,16 @@ def _global_dedup(cfg, work: str, num_files: int) -> tuple[dict, dict]:
     before = alive.copy()
     sigs = np.concatenate([p["sigs"] for p in parts])
     live = np.flatnonzero(alive)
-    found = dedup.near_duplicates([ids[i] for i in live], sigs[live], cfg.near_dedup.threshold,
-                                  cfg.near_dedup.seed)
+    bands, rows = dedup.lsh_params(cfg.near_dedup)
+    found, clustering = dedup.near_duplicates([ids[i] for i in live], sigs[live], cfg.near_dedup.threshold,
+                                              bands, rows)
     for i in live:
       if ids[i] in found:
         drops[ids[i]] = ("near_duplicate", found[ids[i]])
         alive[i] = False
     stats["near_dedup"] = _dedup_stage(lengths, alive, before, "near_duplicate")
+    stats["near_dedup"]["counts"].update(clustering["counts"])
+    stats["near_dedup"]["cluster_sizes"] = clustering["cluster_sizes"]
   return drops, stats
 
 
@@ -259,6 +263,8 @@ def run_merge(cfg, output: str, write_text: bool = False, overwrite: bool = Fals
   _TOKENIZE_STATE.clear()
   if os.path.exists(output) and not overwrite:
     raise UserError(f"output directory {output} already exists; pass --overwrite to replace it")
+  if cfg.near_dedup.enabled:
+    dedup.lsh_params(cfg.near_dedup)  # a bad threshold or banding fails before any work
   files = list_inputs(cfg, output)
   work = work_dir(output)
   infos = []

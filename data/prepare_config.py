@@ -19,7 +19,11 @@ def default_config() -> ml_collections.ConfigDict:
   c.normalize.enabled = True
   c.quality = quality.default_config()
   c.quality.enabled = True
-  c.pii = ml_collections.ConfigDict(dict(enabled=True, types=",".join(pii.PII_TYPES), phone_region="US"))
+  c.pii = ml_collections.ConfigDict(dict(
+      enabled=True,
+      types=",".join(pii.PII_TYPES),
+      phone_regions=pii.DEFAULT_PHONE_REGIONS,  # national formats tried, in order; +country code always works
+  ))
   c.boilerplate = ml_collections.ConfigDict(dict(
       enabled=True,
       min_line_chars=30,       # shorter lines are never boilerplate (`else:`, `}`)
@@ -33,6 +37,9 @@ def default_config() -> ml_collections.ConfigDict:
       enabled=True,
       threshold=0.7,           # estimated Jaccard similarity of character shingles
       num_perm=128,
+      lsh_recall=0.95,         # chance that a pair at the threshold is compared; sets bands and rows
+      bands=0,                 # explicit LSH banding (bands * rows == num_perm); 0 and 0 = choose
+      rows=0,                  # from threshold and lsh_recall (25 x 5 for 0.7 and 128)
       shingle_chars=5,
       seed=1,
   ))

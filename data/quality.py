@@ -1,26 +1,45 @@
-"""Document quality filters: Gopher-style heuristics plus optional language id.
+"""Document quality filters: Gopher's heuristics, language id and a stop-word rule.
 
-The heuristics follow the "quality filtering" rules of Gopher (Rae et al.
-2021, "Scaling Language Models: Methods, Analysis & Insights from Training
-Gopher", appendix A.1.1): documents that are too short or too long, mostly
-non-alphabetic, full of hashtags or ellipses, made of repeated lines, or
-dominated by a few repeated word n-grams are usually boilerplate, spam or
-machine-generated lists, and cost training tokens without teaching language.
-Language id uses py3langid (langid.py's naive Bayes model, shipped inside the
-package) on the first characters of the document.
+The rules and their default thresholds follow Gopher (Rae et al. 2021,
+"Scaling Language Models: Methods, Analysis & Insights from Training Gopher",
+appendix A.1.1 and table A1) as implemented by datatrove's
+GopherQualityFilter and GopherRepetitionFilter: documents that are mostly
+non-alphabetic, full of hashtags or ellipses, made of repeated paragraphs or
+lines, or dominated by repeated word n-grams are usually boilerplate, spam or
+machine-generated lists; documents without English stop words or without a
+confidently identified language are usually word salad. `THRESHOLDS` names
+the source of every default, and report.md prints it.
+
+Definitions (as in datatrove). "Words" are whitespace-separated, for every
+rule but the stop words. Datatrove's n-gram rules read NLTK tokens, which
+split punctuation off; on prose docstrings of the standard library that made
+more false positives (punctuation n-grams such as ", and" repeat), so words
+stay whole here. The stop-word rule reads `_TOKEN`s, words with punctuation
+split off, so that "the," counts as "the".
+- duplicate paragraphs/lines: a paragraph (split on blank lines) or a line
+  equal to an earlier one; the fraction is of paragraphs/lines, and the
+  character fraction is their characters over all characters of the text.
+- top n-gram (n = 2, 3, 4): characters of the most common n-gram (words
+  joined by spaces) times its count, over all characters. Datatrove charges a
+  most common n-gram seen once as well; here it is no repetition, else short
+  documents whose every word pair is distinct would fail.
+- duplicate n-grams (n = 5..10): reading left to right, an n-gram seen before
+  charges its word characters and the scan jumps past it; so the first
+  occurrence is never charged and no character is charged twice. Over all
+  characters.
 
 `quality_reason` runs the checks in the order of `REASONS` -- cheapest first,
 each one a linear pass at most -- and returns the name of the first that
 fails, so the caller can count removals by reason. Statistics shared by
-several checks (words, lines, character counts) are computed once, on first
-use, so a document rejected early pays only for what rejected it.
+several checks are computed once, on first use.
 
-Every threshold is disabled by 0 ("" for `languages`). The defaults suit
-natural-language text; source code needs several of them relaxed (see
-tests/test_quality.py for a configuration under which Python source passes).
+Every threshold is disabled by 0 ("" for `languages`: any language). The
+defaults suit English prose; source code needs its own profile
+(configs/data/stdlib.py: several thresholds relaxed, language id off).
 """
 
 import functools
+import re
 from collections import Counter
 from itertools import accumulate, islice
 
@@ -28,19 +47,53 @@ import ml_collections
 
 from errors import UserError
 
-REASONS = ("too_short", "too_long", "low_alpha", "high_symbol", "high_digit", "duplicate_lines",
+REASONS = ("too_short", "too_long", "low_alpha", "high_symbol", "high_digit", "low_alpha_words",
+           "duplicate_paragraphs", "duplicate_paragraph_chars", "duplicate_lines",
            "duplicate_line_chars", "top_ngram", "duplicate_ngrams", "word_length", "line_length",
-           "language")
+           "language", "stop_words")
 
 # Gopher lowers the n-gram thresholds as n grows: longer repeats are rarer in
-# good text. Both families are driven by one knob, their first value.
-_TOP_NGRAM_STEPS = {2: 0.0, 3: 0.02, 4: 0.04}
-_DUP_NGRAM_STEPS = {n: 0.01 * (n - 5) for n in range(5, 11)}
+# good text. Each family is driven by one knob, its first value (table A1:
+# top 2/3/4-gram 0.20/0.18/0.16; duplicate 5..10-gram 0.15 down to 0.10).
+TOP_NGRAM_STEPS = {2: 0.0, 3: 0.02, 4: 0.04}
+DUP_NGRAM_STEPS = {n: 0.01 * (n - 5) for n in range(5, 11)}
+# Gopher section A.1.1: "at least two of the following English words".
+STOP_WORDS = frozenset(("the", "be", "to", "of", "and", "that", "have", "with"))
+# py3langid's label for text with no linguistic content (letter or symbol soup).
+NO_LANGUAGE = "zxx"
 # Language id reads a prefix: its accuracy saturates long before 2,000 chars.
 _LANGID_CHARS = 2000
+_PARAGRAPH_BREAK = re.compile(r"\n{2,}")
+# A word (with inner hyphens, dots, apostrophes: "bytes-like", "1.0", "don't"),
+# an ellipsis, or one other non-space character.
+_TOKEN = re.compile(r"\w+(?:[-.'\u2019]\w+)*|\.\.\.|[^\w\s]")
 
 _ASCII_NON_ALPHA = bytes(b for b in range(128) if not chr(b).isalpha())
 _ASCII_NON_DIGIT = bytes(b for b in range(128) if not chr(b).isdigit())
+
+# key -> where its default comes from (report.md prints this table).
+THRESHOLDS = {
+    "min_chars": "this repo (too little text to judge)",
+    "max_chars": "this repo (a cap on pathological documents)",
+    "min_alpha_fraction": "this repo (alphabetic share of non-space characters)",
+    "max_symbol_fraction": "Gopher A.1.1; datatrove max_symbol_word_ratio=0.1 ('#' and ellipsis, each per word)",
+    "max_digit_fraction": "this repo (tables of numbers)",
+    "min_alpha_word_fraction": "Gopher A.1.1; datatrove max_non_alpha_words_ratio=0.8",
+    "max_duplicate_paragraph_fraction": "Gopher table A1; datatrove dup_para_frac=0.3",
+    "max_duplicate_paragraph_char_fraction": "Gopher table A1; datatrove dup_para_char_frac=0.2",
+    "max_duplicate_line_fraction": "Gopher table A1; datatrove dup_line_frac=0.3",
+    "max_duplicate_line_char_fraction": "Gopher table A1; datatrove dup_line_char_frac=0.2",
+    "max_top_ngram_char_fraction": "Gopher table A1; datatrove top_n_grams 2:0.20, 3:0.18, 4:0.16",
+    "max_dup_ngram_char_fraction": "Gopher table A1; datatrove dup_n_grams 5:0.15 ... 10:0.10",
+    "min_mean_word_length": "Gopher A.1.1; datatrove min_avg_word_length=3",
+    "max_mean_word_length": "Gopher A.1.1; datatrove max_avg_word_length=10",
+    "min_mean_line_length": "this repo (off by default)",
+    "max_mean_line_length": "this repo (off by default)",
+    "language_id": "this repo (on for prose; off in the code profile, configs/data/stdlib.py)",
+    "languages": "this repo (English prose, as Gopher's MassiveWeb)",
+    "min_language_confidence": "this repo (py3langid normalized probability; gibberish scores below)",
+    "min_stop_words": "Gopher A.1.1; datatrove min_stop_words=2 (English only)",
+}
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -50,16 +103,21 @@ def default_config() -> ml_collections.ConfigDict:
   c.min_alpha_fraction = 0.5                 # of non-whitespace characters
   c.max_symbol_fraction = 0.1                # '#', or '...'/'…', per word
   c.max_digit_fraction = 0.3                 # of non-whitespace characters
-  c.max_duplicate_line_fraction = 0.3        # of non-blank lines
-  c.max_duplicate_line_char_fraction = 0.2   # of characters in non-blank lines
+  c.min_alpha_word_fraction = 0.8            # words with at least one letter
+  c.max_duplicate_paragraph_fraction = 0.3   # of paragraphs
+  c.max_duplicate_paragraph_char_fraction = 0.2  # of all characters
+  c.max_duplicate_line_fraction = 0.3        # of non-empty lines
+  c.max_duplicate_line_char_fraction = 0.2   # of all characters
   c.max_top_ngram_char_fraction = 0.2        # n=2; n=3, 4 use 0.02, 0.04 less
   c.max_dup_ngram_char_fraction = 0.15       # n=5; n=6..10 use 0.01 less per step
   c.min_mean_word_length = 3
   c.max_mean_word_length = 10
   c.min_mean_line_length = 0                 # characters per non-blank line
   c.max_mean_line_length = 0
-  c.languages = ""                           # e.g. "en,fr"; "" keeps every language
+  c.language_id = True                       # False: no language and stop-word rules
+  c.languages = "en"                         # e.g. "en,fr"; "" keeps any language
   c.min_language_confidence = 0.5
+  c.min_stop_words = 2                       # distinct STOP_WORDS, English documents only
   return c
 
 
@@ -84,6 +142,10 @@ class _Doc:
     return self.text.split()
 
   @functools.cached_property
+  def tokens(self) -> list[str]:
+    return _TOKEN.findall(self.text)
+
+  @functools.cached_property
   def word_chars(self) -> int:
     # Words are the maximal runs of non-whitespace, so this also counts the
     # document's non-whitespace characters.
@@ -91,32 +153,40 @@ class _Doc:
 
   @functools.cached_property
   def lines(self) -> list[str]:
-    """Non-blank lines, stripped: indentation and blank lines are layout, not content."""
-    return [line for line in map(str.strip, self.text.splitlines()) if line]
+    """Non-empty lines, as datatrove's split on runs of newlines."""
+    return [line for line in self.text.split("\n") if line]
 
   @functools.cached_property
-  def line_chars(self) -> int:
-    return sum(map(len, self.lines))
+  def nonblank_lines(self) -> list[str]:
+    """Lines with content, stripped: for the mean line length."""
+    return [line for line in map(str.strip, self.lines) if line]
 
   @functools.cached_property
-  def duplicate_lines(self) -> tuple[int, int]:
-    return duplicate_lines(self.lines)
+  def paragraphs(self) -> list[str]:
+    return _PARAGRAPH_BREAK.split(self.text.strip())
 
   @functools.cached_property
-  def word_offsets(self) -> list[int]:
-    """offsets[i] = characters in words[:i], so any word span sums in O(1)."""
-    return [0, *accumulate(map(len, self.words))]
+  def paragraph_duplicates(self) -> tuple[int, int]:
+    return duplicates(self.paragraphs)
+
+  @functools.cached_property
+  def line_duplicates(self) -> tuple[int, int]:
+    return duplicates(self.lines)
+
+  @functools.cached_property
+  def language(self) -> tuple[str, float]:
+    return identify_language(self.text)
 
 
-def duplicate_lines(lines: list[str]) -> tuple[int, int]:
-  """(lines equal to an earlier line, characters in those lines)."""
+def duplicates(items: list[str]) -> tuple[int, int]:
+  """(items equal to an earlier item, characters in those items)."""
   seen, count, chars = set(), 0, 0
-  for line in lines:
-    if line in seen:
+  for item in items:
+    if item in seen:
       count += 1
-      chars += len(line)
+      chars += len(item)
     else:
-      seen.add(line)
+      seen.add(item)
   return count, chars
 
 
@@ -126,32 +196,37 @@ def ngrams(words: list[str], n: int) -> list[tuple[str, ...]]:
 
 
 def top_ngram_chars(words: list[str], n: int) -> int:
-  """Word characters in all occurrences of the most common n-gram; 0 if no n-gram repeats."""
+  """Characters (words joined by spaces) of all occurrences of the most common n-gram; 0 if none repeats."""
   counts = Counter(ngrams(words, n))
   if not counts:
     return 0
   ngram, count = counts.most_common(1)[0]
-  # A most common n-gram seen once is no repetition (it would otherwise reject
-  # every short document).
-  return count * sum(map(len, ngram)) if count > 1 else 0
+  return count * (sum(map(len, ngram)) + n - 1) if count > 1 else 0
 
 
-def duplicate_ngram_chars(words: list[str], offsets: list[int], n: int) -> int:
-  """Word characters covered by the n-grams that occur more than once.
+def duplicate_ngram_chars(words: list[str], n: int) -> int:
+  """Word characters of the n-grams equal to an earlier one, each character charged once.
 
-  Every occurrence counts, the first included, and each word at most once
-  even where repeated n-grams overlap: a word is only charged from where the
-  previous repeated n-gram ended.
+  Left to right: a repeated n-gram is charged and skipped whole (its inner
+  n-grams are neither charged nor remembered); a new one is remembered and
+  the scan moves one word. The first occurrence is never charged.
   """
-  grams = ngrams(words, n)
-  counts = Counter(grams)
-  chars, covered_to = 0, 0
-  for i, ngram in enumerate(grams):
-    if counts[ngram] > 1:
-      start = max(i, covered_to)
-      covered_to = i + n
-      chars += offsets[covered_to] - offsets[start]
+  offsets = [0, *accumulate(map(len, words))]
+  seen, chars, i = set(), 0, 0
+  while i + n <= len(words):
+    ngram = tuple(words[i:i + n])
+    if ngram in seen:
+      chars += offsets[i + n] - offsets[i]
+      i += n
+    else:
+      seen.add(ngram)
+      i += 1
   return chars
+
+
+def stop_word_count(tokens: list[str]) -> int:
+  """Distinct STOP_WORDS among `tokens`, ignoring case (datatrove's match is case-sensitive)."""
+  return len(STOP_WORDS.intersection(map(str.lower, tokens)))
 
 
 # --- Language id ----------------------------------------------------------------
@@ -219,29 +294,42 @@ def _high_digit(doc: _Doc, cfg) -> bool:
   return digits > cfg.max_digit_fraction * doc.word_chars
 
 
-def _duplicate_lines(doc: _Doc, cfg) -> bool:
-  if not cfg.max_duplicate_line_fraction:
+def _low_alpha_words(doc: _Doc, cfg) -> bool:
+  if not cfg.min_alpha_word_fraction:
     return False
-  count, _ = doc.duplicate_lines
-  return count > cfg.max_duplicate_line_fraction * len(doc.lines)
+  alpha_words = sum(any(map(str.isalpha, word)) for word in doc.words)
+  return alpha_words < cfg.min_alpha_word_fraction * len(doc.words)
+
+
+def _duplicate_paragraphs(doc: _Doc, cfg) -> bool:
+  limit = cfg.max_duplicate_paragraph_fraction
+  return bool(limit) and doc.paragraph_duplicates[0] > limit * len(doc.paragraphs)
+
+
+def _duplicate_paragraph_chars(doc: _Doc, cfg) -> bool:
+  limit = cfg.max_duplicate_paragraph_char_fraction
+  return bool(limit) and doc.paragraph_duplicates[1] > limit * len(doc.text)
+
+
+def _duplicate_lines(doc: _Doc, cfg) -> bool:
+  limit = cfg.max_duplicate_line_fraction
+  return bool(limit) and doc.line_duplicates[0] > limit * len(doc.lines)
 
 
 def _duplicate_line_chars(doc: _Doc, cfg) -> bool:
-  if not cfg.max_duplicate_line_char_fraction:
-    return False
-  _, chars = doc.duplicate_lines
-  return chars > cfg.max_duplicate_line_char_fraction * doc.line_chars
+  limit = cfg.max_duplicate_line_char_fraction
+  return bool(limit) and doc.line_duplicates[1] > limit * len(doc.text)
 
 
 def _top_ngram(doc: _Doc, cfg) -> bool:
   limit = cfg.max_top_ngram_char_fraction
   if not limit:
     return False
-  for n, step in _TOP_NGRAM_STEPS.items():
+  for n, step in TOP_NGRAM_STEPS.items():
     chars = top_ngram_chars(doc.words, n)
     if not chars:
       return False  # no repeated n-gram, so no repeated longer one either
-    if chars > (limit - step) * doc.word_chars:
+    if chars > (limit - step) * len(doc.text):
       return True
   return False
 
@@ -250,11 +338,11 @@ def _duplicate_ngrams(doc: _Doc, cfg) -> bool:
   limit = cfg.max_dup_ngram_char_fraction
   if not limit:
     return False
-  for n, step in _DUP_NGRAM_STEPS.items():
-    chars = duplicate_ngram_chars(doc.words, doc.word_offsets, n)
+  for n, step in DUP_NGRAM_STEPS.items():
+    chars = duplicate_ngram_chars(doc.words, n)
     if not chars:
       return False  # no repeated n-gram, so no repeated longer one either
-    if chars > (limit - step) * doc.word_chars:
+    if chars > (limit - step) * len(doc.text):
       return True
   return False
 
@@ -272,21 +360,31 @@ def _word_length(doc: _Doc, cfg) -> bool:
 def _line_length(doc: _Doc, cfg) -> bool:
   if not (cfg.min_mean_line_length or cfg.max_mean_line_length):
     return False
-  return _outside(doc.line_chars / len(doc.lines), cfg.min_mean_line_length,
+  lines = doc.nonblank_lines
+  return _outside(sum(map(len, lines)) / len(lines), cfg.min_mean_line_length,
                   cfg.max_mean_line_length)
 
 
 def _language(doc: _Doc, cfg) -> bool:
-  if not cfg.languages:
+  if not cfg.language_id:
     return False
-  keep = parse_languages(cfg.languages)
-  language, confidence = identify_language(doc.text)
-  return language not in keep or confidence < cfg.min_language_confidence
+  keep = parse_languages(cfg.languages) if cfg.languages else None
+  language, confidence = doc.language
+  return (language == NO_LANGUAGE or (keep is not None and language not in keep)
+          or confidence < cfg.min_language_confidence)
 
 
-_CHECKS = (_too_short, _too_long, _low_alpha, _high_symbol, _high_digit, _duplicate_lines,
+def _stop_words(doc: _Doc, cfg) -> bool:
+  # Language-aware: the list is English, so only English documents are held to it.
+  if not (cfg.language_id and cfg.min_stop_words) or doc.language[0] != "en":
+    return False
+  return stop_word_count(doc.tokens) < cfg.min_stop_words
+
+
+_CHECKS = (_too_short, _too_long, _low_alpha, _high_symbol, _high_digit, _low_alpha_words,
+           _duplicate_paragraphs, _duplicate_paragraph_chars, _duplicate_lines,
            _duplicate_line_chars, _top_ngram, _duplicate_ngrams, _word_length, _line_length,
-           _language)
+           _language, _stop_words)
 assert len(_CHECKS) == len(REASONS)
 
 

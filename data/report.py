@@ -2,6 +2,8 @@
 
 import json
 
+from data import quality
+
 STAGE_TITLES = {
     "read": "read", "normalize": "normalization", "quality": "quality filters", "pii": "PII scrubbing",
     "boilerplate": "boilerplate removal", "decontam": "decontamination", "exact_dedup": "exact deduplication",
@@ -11,6 +13,31 @@ STAGE_TITLES = {
 
 def _n(x) -> str:
   return f"{x:,.0f}"
+
+
+def _near_dedup_section(s: dict | None) -> list[str]:
+  """LSH banding, candidates, verified edges and cluster sizes: what near-dedup compared and joined."""
+  if not s or "cluster_sizes" not in s:
+    return []
+  c = s["counts"]
+  lines = ["", "## Near-duplicate clusters", "",
+           f"LSH with {c['lsh_bands']} bands x {c['lsh_rows']} rows: {_n(c['candidate_pairs'])} candidate pairs, "
+           f"{_n(c['verified_edges'])} verified (estimated Jaccard >= threshold), {_n(c['clusters'])} clusters "
+           f"(largest {_n(c['max_cluster_size'])}); every member but the smallest id removed "
+           f"({_n(c['documents_removed'])} documents).", "",
+           "| cluster size | clusters |", "| ---: | ---: |"]
+  lines += [f"| {size} | {_n(n)} |" for size, n in s["cluster_sizes"].items()]
+  return lines
+
+
+def _quality_thresholds_section(q: dict | None) -> list[str]:
+  """Each quality rule's threshold as run, and where its default comes from (data/quality.py)."""
+  if not q or not q.get("enabled"):
+    return []
+  lines = ["", "## Quality thresholds", "", "0 disables a rule.", "",
+           "| setting | value | source of the default |", "| --- | --- | --- |"]
+  lines += [f"| {key} | {q.get(key)!r} | {source} |" for key, source in quality.THRESHOLDS.items()]
+  return lines
 
 
 def write(path: str, meta: dict, stats: dict) -> None:
@@ -42,6 +69,9 @@ def write(path: str, meta: dict, stats: dict) -> None:
   for name, title in STAGE_TITLES.items():
     for what, n in sorted(stats.get(name, {}).get("counts", {}).items()):
       lines.append(f"| {title} | {what} | {_n(n)} |")
+
+  lines += _near_dedup_section(stats.get("near_dedup"))
+  lines += _quality_thresholds_section(meta.get("config", {}).get("quality"))
 
   lines += ["", "## Splits", "",
             "| split | docs | chars | tokens | tokens per word | bytes per token | shards |",
