@@ -106,11 +106,6 @@ def report(lm, prompt_ids: list[int], generation, text: str) -> str:
                      "decode_tokens_per_sec": round(len(new) / max(generation.decode_s, 1e-9), 1)})
 
 
-def chat_ids(lm, messages: list[dict]) -> list[int]:
-  """The conversation through the chat template, ready for the assistant's turn (the template places BOS)."""
-  return lm.chat_prompt(messages)
-
-
 def complete(lm, ids: list[int], stop: list[str], what: str = "prompt"):
   max_new = new_tokens_that_fit(lm, len(ids), what)
   generation = lm.generate_ids([ids], max_new, stop, _TEMPERATURE.value, _TOP_K.value, _TOP_P.value, _SEED.value)
@@ -125,7 +120,7 @@ def chat_loop(lm, stop: list[str]) -> None:
     if not line.strip():
       break
     messages.append({"role": "user", "content": line.rstrip("\n")})
-    ids = chat_ids(lm, messages)
+    ids = lm.chat_prompt(messages)
     generation, reply = complete(lm, ids, stop, "conversation")
     messages.append({"role": "assistant", "content": reply})
     print(reply, flush=True)
@@ -147,7 +142,7 @@ def main(argv):
       chat_loop(lm, stop)
       return
     prompt = _PROMPT.value
-    ids = chat_ids(lm, [{"role": "user", "content": prompt}]) if _CHAT.value else lm.encode(prompt, add_bos=True)
+    ids = lm.chat_prompt([{"role": "user", "content": prompt}]) if _CHAT.value else lm.encode(prompt, add_bos=True)
     generation, text = complete(lm, ids, stop)
   except UserError as e:
     sys.exit(f"error: {e}")
