@@ -20,7 +20,9 @@ import) find cheap candidates, and a validator decides which ones are real:
                and they do not read as section or version numbers
   phone        runs of digits and separators, kept if phonenumbers'
                PhoneNumberMatcher at Leniency.STRICT_GROUPING reads all their
-               digits as numbers of one of the configured regions
+               digits as numbers of one of the configured regions; a bare
+               run of digits also needs a phone word ("call", "tel", "fax",
+               "mobile", ...) in the 60 characters before it
 A validator that rejects a candidate leaves its text as it was, uncounted.
 """
 
@@ -380,6 +382,16 @@ _PHONE_CANDIDATE = re.compile(
     r"(?=[+(\d])(?<![\w.+])(?:\+|\(\+?)?\d(?:(?:[ \t\-.()]{1,3}|/)?\d)*\)?")
 _DECIMAL = re.compile(r"[+-]?\d+\.\d+")
 _DIGIT_ALPHABET = "01234567890"
+# A number written as one run of digits (`2147483647`, `(3644798167)`) has no
+# phone formatting: in text it is far more often a constant, a timestamp or an
+# id; digits in columns (`01  012 0123`) are a table. Either counts as a phone
+# number only after a word that says so, in the characters before it.
+_BARE_DIGITS = re.compile(r"\(?\d+\)?")
+_COLUMN_GAP = re.compile(r"\d[ \t]{2,}\d")
+_PHONE_WORD = re.compile(
+    r"(?i)\b(?:tel|tele|telephone|telefon|t\u00e9l\u00e9phone|phones?|ph|call(?:s|ed|ing)?|fax|mobile|mob|cell"
+    r"|cellphone|ring|dial|contact|hotline|helpline|whatsapp|sms)\b")
+_PHONE_WORD_LOOKBEHIND = 60
 
 
 def phone_regions(spec: str | tuple[str, ...]) -> tuple[str, ...]:
@@ -438,16 +450,20 @@ def _written_plausibly(match: phonenumbers.PhoneNumberMatch, region: str) -> boo
   return phonenumbers.number_type(match.number) in _MOBILE_TYPES
 
 
-def _phone_spans_in(candidate: str, regions: tuple[str, ...]) -> list[tuple[int, int]]:
+def _phone_spans_in(candidate: str, regions: tuple[str, ...], named: bool = False) -> list[tuple[int, int]]:
   """Phone numbers making up all of `candidate`'s digits, under the first
   region that reads them so; none if any digit is left over (a phone number
   inside a longer run of numbers, a table row, an ISBN) or if a match is a
-  decimal (the ten digits of 0.5772156649)."""
+  decimal (the ten digits of 0.5772156649).
+
+  STRICT_GROUPING: valid numbers grouped as the region groups them, which keeps
+  readings such as `42 42 45 41 36` (a US area code and line) out. After a phone
+  word (`named`), any valid number counts, however grouped: people write
+  landlines in mobile grouping (India's `071745 67041` for `07174 567041`)."""
   digits = [i for i, c in enumerate(candidate) if c.isdigit()]
+  leniency = phonenumbers.Leniency.VALID if named else phonenumbers.Leniency.STRICT_GROUPING
   for region in regions:
-    # STRICT_GROUPING: valid numbers grouped as the region groups them, which
-    # keeps readings such as `42 42 45 41 36` (a US area code and line) out.
-    matches = phonenumbers.PhoneNumberMatcher(candidate, region, leniency=phonenumbers.Leniency.STRICT_GROUPING)
+    matches = phonenumbers.PhoneNumberMatcher(candidate, region, leniency=leniency)
     matches = list(matches)
     spans = [_balanced(candidate, m.start, m.end) for m in matches]
     if (not spans or any(_DECIMAL.fullmatch(candidate, s, e) for s, e in spans)
@@ -474,8 +490,20 @@ def _scrub_phone(text: str, regions: str | tuple[str, ...]) -> tuple[str, int]:
     # after "version"/"section": not a phone number.
     if re.match(r"\w|\.\d", text[m.end():m.end() + 2]) or _after_numbering_word(text, m.start()):
       continue
-    spans += [(m.start() + s, m.start() + e) for s, e in _phone_spans_in(candidate, regions)]
+    named = _named_phone(text, m.start())
+    spans += [(m.start() + s, m.start() + e) for s, e in _phone_spans_in(candidate, regions, named)
+              if named or _formatted(text, m.start() + s, m.start() + e)]
   return _replace_spans(text, spans, PLACEHOLDERS["phone"]), len(spans)
+
+
+def _formatted(text: str, start: int, end: int) -> bool:
+  """Written as a phone number: separators or a `+`, neither one bare run of digits nor table columns."""
+  return not (_BARE_DIGITS.fullmatch(text, start, end) or _COLUMN_GAP.search(text, start, end))
+
+
+def _named_phone(text: str, start: int) -> bool:
+  """A phone word ("call", "tel", "fax", ...) shortly before `start`."""
+  return bool(_PHONE_WORD.search(text, max(0, start - _PHONE_WORD_LOOKBEHIND), start))
 
 
 # ---------------------------------------------------------------------------

@@ -1,11 +1,14 @@
 """Shared pieces of the data preparation phases: paths, splits, files, worker pools."""
 
+import contextlib
 import gzip
 import hashlib
 import json
 import multiprocessing
 import os
+import shutil
 import sys
+import tempfile
 import uuid
 
 from data import sources
@@ -48,6 +51,24 @@ def write_json_atomic(path: str, obj) -> None:
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
+    raise
+
+
+@contextlib.contextmanager
+def atomic_directory(output: str):
+  """Yields a new directory beside `output` that replaces `output` when the block succeeds and
+  vanishes when it fails: a dataset is whole or absent, never half-written."""
+  parent = os.path.dirname(os.path.abspath(output))
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(os.path.abspath(output)) + "-", dir=parent)
+  try:
+    os.chmod(tmp, 0o755)
+    yield tmp
+    if os.path.exists(output):
+      shutil.rmtree(output)
+    os.rename(tmp, output)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
     raise
 
 

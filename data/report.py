@@ -15,18 +15,18 @@ def _n(x) -> str:
   return f"{x:,.0f}"
 
 
-def _near_dedup_section(s: dict | None) -> list[str]:
+def _near_dedup_section(s: dict | None, verify: str = "exact") -> list[str]:
   """LSH banding, candidates, verified edges and cluster sizes: what near-dedup compared and joined."""
   if not s or "cluster_sizes" not in s:
     return []
   c = s["counts"]
   lines = ["", "## Near-duplicate clusters", "",
            f"LSH with {c['lsh_bands']} bands x {c['lsh_rows']} rows: {_n(c['candidate_pairs'])} candidate pairs, "
-           f"{_n(c['verified_edges'])} verified (estimated Jaccard >= threshold), {_n(c['clusters'])} clusters "
+           f"{_n(c['verified_edges'])} verified ({'exact' if verify == 'exact' else 'MinHash-estimated'} Jaccard >= threshold), {_n(c['clusters'])} clusters "
            f"(largest {_n(c['max_cluster_size'])}); every member but the smallest id removed "
            f"({_n(c['documents_removed'])} documents).", "",
            "| cluster size | clusters |", "| ---: | ---: |"]
-  lines += [f"| {size} | {_n(n)} |" for size, n in s["cluster_sizes"].items()]
+  lines += [f"| {size} | {_n(n)} |" for size, n in sorted(s["cluster_sizes"].items(), key=lambda kv: int(kv[0]))]
   return lines
 
 
@@ -70,7 +70,7 @@ def write(path: str, meta: dict, stats: dict) -> None:
     for what, n in sorted(stats.get(name, {}).get("counts", {}).items()):
       lines.append(f"| {title} | {what} | {_n(n)} |")
 
-  lines += _near_dedup_section(stats.get("near_dedup"))
+  lines += _near_dedup_section(stats.get("near_dedup"), meta["config"]["near_dedup"].get("verify", "exact"))
   lines += _quality_thresholds_section(meta.get("config", {}).get("quality"))
 
   lines += ["", "## Splits", "",

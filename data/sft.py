@@ -13,14 +13,13 @@ import dataclasses
 import json
 import os
 import shutil
-import tempfile
 
 import numpy as np
 
 from data import chat, shards, sources
 from data import tokenizer as tokenizer_lib
 from data.corpus import expand_inputs
-from data.prep_io import file_sha256, write_json_atomic
+from data.prep_io import atomic_directory, file_sha256, write_json_atomic
 from errors import UserError
 
 SPLITS = ("train", "val")
@@ -133,11 +132,7 @@ def prepare_sft(inputs: list[str], model_dir: str, output: str, opts: SftOptions
                     f"(one for training, one for validation)")
   is_val = _split(len(examples), opts.val_fraction, opts.seed)
 
-  parent = os.path.dirname(os.path.abspath(output))
-  os.makedirs(parent, exist_ok=True)
-  tmp = tempfile.mkdtemp(prefix=".tmp-" + os.path.basename(os.path.abspath(output)) + "-", dir=parent)
-  try:
-    os.chmod(tmp, 0o755)
+  with atomic_directory(output) as tmp:
     writers = {s: shards.SplitWriter(tmp, s) for s in SPLITS}
     for (ids, mask), val in zip(examples, is_val):
       writers["val" if val else "train"].write(ids, mask)
@@ -165,10 +160,4 @@ def prepare_sft(inputs: list[str], model_dir: str, output: str, opts: SftOptions
         "options": dataclasses.asdict(opts),
     }
     write_json_atomic(os.path.join(tmp, shards.METADATA), meta)
-    if os.path.exists(output):
-      shutil.rmtree(output)
-    os.rename(tmp, output)
-  except BaseException:
-    shutil.rmtree(tmp, ignore_errors=True)
-    raise
   return meta

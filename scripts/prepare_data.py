@@ -5,9 +5,9 @@ One machine (a process per CPU):
   python scripts/prepare_data.py --config=configs/data/stdlib.py --output=datasets/stdlib \\
       --config.near_dedup.threshold=0.8 --write_text
 
-Several hosts (OUTPUT on shared storage): each runs its shard, then one merges:
-  python scripts/prepare_data.py --config=C --output=O --num_shards=4 --shard_index=$I
-  python scripts/prepare_data.py --config=C --output=O --merge
+On Ray Data (a local Ray, or a cluster: inputs and OUTPUT on storage every node reads):
+  python scripts/prepare_data.py --config=C --output=O --runner=ray
+  python scripts/prepare_data.py --config=C --output=O --runner=ray --ray_address=HEAD:6379
 
 The output holds tokenizer, ArrayRecord shards per split, metadata.json and report.md.
 """
@@ -32,9 +32,11 @@ _INPUTS = flags.DEFINE_list("inputs", [], "Files, directories or globs, added as
 _TEXT_FIELD = flags.DEFINE_string("text_field", "text", "JSONL field / Parquet column holding the text.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing, different dataset at --output.")
 _WRITE_TEXT = flags.DEFINE_bool("write_text", False, "Also write the cleaned documents as text/SPLIT.jsonl.gz.")
-_NUM_SHARDS = flags.DEFINE_integer("num_shards", 0, "Split the cleaning over this many hosts (map phase only).")
-_SHARD_INDEX = flags.DEFINE_integer("shard_index", -1, "This host's shard; defaults to the JAX process index.")
-_MERGE = flags.DEFINE_bool("merge", False, "Run the merge phase over the shards' results.")
+_RUNNER = flags.DEFINE_enum("runner", "local", prepare.RUNNERS, "local: a process pool on this machine; "
+                            "ray: Ray Data (--ray_address, else a local Ray with config.num_workers CPUs).")
+_RAY_ADDRESS = flags.DEFINE_string("ray_address", "", "Ray cluster to join (HOST:PORT or ray://HOST:PORT); "
+                                   "'' starts a local Ray.")
+_RAY_TIMEOUT = flags.DEFINE_float("ray_timeout_s", 60.0, "Give up if the Ray cluster does not answer in this time.")
 
 
 def main(argv):
@@ -46,18 +48,8 @@ def main(argv):
       prepare_config.add_source(cfg, "input", ",".join(_INPUTS.value), _TEXT_FIELD.value)
     if not cfg.sources:
       raise UserError("no sources: give --inputs=... or a --config with sources")
-    if _NUM_SHARDS.value:
-      index = _SHARD_INDEX.value
-      if index < 0:
-        import jax
-        index = jax.process_index()
-      n = prepare.run_map(cfg, _OUTPUT.value, _NUM_SHARDS.value, index)
-      print(f"shard {index}/{_NUM_SHARDS.value}: cleaned {n} input files into {prepare.work_dir(_OUTPUT.value)}")
-      return
-    if _MERGE.value:
-      meta = prepare.run_merge(cfg, _OUTPUT.value, _WRITE_TEXT.value, _OVERWRITE.value)
-    else:
-      meta = prepare.prepare(cfg, _OUTPUT.value, _OVERWRITE.value, _WRITE_TEXT.value)
+    meta = prepare.prepare(cfg, _OUTPUT.value, _OVERWRITE.value, _WRITE_TEXT.value, _RUNNER.value,
+                           _RAY_ADDRESS.value, _RAY_TIMEOUT.value)
   except UserError as e:
     sys.exit(f"error: {e}")
   for split, info in meta["splits"].items():

@@ -56,6 +56,7 @@ def test_default_banding_beats_datasketch():
     (dict(bands=32, rows=0), "bands=32 x rows=0"),
     (dict(lsh_recall=1.0), "lsh_recall"),
     (dict(threshold=0.01), "no LSH banding"),
+    (dict(verify="fuzzy"), "verify='fuzzy': expected one of exact, minhash"),
 ])
 def test_bad_near_dedup_config(kw, match):
   with pytest.raises(UserError, match=match):
@@ -109,12 +110,13 @@ def _edit_words(text: str, rng, fraction: float, vocabulary: list[str]) -> str:
   return " ".join(words)
 
 
-def _cluster(texts: dict[str, str], threshold: float = 0.7) -> dict[str, str]:
+def _cluster(texts: dict[str, str], threshold: float = 0.7, verify: str = "exact") -> dict[str, str]:
   c = _near_dedup_config(threshold=threshold)
   hasher = dedup.MinHasher(c.num_perm, c.shingle_chars, c.seed)
   ids = list(texts)
   sigs = np.stack([hasher.signature(texts[i]) for i in ids])
-  dropped, report = dedup.near_duplicates(ids, sigs, threshold, *dedup.lsh_params(c))
+  shingles_of = (lambda needed: {i: hasher.shingles(texts[i]) for i in needed}) if verify == "exact" else None
+  dropped, report = dedup.near_duplicates(ids, sigs, threshold, *dedup.lsh_params(c), shingles_of)
   assert report["counts"]["documents_removed"] == len(dropped)
   assert report["counts"]["verified_edges"] <= report["counts"]["candidate_pairs"]
   return dropped
@@ -137,6 +139,30 @@ def test_chained_near_duplicates_form_one_cluster_with_the_smallest_id_surviving
   hasher = dedup.MinHasher()
   assert dedup.estimated_jaccard(hasher.signature(a), hasher.signature(c)) < 0.7
   assert _cluster(texts) == {"doc-2": "doc-1", "doc-3": "doc-1"}
+
+
+def test_exact_verification_decides_the_pairs_the_estimate_gets_wrong():
+  """Pairs just below and just above the threshold whose MinHash estimate lands on the other side:
+  the default exact verification decides them by their shingle sets."""
+  docs = _prose()
+  filler = " ".join(" ".join(docs[-10:]).split())
+  hasher = dedup.MinHasher()
+  over = under = None  # (a, b): estimate >= 0.7 > exact; exact >= 0.7 > estimate
+  for doc in docs[:60]:
+    a = " ".join(doc.split())
+    for tenths in range(15, 26):
+      cut = len(a) * tenths // 100
+      b = filler[:cut] + a[cut:]
+      exact, estimate = _jaccard(a, b), dedup.estimated_jaccard(hasher.signature(a), hasher.signature(b))
+      if over is None and exact < 0.7 <= estimate:
+        over = (a, b)
+      if under is None and estimate < 0.7 <= exact:
+        under = (a, b)
+  assert over is not None and under is not None
+  assert _cluster({"a": over[0], "b": over[1]}, verify="minhash") == {"b": "a"}
+  assert _cluster({"a": over[0], "b": over[1]}) == {}
+  assert _cluster({"a": under[0], "b": under[1]}, verify="minhash") == {}
+  assert _cluster({"a": under[0], "b": under[1]}) == {"b": "a"}
 
 
 def test_original_is_kept_once_with_all_its_copies():

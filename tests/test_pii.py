@@ -272,6 +272,43 @@ def test_not_phones(text):
   untouched(text, types=("phone",))
 
 
+# Numbers from the standard library that a region reads as a valid phone number
+# (a hash multiplier, INT_MAX, an HRESULT, an IPv4 as an integer, a timestamp),
+# and digits in table columns.
+BARE_NUMBERS = ["h ^= (hx ^ (hx << 16) ^ 89869747)  * 3644798167", "bitness = {2147483647: '32bit'}",
+                "return -2147221231", "int('3232235521') == ip", "created = 1896500744", "id 2015550123 added",
+                "x = (2015550123)", "'01  012 0123'"]
+
+
+@pytest.mark.parametrize("text", BARE_NUMBERS)
+def test_bare_numbers_without_a_phone_word_are_not_phones(text):
+  untouched(text, types=("phone",))
+
+
+@pytest.mark.parametrize("text", ["tel. 2015550123", "Fax: (2015550123)", "mobile 07400275528",
+                                  "please call, any weekday between nine and five, 2015550123"])
+def test_bare_numbers_after_a_phone_word_are_phones(text):
+  out, counts = pii.scrub(text, ("phone",))
+  assert counts == {"phone": 1} and "<PHONE>" in out, out
+
+
+@pytest.mark.parametrize("number", ["071745 67041", "076462 16116", "087064 90046", "0207 946 0958"])
+def test_valid_numbers_in_another_grouping_are_phones_after_a_phone_word(number):
+  """Indian landlines written in mobile grouping (phonenumbers groups them 07174 567041), a London
+  number grouped 4-3-4: valid numbers, so a phone word before them is context enough."""
+  region = "GB" if number.startswith("020") else "IN"
+  assert phonenumbers.is_valid_number(phonenumbers.parse(number, region))
+  assert pii.scrub(f"For questions, call our office on {number} during working hours.", ("phone",)) == (
+      "For questions, call our office on <PHONE> during working hours.", {"phone": 1})
+
+
+def test_phone_word_must_be_close():
+  far = "call us. " + "The weather was mild and the harvest came in early that year. " + "2015550123"
+  untouched(far, types=("phone",))
+  assert pii.scrub("call us on 201-555-0123", ("phone",))[1] == {"phone": 1}  # formatted: no word needed
+  assert pii.scrub("201-555-0123", ("phone",))[1] == {"phone": 1}
+
+
 def _isbn13(rng: random.Random) -> str:
   body = "978" + "".join(str(rng.randrange(10)) for _ in range(9))
   check_digit = -sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(body)) % 10

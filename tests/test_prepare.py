@@ -1,4 +1,4 @@
-"""The data preparation pipeline on a planted corpus, plus determinism, sharding and bad input."""
+"""The data preparation pipeline on a planted corpus, plus determinism, the Ray runner and bad input."""
 
 import gzip
 import json
@@ -145,22 +145,73 @@ def test_report_shows_every_stage(planted):
     assert line in report, line
 
 
-def test_rerun_is_byte_identical_and_sharded_run_matches(planted, tmp_path):
+def _assert_same_files(a: str, b: str) -> None:
+  """Every file of dataset `a`, byte for byte, in `b`, and no other."""
+  names = sorted(os.path.relpath(os.path.join(r, n), a) for r, _, files in os.walk(a) for n in files)
+  assert sorted(os.path.relpath(os.path.join(r, n), b) for r, _, files in os.walk(b) for n in files) == names
+  for rel in names:
+    with open(os.path.join(a, rel), "rb") as x, open(os.path.join(b, rel), "rb") as y:
+      assert x.read() == y.read(), (b, rel)
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+  """One local Ray of 2 workers for the module's Ray runs (each run would otherwise start its own)."""
+  import ray
+  from data import prep_ray
+  assert prep_ray.connect("", 60.0, 2)
+  yield
+  ray.shutdown()
+
+
+def test_rerun_and_ray_runner_are_byte_identical(planted, tmp_path, local_ray):
   cfg = planted["cfg"]
   again = str(tmp_path / "again")
   prepare.prepare(cfg, again, write_text=True)
-  sharded = str(tmp_path / "sharded")
-  for i in range(2):
-    prepare.run_map(cfg, sharded, num_shards=2, shard_index=i)
-  prepare.run_merge(cfg, sharded, write_text=True)
-  names = sorted(os.listdir(planted["out"]))
-  for other in (again, sharded):
-    assert sorted(os.listdir(other)) == names
-    for root, _, files in os.walk(planted["out"]):
-      for name in files:
-        rel = os.path.relpath(os.path.join(root, name), planted["out"])
-        with open(os.path.join(root, name), "rb") as a, open(os.path.join(other, rel), "rb") as b:
-          assert a.read() == b.read(), (other, rel)
+  _assert_same_files(planted["out"], again)
+  on_ray = str(tmp_path / "ray")
+  prepare.prepare(cfg, on_ray, write_text=True, runner="ray")
+  _assert_same_files(planted["out"], on_ray)
+
+
+def test_ray_runner_joins_a_chain_of_near_duplicates(tmp_path, local_ray):
+  """Six documents, each with one more tenth of the text replaced: only neighbours are above the
+  threshold, so the cluster (diameter 5) needs connected components, not pairwise matches, and
+  several rounds of label propagation on Ray."""
+  src = tmp_path / "src"
+  src.mkdir()
+  docs = _docs(31)
+  for i, d in enumerate(docs[1:]):
+    (src / f"base-{i:02d}.py").write_text(d)
+  text, filler = docs[0][:6000], "".join(docs[1:])[-6000:]
+  n = len(text) // 10
+  chain = [filler[:k * n] + text[k * n:] for k in range(6)]
+  for name, t in zip("fedcba", chain):  # the chain's far end has the smallest id
+    (src / f"chain-{name}.py").write_text(t)
+  sigs = [dedup.MinHasher().signature(t) for t in chain]
+  # Every neighbouring pair is an edge (estimated Jaccard >= the 0.7 threshold); no pair two apart is.
+  assert all(dedup.estimated_jaccard(a, b) >= 0.7 for a, b in zip(sigs, sigs[1:]))
+  assert all(dedup.estimated_jaccard(a, b) < 0.7 for a, b in zip(sigs, sigs[2:]))
+  cfg = _cfg_for(str(src), near_dedup__enabled=True)
+  local, on_ray = str(tmp_path / "local"), str(tmp_path / "ray")
+  prepare.prepare(cfg, local, write_text=True)
+  prepare.prepare(cfg, on_ray, write_text=True, runner="ray")
+  _assert_same_files(local, on_ray)
+  with gzip.open(os.path.join(on_ray, "removed.jsonl.gz"), "rt") as f:
+    near = {r["id"]: r["duplicate_of"] for r in map(json.loads, f) if r["stage"] == "near_dedup"}
+  assert near == {f"in:chain-{c}.py": "in:chain-a.py" for c in "bcdef"}
+  stats = json.load(open(os.path.join(on_ray, "stats.json")))
+  assert stats["near_dedup"]["cluster_sizes"] == {"6": 1}
+
+
+def test_ray_address_that_does_not_answer(tmp_path):
+  from data import prep_ray
+  with pytest.raises(UserError, match=r"--ray_address=127.0.0.1:1: no Ray cluster answered within 2 s"):
+    prep_ray._probe("127.0.0.1:1", 2.0)
+  with pytest.raises(UserError, match=r"expected HOST:PORT, ray://HOST:PORT or 'auto'"):
+    prep_ray._probe("head-node", 2.0)
+  with pytest.raises(UserError, match=r"--runner='spark': expected one of local, ray"):
+    prepare.prepare(_cfg_for(str(tmp_path)), str(tmp_path / "out"), runner="spark")
 
 
 def test_existing_output(planted):
