@@ -1,8 +1,8 @@
 """Local runner, first phase: one task per input file in a process pool.
 
 Reads, cleans (data/prep_stages.py `clean`) and counts lines for boilerplate
-detection, writing OUTPUT.work/map/NNNNNN.{jsonl.gz,lines.npz,json}. The .json
-is written last, so its presence marks the file as done.
+detection, writing OUTPUT.work/map/NNNNNN.{jsonl.gz,lines.npz,json}: the kept
+documents, the line counts, and the file's statistics and removals.
 """
 
 import json
@@ -34,14 +34,12 @@ def _map_task(args) -> None:
     st.count(stats["read"], "skipped_" + reason, n)
   os.replace(base + ".jsonl.gz.tmp", base + ".jsonl.gz")
   lines.save(base + ".lines.npz")
-  # Written last: its presence marks the file as done.
   write_json_atomic(base + ".json", {"path": f.path, "sha256": file_sha256(f.path), "stats": stats,
                                       "removed": removed})
 
 
 def run_map(cfg, output: str) -> int:
   """Cleans every input file into OUTPUT.work/map/; returns how many files it processed."""
-  prep_stages.validate(cfg)
   files = list_inputs(cfg, output)
   work = work_dir(output)
   os.makedirs(os.path.join(work, "map"), exist_ok=True)

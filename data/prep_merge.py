@@ -104,13 +104,13 @@ def _global_dedup(cfg, work: str, num_files: int) -> tuple[dict, dict]:
   return drops, stats
 
 
-def _shingles(cfg, work: str, num_files: int, needed: set[str]) -> dict[str, set[bytes]]:
-  """Shingle sets of the `needed` documents (those in candidate pairs), read back from the work files."""
+def _shingles(cfg, work: str, num_files: int, needed: set[str]) -> dict[str, np.ndarray]:
+  """Shingle sets of the `needed` documents (in pairs the estimate cannot settle), from the work files."""
   hasher, out = prep_stages.minhasher(cfg), {}
   for i in range(num_files if needed else 0):
     for doc in read_jsonl_gz(os.path.join(work, "dedup", f"{i:06d}.jsonl.gz")):
       if doc["id"] in needed:
-        out[doc["id"]] = hasher.shingles(doc["text"])
+        out[doc["id"]] = hasher.shingle_set(doc["text"])
   return out
 
 

@@ -26,9 +26,9 @@ from data import prep_stages, prep_write
 from data.prep_io import SPLITS, file_sha256, list_inputs, note, split_of, work_dir  # noqa: F401 (API)
 from data.prep_map import run_map
 from data.prep_merge import run_merge
+from errors import UserError
 
 RUNNERS = ("local", "ray")
-from errors import UserError
 
 
 def _existing(output: str, cfg, overwrite: bool) -> dict | None:

@@ -15,6 +15,13 @@ def _n(x) -> str:
   return f"{x:,.0f}"
 
 
+def _verified_by(counts: dict, verify: str) -> str:
+  if verify != "exact":
+    return "the MinHash estimate decided every pair"
+  return (f"the estimate decided {_n(counts['candidate_pairs'] - counts.get('exact_comparisons', 0))}, "
+          f"shingle sets the {_n(counts.get('exact_comparisons', 0))} near the threshold")
+
+
 def _near_dedup_section(s: dict | None, verify: str = "exact") -> list[str]:
   """LSH banding, candidates, verified edges and cluster sizes: what near-dedup compared and joined."""
   if not s or "cluster_sizes" not in s:
@@ -22,7 +29,7 @@ def _near_dedup_section(s: dict | None, verify: str = "exact") -> list[str]:
   c = s["counts"]
   lines = ["", "## Near-duplicate clusters", "",
            f"LSH with {c['lsh_bands']} bands x {c['lsh_rows']} rows: {_n(c['candidate_pairs'])} candidate pairs, "
-           f"{_n(c['verified_edges'])} verified ({'exact' if verify == 'exact' else 'MinHash-estimated'} Jaccard >= threshold), {_n(c['clusters'])} clusters "
+           f"{_n(c['verified_edges'])} verified (Jaccard >= threshold; {_verified_by(c, verify)}), {_n(c['clusters'])} clusters "
            f"(largest {_n(c['max_cluster_size'])}); every member but the smallest id removed "
            f"({_n(c['documents_removed'])} documents).", "",
            "| cluster size | clusters |", "| ---: | ---: |"]

@@ -265,7 +265,7 @@ def truly_distinct(docs: list[str], max_jaccard: float = 0.5) -> list[str]:
   sigs = np.stack([hasher.signature(d) for d in docs])
   repeats = set()
   for i, j in dedup.candidate_pairs(sigs, 25, 5):
-    if i not in repeats and dedup.jaccard(hasher.shingles(docs[i]), hasher.shingles(docs[j])) >= max_jaccard:
+    if i not in repeats and dedup.jaccard(hasher.shingle_set(docs[i]), hasher.shingle_set(docs[j])) >= max_jaccard:
       repeats.add(j)
   return [d for k, d in enumerate(docs) if k not in repeats]
 

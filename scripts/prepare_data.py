@@ -34,7 +34,8 @@ _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace an existing, differe
 _WRITE_TEXT = flags.DEFINE_bool("write_text", False, "Also write the cleaned documents as text/SPLIT.jsonl.gz.")
 _RUNNER = flags.DEFINE_enum("runner", "local", prepare.RUNNERS, "local: a process pool on this machine; "
                             "ray: Ray Data (--ray_address, else a local Ray with config.num_workers CPUs).")
-_RAY_ADDRESS = flags.DEFINE_string("ray_address", "", "Ray cluster to join (HOST:PORT or ray://HOST:PORT); "
+_RAY_ADDRESS = flags.DEFINE_string("ray_address", "", "Ray cluster to join (HOST:PORT of the head, "
+                                   "ray://HOST:PORT, or 'auto' for the one this machine belongs to); "
                                    "'' starts a local Ray.")
 _RAY_TIMEOUT = flags.DEFINE_float("ray_timeout_s", 60.0, "Give up if the Ray cluster does not answer in this time.")
 

@@ -115,7 +115,7 @@ def _cluster(texts: dict[str, str], threshold: float = 0.7, verify: str = "exact
   hasher = dedup.MinHasher(c.num_perm, c.shingle_chars, c.seed)
   ids = list(texts)
   sigs = np.stack([hasher.signature(texts[i]) for i in ids])
-  shingles_of = (lambda needed: {i: hasher.shingles(texts[i]) for i in needed}) if verify == "exact" else None
+  shingles_of = (lambda needed: {i: hasher.shingle_set(texts[i]) for i in needed}) if verify == "exact" else None
   dropped, report = dedup.near_duplicates(ids, sigs, threshold, *dedup.lsh_params(c), shingles_of)
   assert report["counts"]["documents_removed"] == len(dropped)
   assert report["counts"]["verified_edges"] <= report["counts"]["candidate_pairs"]

@@ -204,12 +204,73 @@ def test_ray_runner_joins_a_chain_of_near_duplicates(tmp_path, local_ray):
   assert stats["near_dedup"]["cluster_sizes"] == {"6": 1}
 
 
+def test_ray_runner_matches_other_configurations(tmp_path, local_ray, dataset_dir):
+  """Exact dedup off (copies fall to near dedup), MinHash verification, decontamination, and a
+  tokenizer given by path: still byte-identical to the local runner."""
+  src = tmp_path / "src"
+  src.mkdir()
+  docs = _docs(30)
+  for i, d in enumerate(docs):
+    (src / f"{i:02d}.py").write_text(d)
+  for i in range(3):
+    (src / f"copy-{i}.py").write_text(docs[i])
+  (tmp_path / "eval.jsonl").write_text(json.dumps({"text": " ".join(docs[7].split()[100:130])}) + "\n")
+  cfg = _cfg_for(str(src), near_dedup__enabled=True, near_dedup__verify="minhash", exact_dedup__enabled=False,
+                 decontam__eval_sets=str(tmp_path / "eval.jsonl"),
+                 tokenizer__path=os.path.join(dataset_dir, "tokenizer.model"))
+  local, on_ray = str(tmp_path / "local"), str(tmp_path / "ray")
+  prepare.prepare(cfg, local, write_text=True)
+  prepare.prepare(cfg, on_ray, write_text=True, runner="ray")
+  _assert_same_files(local, on_ray)
+  stats = json.load(open(os.path.join(on_ray, "stats.json")))
+  assert stats["near_dedup"]["removed"]["near_duplicate"] >= 3 and stats["decontam"]["removed"]
+
+
+def test_ray_task_errors_read_like_local_ones(tmp_path, local_ray):
+  (tmp_path / "d.jsonl").write_text(json.dumps({"text": "x" * 50}) + "\n{not json\n")
+  with pytest.raises(UserError) as raised:
+    prepare.prepare(_cfg_for(str(tmp_path / "d.jsonl")), str(tmp_path / "out"), runner="ray")
+  assert str(raised.value) == f"{tmp_path / 'd.jsonl'}:2: not valid JSON (Expecting property name enclosed in double quotes at column 2)"
+  assert not os.path.exists(tmp_path / "out")
+
+
+def test_ray_runner_without_ray_installed(tmp_path, monkeypatch):
+  import sys
+  monkeypatch.setitem(sys.modules, "ray", None)  # `import ray` now raises ImportError
+  (tmp_path / "a.txt").write_text("some text " * 20)
+  with pytest.raises(UserError, match=r"--runner=ray needs Ray Data: pip install -e '.\[ray\]'"):
+    prepare.prepare(_cfg_for(str(tmp_path / "a.txt")), str(tmp_path / "out"), runner="ray")
+
+
+def test_ray_address_of_something_else_times_out(tmp_path):
+  """A port that accepts connections but is no Ray head: ray.init would retry for minutes."""
+  import socket
+  import subprocess
+  import sys
+  import time
+  from conftest import REPO
+  (tmp_path / "a.txt").write_text("some text " * 20)
+  with socket.socket() as listener:
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    address = f"127.0.0.1:{listener.getsockname()[1]}"
+    start = time.time()
+    run = subprocess.run([sys.executable, os.path.join(REPO, "scripts", "prepare_data.py"), f"--inputs={tmp_path}",
+                          f"--output={tmp_path / 'out'}", "--runner=ray", f"--ray_address={address}",
+                          "--ray_timeout_s=3"], capture_output=True, text=True, timeout=120)
+  assert run.returncode == 1, run.stderr[-2000:]
+  assert f"error: --ray_address={address}: no Ray cluster answered within 3 s" in run.stderr
+  assert time.time() - start < 60 and not os.path.exists(tmp_path / "out")
+
+
 def test_ray_address_that_does_not_answer(tmp_path):
   from data import prep_ray
   with pytest.raises(UserError, match=r"--ray_address=127.0.0.1:1: no Ray cluster answered within 2 s"):
     prep_ray._probe("127.0.0.1:1", 2.0)
   with pytest.raises(UserError, match=r"expected HOST:PORT, ray://HOST:PORT or 'auto'"):
     prep_ray._probe("head-node", 2.0)
+  with pytest.raises(UserError, match=r"--ray_address=\[::1\]:1: no Ray cluster answered"):
+    prep_ray._probe("[::1]:1", 2.0)
   with pytest.raises(UserError, match=r"--runner='spark': expected one of local, ray"):
     prepare.prepare(_cfg_for(str(tmp_path)), str(tmp_path / "out"), runner="spark")
 
