@@ -12,6 +12,7 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
 
   c.model = ml_collections.ConfigDict(dict(
+      family="decoder",       # model/families.py: what kind of model (decoder-only today)
       vocab_size=32_000,
       d_model=512,
       num_layers=8,

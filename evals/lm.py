@@ -35,9 +35,9 @@ from data import chat as chat_lib
 from data import tokenizer as tokenizer_lib
 from errors import UserError
 from model import decode as decode_lib
+from model import families
 from model.config import ModelConfig
 from model.sampling import SamplingConfig
-from model.transformer import DecoderLM
 from parallel import mesh as mesh_lib
 from parallel import sharding
 
@@ -89,7 +89,7 @@ class LanguageModel:
 
   def __post_init__(self):
     self.max_len = self.max_len or self.cfg.max_seq_len
-    self.model = DecoderLM(self.cfg)
+    self.model = families.build(self.cfg)
     dp = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
     self.batch_size = -(-self.batch_size // dp) * dp  # whole rows per data shard
     self._score_fn = None
@@ -310,7 +310,7 @@ def _restore_run(workdir: str, mesh):
   from data import pipeline
   from trainer import export
   config, cfg, params, _ = export.restore_params(workdir)
-  _, shardings = sharding.abstract_variables(DecoderLM(cfg), mesh)
+  _, shardings = sharding.abstract_variables(families.build(cfg), mesh)
   params = jax.device_put(params, shardings)
   meta = pipeline.dataset_metadata(config.data)
   base = config.init.hf_dir

@@ -8,6 +8,7 @@ from errors import UserError
 from model.lora import LoraConfig
 
 _CHOICES = {
+    "family": ("decoder",),  # model/families.py FAMILIES
     "norm": ("rmsnorm", "layernorm"),
     "mlp": ("swiglu", "gelu"),
     "position": ("rope", "learned"),
@@ -21,6 +22,7 @@ _CHOICES = {
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
+  family: str
   vocab_size: int
   d_model: int
   num_layers: int

@@ -27,7 +27,8 @@ from jax.sharding import PartitionSpec
 from errors import UserError
 from model.config import ModelConfig
 from model.sampling import SamplingConfig, next_token
-from model.transformer import DecoderLM, unstacked_params
+from model import families
+from model.transformer import unstacked_params
 from parallel import sharding
 
 CACHE_AXES = PartitionSpec("layers", "batch", "act_kv_heads", "length", "head_dim")  # [L, B, K, S, H]
@@ -59,7 +60,7 @@ class Decoder:
     self.cfg, self.mesh, self.chunk = cfg, mesh, chunk
     # Decoding runs the layers unrolled: scanning them moves every layer's cache
     # through the loop on every token (1.5x slower per token on CPU, measured).
-    self.model = DecoderLM(dataclasses.replace(cfg, scan_layers=False))
+    self.model = families.build(dataclasses.replace(cfg, scan_layers=False))
     self._unstack = None
     if cfg.scan_layers:  # one copy of the weights per generate call, made before the first token
       _, unrolled_sh = sharding.abstract_variables(self.model, mesh)

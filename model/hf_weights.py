@@ -273,13 +273,13 @@ def load(hf_dir: str, mesh, **model_overrides):
   """(ModelConfig, params on `mesh`) from an HF directory; overrides such as dtype or scan_layers."""
   from configs import base
   from model import hf_config
-  from model.transformer import DecoderLM
+  from model import families
   _, fields = hf_config.read(hf_dir)
   model_cfg = base.base_config().model
   model_cfg.update({**fields, **model_overrides})
   cfg = ModelConfig.from_config(model_cfg)
   from parallel import sharding
-  abstract, shardings = sharding.abstract_variables(DecoderLM(cfg), mesh)
+  abstract, shardings = sharding.abstract_variables(families.build(cfg), mesh)
   return cfg, load_params(hf_dir, cfg, abstract, shardings)
 
 

@@ -24,8 +24,9 @@ def logical_to_sharding(logical_specs, mesh: Mesh, rules=LOGICAL_AXIS_RULES):
 
 def abstract_variables(model: nn.Module, mesh: Mesh, collection: str = "params", rules=LOGICAL_AXIS_RULES):
   """(shapes, NamedShardings) of one of the model's variable collections; nothing is allocated."""
-  x = jax.numpy.zeros((1, 8), jax.numpy.int32)
-  boxed = jax.eval_shape(lambda r: model.init(r, x, x, jax.numpy.ones_like(x))[collection], jax.random.key(0))
+  from model import families  # the family says what the model takes
+  inputs = families.example_inputs(model)
+  boxed = jax.eval_shape(lambda r: model.init(r, *inputs)[collection], jax.random.key(0))
   # .value, not nn.meta.unbox: unboxing applies sharding constraints, which need a trace.
   is_box = lambda x: isinstance(x, nn.meta.AxisMetadata)  # noqa: E731
   shapes = jax.tree.map(lambda x: x.value if is_box(x) else x, boxed, is_leaf=is_box)

@@ -22,9 +22,8 @@ from absl import app, flags  # noqa: E402
 from ml_collections import config_flags  # noqa: E402
 
 from errors import UserError  # noqa: E402
-from model import flops  # noqa: E402
+from model import families, flops  # noqa: E402
 from model.config import ModelConfig  # noqa: E402
-from model.transformer import DecoderLM  # noqa: E402
 from parallel import mesh as mesh_lib  # noqa: E402
 from parallel import sharding  # noqa: E402
 from trainer import mfu as mfu_lib  # noqa: E402
@@ -53,7 +52,7 @@ def benchmark(config, steps: int, peak_override: float, profile_dir: str) -> dic
   t = config.train
   model_cfg = ModelConfig.from_config(config.model)
   mesh = mesh_lib.make_mesh(config.mesh)
-  model = DecoderLM(model_cfg)
+  model = families.build(model_cfg)
   tx, schedule = optimizer_lib.make_optimizer(config.optimizer, t.steps)
   with sharding.activate(mesh):
     abstract, state_sh = state_lib.state_shardings(model, tx, mesh, t.seq_len)

@@ -103,12 +103,12 @@ def tiny_hf_base(dataset_dir, tmp_path_factory):
   from ml_collections import ConfigDict
   from model import hf_weights
   from model.config import ModelConfig
-  from model.transformer import DecoderLM
+  from model import families
   from parallel import mesh as mesh_lib
   from parallel import sharding
   out = str(tmp_path_factory.mktemp("hf") / "tiny-llama")
   cfg = ModelConfig.from_config(tiny_llama_config().model)
-  model = DecoderLM(cfg)
+  model = families.build(cfg)
   mesh = mesh_lib.make_mesh(ConfigDict(dict(data=1, fsdp=1, tensor=1)), jax.devices()[:1])
   _, shardings = sharding.abstract_variables(model, mesh)
   x = jax.numpy.zeros((1, 8), jax.numpy.int32)

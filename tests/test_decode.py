@@ -13,7 +13,7 @@ from model import sampling
 from model.config import ModelConfig
 from model.decode import Decoder
 from model.sampling import SamplingConfig
-from model.transformer import DecoderLM
+from model import families
 from parallel import mesh as mesh_lib
 from parallel import sharding
 
@@ -26,7 +26,7 @@ def _setup(scan: bool, fsdp: int = 1, tensor: int = 1):
   c = tiny_llama_config().model
   c.update(dict(scan_layers=scan, dtype="float32"))
   cfg = ModelConfig.from_config(c)
-  model = DecoderLM(cfg)
+  model = families.build(cfg)
   mesh = mesh_lib.make_mesh(ConfigDict(dict(data=1, fsdp=fsdp, tensor=tensor)), jax.devices()[:fsdp * tensor])
   _, shardings = sharding.abstract_variables(model, mesh)
   x = jnp.zeros((1, 8), jnp.int32)

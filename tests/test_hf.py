@@ -8,7 +8,7 @@ import pytest
 
 from hf_models import CASES, PROMPTS
 from model import hf_weights
-from model.transformer import DecoderLM
+from model import families
 from parallel import mesh as mesh_lib
 from ml_collections import ConfigDict
 
@@ -22,7 +22,7 @@ def _mesh(data=1, fsdp=1, tensor=1):
 
 def _our_logits(cfg, params):
   positions = np.broadcast_to(np.arange(PROMPTS.shape[1], dtype=np.int32), PROMPTS.shape)
-  return np.asarray(DecoderLM(cfg).apply({"params": params}, PROMPTS, positions, np.ones_like(PROMPTS)))
+  return np.asarray(families.build(cfg).apply({"params": params}, PROMPTS, positions, np.ones_like(PROMPTS)))
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -17,7 +17,7 @@ from ml_collections import ConfigDict
 from errors import UserError
 from hf_models import PROMPTS, hf_logits
 from model import hf_config, hf_weights
-from model.transformer import DecoderLM
+from model import families
 from parallel import mesh as mesh_lib
 
 HERE = os.path.dirname(__file__)
@@ -190,7 +190,7 @@ def _mesh():
 def _our_logits(hf_dir: str) -> np.ndarray:
   cfg, params = hf_weights.load(hf_dir, _mesh())
   positions = np.broadcast_to(np.arange(PROMPTS.shape[1], dtype=np.int32), PROMPTS.shape)
-  return np.asarray(DecoderLM(cfg).apply({"params": params}, PROMPTS, positions, np.ones_like(PROMPTS)))
+  return np.asarray(families.build(cfg).apply({"params": params}, PROMPTS, positions, np.ones_like(PROMPTS)))
 
 
 @pytest.mark.parametrize("name", sorted(SHRINK))

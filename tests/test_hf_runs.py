@@ -12,7 +12,7 @@ import transformers
 from conftest import small_config, train_losses
 from model import hf_weights
 from model.config import ModelConfig
-from model.transformer import DecoderLM
+from model import families
 from trainer import export, loop
 from trainer import optimizer as optimizer_lib
 from trainer import state as state_lib
@@ -22,7 +22,7 @@ PROMPTS = np.array([[1, 40, 41, 42, 43, 44, 45, 46], [1, 300, 301, 7, 8, 9, 10, 
 
 def _logits(cfg, params):
   pos = np.broadcast_to(np.arange(PROMPTS.shape[1], dtype=np.int32), PROMPTS.shape)
-  return np.asarray(jax.jit(DecoderLM(cfg).apply)({"params": params}, PROMPTS, pos, np.ones_like(PROMPTS)))
+  return np.asarray(jax.jit(families.build(cfg).apply)({"params": params}, PROMPTS, pos, np.ones_like(PROMPTS)))
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_run_starts_from_hf_weights(dataset_dir, exported_run, tmp_path):
   taken before any update, so its learning rate and length do not enter)."""
   cfg = small_config(dataset_dir, **{"train.steps": 1, "model.vocab_size": 512})
   model_cfg = ModelConfig.from_config(cfg.model)
-  model = DecoderLM(model_cfg)
+  model = families.build(model_cfg)
   tx, _ = optimizer_lib.make_optimizer(cfg.optimizer, cfg.train.steps)
   abstract, shardings = state_lib.state_shardings(model, tx, _single_mesh(), cfg.train.seq_len)
   params = state_lib.create(model, tx, shardings, cfg.train.seq_len, jax.random.key(cfg.train.seed)).params

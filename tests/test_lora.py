@@ -13,7 +13,7 @@ import pytest
 from conftest import sft_config, train_losses
 from errors import UserError
 from model import hf_weights, lora
-from model.transformer import DecoderLM
+from model import families
 from parallel import sharding
 from trainer import base_reference, export, loop
 
@@ -58,8 +58,8 @@ def _logits(model, variables):
 
 def test_merged_export_equals_unmerged_model(single_device_run, tmp_path):
   r = export.restore(single_device_run)
-  base_model = DecoderLM(r.cfg)
-  unmerged = DecoderLM(dataclasses.replace(r.cfg, lora=r.lora))
+  base_model = families.build(r.cfg)
+  unmerged = families.build(dataclasses.replace(r.cfg, lora=r.lora))
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]).reshape(1, 1, 1), ("data", "fsdp", "tensor"))
   with sharding.activate(mesh):
     _, base = hf_weights.load(r.config.init.hf_dir, mesh)
@@ -69,7 +69,7 @@ def test_merged_export_equals_unmerged_model(single_device_run, tmp_path):
   out = str(tmp_path / "merged")
   export.export(single_device_run, out)
   cfg, merged = hf_weights.load(out, mesh)
-  np.testing.assert_allclose(_logits(DecoderLM(cfg), {"params": merged}), want, atol=1e-5, rtol=0)
+  np.testing.assert_allclose(_logits(families.build(cfg), {"params": merged}), want, atol=1e-5, rtol=0)
 
 
 def test_peft_export_matches_merged(single_device_run, tmp_path):

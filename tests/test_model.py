@@ -1,6 +1,7 @@
 """Model correctness against independent references (numpy attention, known sizes)."""
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -8,10 +9,10 @@ import numpy as np
 import pytest
 
 from configs import gpt2_124m, llama_1b, quickstart
-from model import flops
+from errors import UserError
+from model import families, flops
 from model.attention import Attention
 from model.config import ModelConfig
-from model.transformer import DecoderLM
 
 
 def _cfg(base=quickstart, **kw):
@@ -22,7 +23,7 @@ def _cfg(base=quickstart, **kw):
 
 
 def _init(cfg, seq_len=16, seed=0):
-  model = DecoderLM(cfg)
+  model = families.build(cfg)
   x = jnp.zeros((1, seq_len), jnp.int32)
   params = jax.jit(model.init)(jax.random.key(seed), x, x, jnp.ones_like(x))["params"]
   return model, jax.tree.map(lambda p: p.value if hasattr(p, "value") else p, params,
@@ -80,7 +81,7 @@ def test_gqa_rope_attention_matches_numpy_reference():
 def test_causal_no_future_leakage(family):
   cfg = _cfg() if family == "llama" else _cfg(norm="layernorm", mlp="gelu", position="learned",
                                              use_bias=True, max_seq_len=64)
-  model, params = (DecoderLM(cfg), _quickstart_params()) if family == "llama" else _init(cfg)
+  model, params = (families.build(cfg), _quickstart_params()) if family == "llama" else _init(cfg)
   apply = jax.jit(model.apply)
   tokens = jax.random.randint(jax.random.key(3), (1, 16), 0, cfg.vocab_size)
   pos, seg = jnp.arange(16)[None], jnp.ones((1, 16), jnp.int32)
@@ -94,7 +95,7 @@ def test_causal_no_future_leakage(family):
 def test_packed_documents_do_not_see_each_other(position):
   """Doc B's logits inside a packed row equal its logits when run alone."""
   cfg = _cfg(position=position, max_seq_len=64)
-  model, params = (DecoderLM(cfg), _quickstart_params()) if position == "rope" else _init(cfg)
+  model, params = (families.build(cfg), _quickstart_params()) if position == "rope" else _init(cfg)
   doc_a = jax.random.randint(jax.random.key(4), (7,), 0, cfg.vocab_size)
   doc_b = jax.random.randint(jax.random.key(5), (9,), 0, cfg.vocab_size)
   packed = jnp.concatenate([doc_a, doc_b])[None]
@@ -109,21 +110,21 @@ def test_packed_documents_do_not_see_each_other(position):
 def test_scan_remat_and_unrolled_layers_agree():
   cfg_scan = _cfg(remat="full")
   cfg_loop = _cfg(scan_layers=False)
-  model_scan, params = DecoderLM(cfg_scan), _quickstart_params()
+  model_scan, params = families.build(cfg_scan), _quickstart_params()
   stacked = params["decoder"]["layers"]["block"]
   loop_params = dict(params)
   loop_params["decoder"] = {f"layer_{i}": jax.tree.map(lambda x: x[i], stacked) for i in range(cfg_scan.num_layers)}
   tokens = jax.random.randint(jax.random.key(6), (2, 16), 0, cfg_scan.vocab_size)
   pos, seg = jnp.broadcast_to(jnp.arange(16), (2, 16)), jnp.ones((2, 16), jnp.int32)
   a = jax.jit(model_scan.apply)({"params": params}, tokens, pos, seg)
-  b = jax.jit(DecoderLM(cfg_loop).apply)({"params": loop_params}, tokens, pos, seg)
+  b = jax.jit(families.build(cfg_loop).apply)({"params": loop_params}, tokens, pos, seg)
   np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5)
 
 
 def _param_count(config_module):
   cfg = ModelConfig.from_config(config_module.get_config().model)
   x = jnp.zeros((1, 8), jnp.int32)
-  shapes = jax.eval_shape(DecoderLM(cfg).init, jax.random.key(0), x, x, jnp.ones_like(x))
+  shapes = jax.eval_shape(families.build(cfg).init, jax.random.key(0), x, x, jnp.ones_like(x))
   return sum(int(np.prod(p.value.shape if hasattr(p, "value") else p.shape))
              for p in jax.tree.leaves(shapes, is_leaf=lambda p: hasattr(p, "value")))
 
@@ -139,3 +140,21 @@ def test_flops_formula():
   cfg = ModelConfig.from_config(gpt2_124m.get_config().model)
   n = 12 * (4 * 768 * 768 + 2 * 768 * 3072) + 768 * 50_304
   assert flops.flops_per_token(cfg, 1024) == 6 * n + 12 * 12 * 12 * 64 * 1024
+
+
+def test_model_family_is_validated():
+  c = quickstart.get_config().model
+  c.family = "encoder_decoder"
+  with pytest.raises(UserError, match=r"config.model.family='encoder_decoder'; expected one of \('decoder',\)"):
+    ModelConfig.from_config(c)
+
+
+def test_models_are_built_in_one_place():
+  """Every model is built by model/families.py, so a new family is one module and one entry there."""
+  import glob
+  from conftest import REPO
+  sources = [p for pattern in ("*.py", "*/*.py") for p in glob.glob(os.path.join(REPO, pattern))
+             if "/.venv/" not in p]
+  name = "Decoder" + "LM"  # spelled apart so this file does not count itself
+  users = sorted(os.path.relpath(p, REPO) for p in sources if name in open(p, encoding="utf-8").read())
+  assert users == [os.path.join("model", "families.py"), os.path.join("model", "transformer.py")], users

@@ -20,9 +20,8 @@ from configs import base
 from data import pipeline
 from data import tokenizer as tokenizer_lib
 from errors import UserError
-from model import hf_weights, lora, peft
+from model import families, hf_weights, lora, peft
 from model.config import ModelConfig
-from model.transformer import DecoderLM
 from parallel import mesh as mesh_lib
 from parallel import sharding
 from trainer import base_reference
@@ -65,7 +64,7 @@ def restore(workdir: str, step: int | None = None, best: bool = False) -> Restor
   cfg = dataclasses.replace(ModelConfig.from_config(config.model), lora=adapters_cfg)
   config.mesh.update(dict(data=1, fsdp=1, tensor=1))
   mesh = mesh_lib.make_mesh(config.mesh, jax.devices()[:1])
-  model = DecoderLM(cfg)
+  model = families.build(cfg)
   tx, _ = optimizer_lib.make_optimizer(config.optimizer, config.train.steps)
   where = "best" if best else "checkpoints"
   ckpt = Checkpointer(os.path.abspath(os.path.join(workdir, where)), keep=1000, async_save=False)

@@ -15,10 +15,9 @@ from configs import overrides
 from data import pipeline, prep_io, prepare, shards, tokenizer
 from errors import UserError
 from evals import perplexity
-from model import decode, flops, hf_config, hf_weights, lora
+from model import decode, families, flops, hf_config, hf_weights, lora
 from model.config import ModelConfig
 from model.sampling import SamplingConfig
-from model.transformer import DecoderLM
 from parallel import mesh as mesh_lib
 from parallel import sharding
 from trainer import base_reference
@@ -137,7 +136,7 @@ class _Run:
     preflight.check(config, self.meta, workdir, is_main=jax.process_index() == 0)  # fail before step 1
     self.is_main = jax.process_index() == 0
     t = config.train
-    self.model = DecoderLM(self.model_cfg)
+    self.model = families.build(self.model_cfg)
     self.tx, self.schedule = optimizer_lib.make_optimizer(config.optimizer, t.steps)
     self._eval_batches: dict = {}
 

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from model import lora
+from model import families, lora
 from parallel import sharding
 
 
@@ -28,13 +28,8 @@ def trainable_collection(model: nn.Module) -> str:
   return lora.COLLECTION if model.cfg.lora is not None else "params"
 
 
-def _dummy_inputs(seq_len: int):
-  tokens = jnp.zeros((1, seq_len), jnp.int32)
-  return tokens, jnp.zeros_like(tokens), jnp.ones_like(tokens)
-
-
 def _init_variables(model: nn.Module, seq_len: int, rng):
-  return model.init(rng, *_dummy_inputs(seq_len))
+  return model.init(rng, *families.example_inputs(model, seq_len))
 
 
 def init_fn(model: nn.Module, tx: optax.GradientTransformation, seq_len: int):
