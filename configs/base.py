@@ -78,6 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
   ))
 
   c.train = ml_collections.ConfigDict(dict(
+      objective="causal_lm",  # trainer/objectives: what the loss is (it must fit config.model.family)
       steps=1000,
       batch_size=32,          # global sequences per optimizer step
       seq_len=512,
@@ -101,7 +102,7 @@ def base_config() -> ml_collections.ConfigDict:
       eps=1e-8,
       weight_decay=0.1,       # applied to matrices only, not norms or biases
       grad_clip_norm=1.0,     # 0 disables clipping
-      z_loss=0.0,             # weight of the log(Z)^2 penalty
+      z_loss=0.0,             # weight of the log(Z)^2 penalty (causal_lm)
   ))
 
   c.mesh = ml_collections.ConfigDict(dict(

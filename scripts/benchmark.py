@@ -27,6 +27,7 @@ from model.config import ModelConfig  # noqa: E402
 from parallel import mesh as mesh_lib  # noqa: E402
 from parallel import sharding  # noqa: E402
 from trainer import mfu as mfu_lib  # noqa: E402
+from trainer import objectives  # noqa: E402
 from trainer import optimizer as optimizer_lib  # noqa: E402
 from trainer import state as state_lib  # noqa: E402
 from trainer import steps as steps_lib  # noqa: E402
@@ -58,8 +59,8 @@ def benchmark(config, steps: int, peak_override: float, profile_dir: str) -> dic
     abstract, state_sh = state_lib.state_shardings(model, tx, mesh, t.seq_len)
     sharding.check_divisible(abstract.params, state_sh.params, "parameter")
     batch_sh = sharding.batch_sharding(mesh)
-    step = steps_lib.make_train_step(model, tx, schedule, state_sh, {}, batch_sh, sharding.replicated(mesh),
-                                     t.grad_accum_steps, config.optimizer.z_loss)
+    step = steps_lib.make_train_step(model, objectives.build(config), tx, schedule, state_sh, {}, batch_sh,
+                                     sharding.replicated(mesh), t.grad_accum_steps)
     state = state_lib.create(model, tx, state_sh, t.seq_len, jax.random.key(0))
     rng = np.random.default_rng(0)
     shape = (t.batch_size, t.seq_len)

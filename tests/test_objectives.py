@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from configs import quickstart
 from model.config import ModelConfig
@@ -10,6 +11,7 @@ from model import families
 from trainer import optimizer as optimizer_lib
 from trainer import state as state_lib
 from trainer import steps as steps_lib
+from trainer.objectives import causal_lm as objectives
 from trainer.objectives import cross_entropy_sums, next_token_targets
 
 
@@ -75,7 +77,8 @@ def test_gradient_accumulation_equals_full_batch():
   batch["segment_ids"] = batch["segment_ids"].at[3, 25:].set(0)  # uneven token counts per row
   results = []
   for accum in (1, 2, 4):
-    step = steps_lib.make_train_step(model, tx, schedule, None, None, None, None, accum, 1e-4)
+    step = steps_lib.make_train_step(model, objectives.CausalLM(z_loss=1e-4), tx, schedule, None, None, None, None,
+                                     accum)
     state, metrics = step(init(jax.random.key(0)), {}, batch)
     results.append((metrics, state.params))
   for metrics, params in results[1:]:
@@ -84,3 +87,20 @@ def test_gradient_accumulation_equals_full_batch():
     # Adam's first update is ~lr * sign(g); rounding flips only near-zero gradients.
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(results[0][1])):
       np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_objective_is_validated_against_the_family():
+  from configs import quickstart as qs
+  from errors import UserError
+  from trainer.objectives import build
+  cfg = qs.get_config()
+  assert build(cfg) == objectives.CausalLM(z_loss=cfg.optimizer.z_loss)
+  cfg.train.objective = "masked_lm"
+  with pytest.raises(UserError, match=r"config.train.objective='masked_lm'; expected one of \['causal_lm'\]"):
+    build(cfg)
+  cfg.train.objective = "causal_lm"
+  with cfg.model.unlocked():
+    cfg.model.family = "encoder"
+  with pytest.raises(UserError, match=r"objective='causal_lm' does not fit config.model.family='encoder'; "
+                                      r"it trains decoder models"):
+    build(cfg)

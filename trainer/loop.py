@@ -14,7 +14,6 @@ from jax.experimental import multihost_utils
 from configs import overrides
 from data import pipeline, prep_io, prepare, shards, tokenizer
 from errors import UserError
-from evals import perplexity
 from model import decode, families, flops, hf_config, hf_weights, lora
 from model.config import ModelConfig
 from model.sampling import SamplingConfig
@@ -22,6 +21,7 @@ from parallel import mesh as mesh_lib
 from parallel import sharding
 from trainer import base_reference
 from trainer import mfu as mfu_lib
+from trainer import objectives
 from trainer import optimizer as optimizer_lib
 from trainer import preflight
 from trainer import state as state_lib
@@ -137,6 +137,7 @@ class _Run:
     self.is_main = jax.process_index() == 0
     t = config.train
     self.model = families.build(self.model_cfg)
+    self.objective = objectives.build(config)
     self.tx, self.schedule = optimizer_lib.make_optimizer(config.optimizer, t.steps)
     self._eval_batches: dict = {}
 
@@ -156,10 +157,10 @@ class _Run:
     self.rows = sharding.process_batch_rows(self.batch_sh, (t.batch_size, t.seq_len))
     repl = sharding.replicated(self.mesh)
     self.train_step = steps_lib.make_train_step(
-        self.model, self.tx, self.schedule, self.state_sh, self.frozen_sh, self.batch_sh, repl,
-        t.grad_accum_steps, self.config.optimizer.z_loss, self.trainable, t.seed)
-    self.eval_step = steps_lib.make_eval_step(self.model, self.state_sh.params, self.frozen_sh, self.batch_sh,
-                                              repl, self.trainable)
+        self.model, self.objective, self.tx, self.schedule, self.state_sh, self.frozen_sh, self.batch_sh, repl,
+        t.grad_accum_steps, self.trainable, t.seed)
+    self.eval_step = steps_lib.make_eval_step(self.model, self.objective, self.state_sh.params, self.frozen_sh,
+                                              self.batch_sh, repl, self.trainable)
     self.train_iter = pipeline.train_iterator(self.config.data, t.seq_len, t.batch_size, *self.rows,
                                               seed=t.seed)
     self.mixture_names = [os.path.basename(os.path.normpath(d)) for d, _ in pipeline.datasets(self.config.data)]
@@ -204,8 +205,8 @@ class _Run:
     if key not in self._eval_batches:  # the same rows every evaluation: read them once
       self._eval_batches[key] = pipeline.eval_batches(self.config.data, split, t.seq_len, t.batch_size,
                                                       *self.rows, num_batches)
-    step = lambda p, batch: self.eval_step(p, frozen, batch)  # noqa: E731
-    return perplexity.evaluate(step, params, self._eval_batches[key], self.batch_sh, t.batch_size)
+    step = lambda batch: self.eval_step(params, frozen, batch)  # noqa: E731
+    return steps_lib.evaluate(step, self.objective, self._eval_batches[key], self.batch_sh, t.batch_size)
 
 
 def _print_samples(run: _Run, params, log: MetricsLogger) -> None:

@@ -20,14 +20,8 @@ import jax.numpy as jnp
 import optax
 
 from errors import UserError
-from trainer.objectives import cross_entropy_sums, next_token_targets
+from parallel import sharding
 from trainer.state import TrainState
-
-
-def _loss_sums(model, variables, batch, z_loss, rngs=None):
-  logits = model.apply(variables, batch["tokens"], batch["positions"], batch["segment_ids"], rngs=rngs)
-  targets, weights = next_token_targets(batch)
-  return cross_entropy_sums(logits, targets, weights, z_loss)
 
 
 def _uses_dropout(model) -> bool:
@@ -40,22 +34,24 @@ def all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def make_train_step(model, tx, schedule, state_sh, frozen_sh, batch_sh, metrics_sh, grad_accum_steps: int,
-                    z_loss: float, trainable: str = "params", seed: int = 0):
+def make_train_step(model, objective, tx, schedule, state_sh, frozen_sh, batch_sh, metrics_sh,
+                    grad_accum_steps: int, trainable: str = "params", seed: int = 0):
   """(state, frozen, batch) -> (state, metrics). The state buffer is donated.
 
-  Gradients are the mean over all target tokens of the global batch, whether it
-  is processed at once or as `grad_accum_steps` micro-batches. Dropout keys
-  derive from (seed, step, micro-batch), so a resumed run draws the same masks.
+  `objective` (trainer/objectives) gives the summed loss, weight and metrics of a
+  batch. Gradients are of the loss summed over the global batch, divided by its
+  summed weight (target tokens for a language model), whether the batch is
+  processed at once or as `grad_accum_steps` micro-batches. Dropout keys derive
+  from (seed, step, micro-batch), so a resumed run draws the same masks.
   """
 
   def sums_and_grads(params, frozen, batch, rng):
-    def objective(p):
+    def loss(p):
       rngs = {"dropout": rng} if _uses_dropout(model) else None
-      nll, z, count = _loss_sums(model, {**frozen, trainable: p}, batch, z_loss, rngs)
-      return nll + z, (nll, count)
-    (_, (nll, count)), grads = jax.value_and_grad(objective, has_aux=True)(params)
-    return nll, count, grads
+      total, weight, metric_sums = objective.sums(model.apply, {**frozen, trainable: p}, batch, rngs)
+      return total, (weight, metric_sums)
+    (_, (weight, metric_sums)), grads = jax.value_and_grad(loss, has_aux=True)(params)
+    return metric_sums, weight, grads
 
   def accumulate(params, frozen, batch, rng):
     if grad_accum_steps == 1:
@@ -67,41 +63,52 @@ def make_train_step(model, tx, schedule, state_sh, frozen_sh, batch_sh, metrics_
 
     def body(carry, mb_and_index):
       mb, i = mb_and_index
-      nll, count, grads = sums_and_grads(params, frozen, mb, jax.random.fold_in(rng, i))
-      return jax.tree.map(jnp.add, carry, (nll, count, grads)), None
+      return jax.tree.map(jnp.add, carry, sums_and_grads(params, frozen, mb, jax.random.fold_in(rng, i))), None
 
-    zeros = (jnp.zeros(()), jnp.zeros(()), jax.tree.map(jnp.zeros_like, params))
+    first = jax.tree.map(lambda x: x[0], micro)
+    zeros = jax.tree.map(jnp.zeros_like, jax.eval_shape(sums_and_grads, params, frozen, first, rng))
     totals, _ = jax.lax.scan(body, zeros, (micro, jnp.arange(grad_accum_steps)))
     return totals
 
   def train_step(state: TrainState, frozen, batch):
     rng = jax.random.fold_in(jax.random.key(seed), state.step)
-    nll, count, grad_sums = accumulate(state.params, frozen, batch, rng)
-    denom = jnp.maximum(count, 1.0)
+    metric_sums, weight, grad_sums = accumulate(state.params, frozen, batch, rng)
+    denom = jnp.maximum(weight, 1.0)
     grads = jax.tree.map(lambda g: g / denom, grad_sums)
-    loss, grad_norm = nll / denom, optax.tree.norm(grads)
+    loss, grad_norm = metric_sums["loss_sum"] / denom, optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(params)
     keep_finite = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
     new_state = TrainState(step=state.step + 1, params=jax.tree.map(keep_finite, params, state.params),
                            opt_state=jax.tree.map(keep_finite, opt_state, state.opt_state))
-    metrics = {"loss": loss, "grad_norm": grad_norm, "learning_rate": schedule(state.step),
-               "target_tokens": count, "nonfinite": 1.0 - finite.astype(jnp.float32)}
+    metrics = {name.removesuffix("_sum"): v / denom for name, v in metric_sums.items()}
+    metrics.update(loss=loss, grad_norm=grad_norm, learning_rate=schedule(state.step), target_tokens=weight,
+                   nonfinite=1.0 - finite.astype(jnp.float32))
     return new_state, metrics
 
   return jax.jit(train_step, in_shardings=(state_sh, frozen_sh, batch_sh),
                  out_shardings=(state_sh, metrics_sh), donate_argnums=(0,))
 
 
-def make_eval_step(model, params_sh, frozen_sh, batch_sh, metrics_sh, trainable: str = "params"):
-  """(params, frozen, batch) -> {"nll_sum", "count"}: sums, to be combined over batches."""
+def make_eval_step(model, objective, params_sh, frozen_sh, batch_sh, metrics_sh, trainable: str = "params"):
+  """(params, frozen, batch) -> the objective's metric sums and "count" (its weight), to add over batches."""
 
   def eval_step(params, frozen, batch):
-    nll, _, count = _loss_sums(model, {**frozen, trainable: params}, batch, 0.0)
-    return {"nll_sum": nll, "count": count}
+    _, weight, metric_sums = objective.sums(model.apply, {**frozen, trainable: params}, batch, train=False)
+    return {**metric_sums, "count": weight}
 
   return jax.jit(eval_step, in_shardings=(params_sh, frozen_sh, batch_sh), out_shardings=metrics_sh)
+
+
+def evaluate(eval_step, objective, local_batches: list[dict], batch_sh, global_batch: int) -> dict:
+  """The objective's metrics over fixed batches: eval-step sums added up on the host, then divided."""
+  totals = {}
+  for local in local_batches:
+    out = jax.device_get(eval_step(sharding.to_global_batch(local, batch_sh, global_batch)))
+    for name, value in out.items():
+      totals[name] = totals.get(name, 0.0) + float(value)
+  return objective.eval_metrics(totals)
 
 
 ON_NONFINITE = ("stop", "skip")

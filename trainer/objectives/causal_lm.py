@@ -1,4 +1,8 @@
-"""Next-token cross-entropy with loss masking and optional z-loss."""
+"""Causal language modelling: next-token cross-entropy with loss masking and optional z-loss."""
+
+import dataclasses
+import math
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -31,3 +35,26 @@ def cross_entropy_sums(logits_BxTxV, targets_BxT, weights_BxT, z_loss: float = 0
   nll_sum = jnp.sum((log_z_BxT - target_logit_BxT) * weights_BxT)
   z_sum = z_loss * jnp.sum(jnp.square(log_z_BxT) * weights_BxT)
   return nll_sum, z_sum, jnp.sum(weights_BxT)
+
+
+@dataclasses.dataclass(frozen=True)
+class CausalLM:
+  """Predict every next token of the same document (only `loss_mask` targets, when present)."""
+  z_loss: float = 0.0  # weight of the log(Z)^2 penalty, in training only
+  families: ClassVar[tuple[str, ...]] = ("decoder",)
+
+  @classmethod
+  def from_config(cls, config) -> "CausalLM":
+    return cls(z_loss=config.optimizer.z_loss)
+
+  def sums(self, apply_fn, variables, batch, rngs=None, train: bool = True):
+    """(objective sum to differentiate, weight sum, metric sums); `loss_sum` is the reported loss."""
+    logits_BxTxV = apply_fn(variables, batch["tokens"], batch["positions"], batch["segment_ids"], rngs=rngs)
+    targets_BxT, weights_BxT = next_token_targets(batch)
+    nll, z, count = cross_entropy_sums(logits_BxTxV, targets_BxT, weights_BxT, self.z_loss if train else 0.0)
+    return nll + z, count, {"loss_sum": nll}
+
+  def eval_metrics(self, sums: dict) -> dict:
+    """Evaluation metrics from summed eval-step outputs: mean token loss, perplexity, tokens."""
+    loss = sums["loss_sum"] / max(sums["count"], 1.0)
+    return {"loss": loss, "perplexity": math.exp(min(loss, 50.0)), "tokens": sums["count"]}
