@@ -56,8 +56,13 @@ class LineCounts:
     return out
 
   def boilerplate(self, min_docs: int, min_doc_fraction: float) -> set[int]:
-    threshold = max(min_docs, min_doc_fraction * self.num_docs)
-    return {k for k, c in self.counts.items() if c >= threshold}
+    limit = threshold(min_docs, min_doc_fraction, self.num_docs)
+    return {k for k, c in self.counts.items() if c >= limit}
+
+
+def threshold(min_docs: int, min_doc_fraction: float, num_docs: int) -> float:
+  """A line in at least this many of `num_docs` documents is boilerplate."""
+  return max(min_docs, min_doc_fraction * num_docs)
 
 
 def remove_lines(text: str, keys: set[int], min_chars: int, prefixes: tuple[str, ...] = ()) -> tuple[str, int]:

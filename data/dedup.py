@@ -83,9 +83,12 @@ def jaccard(a: np.ndarray, b: np.ndarray) -> float:
 _CERTAIN = 4.5
 
 
-def estimate_decides(estimate: float, threshold: float, num_perm: int) -> bool | None:
+def estimate_decides(estimate: float, threshold: float, num_perm: int, exact: bool = True) -> bool | None:
   """Whether the estimate alone settles a pair (True: similar, False: not), or None: too close
-  to the threshold to tell, so the shingle sets must."""
+  to the threshold to tell, so the shingle sets must (`exact` verification; without it the
+  estimate decides every pair)."""
+  if not exact:
+    return estimate >= threshold
   margin = _CERTAIN * np.sqrt(threshold * (1 - threshold) / num_perm)
   if estimate >= threshold + margin:
     return True
@@ -187,7 +190,7 @@ def near_duplicates(ids: list[str], signatures: np.ndarray, threshold: float, ba
   decided = {}
   for i, j in pairs:
     estimate = estimated_jaccard(sigs[i], sigs[j])
-    decided[i, j] = estimate >= threshold if shingles_of is None else estimate_decides(estimate, threshold, num_perm)
+    decided[i, j] = estimate_decides(estimate, threshold, num_perm, exact=shingles_of is not None)
   unsure = [pair for pair, edge in decided.items() if edge is None]
   if unsure:
     sets = shingles_of(sorted({sorted_ids[k] for pair in unsure for k in pair}))

@@ -48,8 +48,9 @@ def dataset_metadata(data_cfg) -> dict:
   metas = [(d, shards.load_metadata(d)) for d, _ in datasets(data_cfg)]
   first_dir, first = metas[0]
   first["tokenizer_path"] = os.path.join(first_dir, first["tokenizer"])
+  want = _tokenizer_identity(first_dir, first["tokenizer"]) if metas[1:] else None
   for d, meta in metas[1:]:
-    if _tokenizer_identity(d, meta["tokenizer"]) != _tokenizer_identity(first_dir, first["tokenizer"]):
+    if _tokenizer_identity(d, meta["tokenizer"]) != want:
       raise UserError(f"config.data.mixture: {d} and {first_dir} were tokenized with different "
                       f"tokenizers; prepare them with the same --config.tokenizer.path")
   return first

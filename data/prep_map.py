@@ -10,7 +10,7 @@ import os
 
 from data import boilerplate, prep_stages, sources
 from data import stage_stats as st
-from data.prep_io import (file_sha256, gzip_writer, list_inputs, parallel_map, work_dir, worker_count,
+from data.prep_io import (file_sha256, gzip_writer, parallel_map, work_dir, worker_count,
                           write_json_atomic)
 
 
@@ -38,9 +38,8 @@ def _map_task(args) -> None:
                                       "removed": removed})
 
 
-def run_map(cfg, output: str) -> int:
+def run_map(cfg, output: str, files: list) -> int:
   """Cleans every input file into OUTPUT.work/map/; returns how many files it processed."""
-  files = list_inputs(cfg, output)
   work = work_dir(output)
   os.makedirs(os.path.join(work, "map"), exist_ok=True)
   tasks = [(i, f, cfg, work) for i, f in enumerate(files)]

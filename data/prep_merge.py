@@ -14,7 +14,7 @@ import numpy as np
 
 from data import boilerplate, dedup, prep_stages, prep_write
 from data import stage_stats as st
-from data.prep_io import gzip_writer, list_inputs, parallel_map, read_jsonl_gz, work_dir, worker_count
+from data.prep_io import gzip_writer, parallel_map, read_jsonl_gz, work_dir, worker_count
 from data import tokenizer as tokenizer_lib
 from errors import UserError
 
@@ -54,16 +54,8 @@ def _dedup_task(args) -> dict:
   return {"stats": stats, "removed": removed}
 
 
-def dedup_stage(docs_in: int, docs_out: int, chars_in: int, chars_out: int, reason: str) -> dict:
-  s = st.new_stage()
-  s.update(docs_in=docs_in, docs_out=docs_out, chars_in=chars_in, chars_out=chars_out)
-  if docs_in != docs_out:
-    s["removed"][reason] = docs_in - docs_out
-  return s
-
-
 def _stage_from_masks(lengths, alive_after, alive_before, reason) -> dict:
-  return dedup_stage(int(alive_before.sum()), int(alive_after.sum()), int(lengths[alive_before].sum()),
+  return prep_write.dedup_stage(int(alive_before.sum()), int(alive_after.sum()), int(lengths[alive_before].sum()),
                      int(lengths[alive_after].sum()), reason)
 
 
@@ -114,11 +106,6 @@ def _shingles(cfg, work: str, num_files: int, needed: set[str]) -> dict[str, np.
   return out
 
 
-def dedup_removals(drops: dict) -> list[dict]:
-  return [{"id": doc_id, "stage": prep_write.DEDUP_STAGE[reason], "reason": reason, "duplicate_of": kept}
-          for doc_id, (reason, kept) in sorted(drops.items())]
-
-
 _TOKENIZE_STATE = {}
 
 
@@ -135,11 +122,10 @@ def _tokenize_task(args) -> list[tuple]:
   return [(d, tuple(drops[d["id"]]), None) if d["id"] in drops else (d, None, next(ids)) for d in docs]
 
 
-def run_merge(cfg, output: str, write_text: bool = False) -> dict:
+def run_merge(cfg, output: str, files: list, write_text: bool = False) -> dict:
   # Worker caches outlive a run when tasks run in this process (one worker): start clean.
   _DEDUP_STATE.clear()
   _TOKENIZE_STATE.clear()
-  files = list_inputs(cfg, output)
   work = work_dir(output)
   infos = []
   for i in range(len(files)):
@@ -180,7 +166,7 @@ def run_merge(cfg, output: str, write_text: bool = False) -> dict:
   def removals():
     for info, dd in zip(infos, per_file):
       yield from info["removed"] + dd["removed"]
-    yield from dedup_removals(drops)
+    yield from prep_write.dedup_removals(drops)
 
   return prep_write.write_dataset(cfg, output, stats, prep_write.fingerprint([i["sha256"] for i in infos], cfg),
                                   len(files), kept_train_docs, documents, removals, write_text)

@@ -40,10 +40,10 @@ import uuid
 
 import numpy as np
 
-from data import dedup, prep_merge, prep_stages, prep_write, sources
+from data import dedup, prep_stages, prep_write, sources
 from data import stage_stats as st
 from data import tokenizer as tokenizer_lib
-from data.prep_io import file_sha256, list_inputs, note
+from data.prep_io import file_sha256, note
 from errors import UserError
 
 _REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -254,7 +254,7 @@ def _bucket_pairs(group, rows: int, threshold: float, exact: bool) -> dict:
       if band and equal[:band * rows].reshape(band, rows).all(axis=1).any():
         continue  # an earlier band emitted this pair
       estimate = float(equal.mean())
-      decided = dedup.estimate_decides(estimate, threshold, len(equal)) if exact else estimate >= threshold
+      decided = dedup.estimate_decides(estimate, threshold, len(equal), exact)
       a.append(ids[x])
       b.append(ids[y])
       edge.append(bool(decided))
@@ -381,7 +381,7 @@ def _dedup_stages(live, cfg) -> dict:
   def stage(reason, before_reasons):
     before = [totals.get(x, (0, 0)) for x in before_reasons]
     after = [totals.get(x, (0, 0)) for x in before_reasons if x != reason]
-    return prep_merge.dedup_stage(sum(n for n, _ in before), sum(n for n, _ in after),
+    return prep_write.dedup_stage(sum(n for n, _ in before), sum(n for n, _ in after),
                                   sum(c for _, c in before), sum(c for _, c in after), reason)
   stats = {}
   if cfg.exact_dedup.enabled:
@@ -440,9 +440,9 @@ def _user_error_in(e: BaseException) -> UserError | None:
   return None
 
 
-def run(cfg, output: str, write_text: bool, address: str = "", timeout_s: float = 60.0, num_cpus: int = 0) -> dict:
+def run(cfg, output: str, files: list, write_text: bool, address: str = "", timeout_s: float = 60.0,
+        num_cpus: int = 0) -> dict:
   ray = _import_ray()
-  files = list_inputs(cfg, output)
   started = connect(address, timeout_s, num_cpus)
   try:
     with _data_context():
@@ -529,9 +529,7 @@ def _run(ray, cfg, output: str, write_text: bool, files: list) -> dict:
     for r in removed[0].union(removed[1]).sort(["file", "phase", "pos"]).iter_rows():
       yield json.loads(r["removal"])
     drops = live.filter(lambda r: r["dup_of"] != "").select_columns(["id", "reason", "dup_of"])
-    for r in drops.sort("id").iter_rows():
-      yield {"id": r["id"], "stage": prep_write.DEDUP_STAGE[r["reason"]], "reason": r["reason"],
-             "duplicate_of": r["dup_of"]}
+    yield from prep_write.dedup_removals({r["id"]: (r["reason"], r["dup_of"]) for r in drops.iter_rows()})
 
   return prep_write.write_dataset(cfg, output, stats, prep_write.fingerprint(sha256s, cfg), len(files),
                                   kept_train_docs, documents, removals, write_text)

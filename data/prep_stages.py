@@ -33,8 +33,7 @@ def line_keys(text: str, cfg) -> set[int]:
 
 
 def boilerplate_threshold(cfg, num_docs: int) -> float:
-  """A line in at least this many of `num_docs` documents is boilerplate."""
-  return max(cfg.boilerplate.min_docs, cfg.boilerplate.min_doc_fraction * num_docs)
+  return boilerplate.threshold(cfg.boilerplate.min_docs, cfg.boilerplate.min_doc_fraction, num_docs)
 
 
 def clean(doc: sources.Document, cfg, stats: dict) -> tuple[str | None, dict | None]:

@@ -15,7 +15,7 @@ import os
 import shutil
 from typing import Callable, Iterable, Iterator
 
-from data import report, shards
+from data import report, shards, stage_stats
 from data import tokenizer as tokenizer_lib
 from data.prep_io import SPLITS, atomic_directory, gzip_writer, note, split_of, write_json_atomic
 from errors import UserError
@@ -30,6 +30,19 @@ def fingerprint(input_sha256s: list[str], cfg) -> str:
   for digest in input_sha256s:
     h.update(digest.encode())
   return h.hexdigest()
+
+
+def dedup_stage(docs_in: int, docs_out: int, chars_in: int, chars_out: int, reason: str) -> dict:
+  s = stage_stats.new_stage()
+  s.update(docs_in=docs_in, docs_out=docs_out, chars_in=chars_in, chars_out=chars_out)
+  if docs_in != docs_out:
+    s["removed"][reason] = docs_in - docs_out
+  return s
+
+
+def dedup_removals(drops: dict) -> list[dict]:
+  return [{"id": doc_id, "stage": DEDUP_STAGE[reason], "reason": reason, "duplicate_of": kept}
+          for doc_id, (reason, kept) in sorted(drops.items())]
 
 
 def is_train(doc_id: str, cfg) -> bool:

@@ -57,17 +57,18 @@ def prepare(cfg, output: str, overwrite: bool = False, write_text: bool = False,
     logging.info("%s is up to date", output)
     return existing
   prep_stages.validate(cfg)
-  note(f"preparing {output} ({runner} runner): clean {len(list_inputs(cfg, output))} input files, then "
+  files = list_inputs(cfg, output)  # listed once: every phase works on the same files
+  note(f"preparing {output} ({runner} runner): clean {len(files)} input files, then "
        f"deduplicate, tokenize and write shards")
   if runner == "ray":
     from data import prep_ray  # Ray is imported only by those who run it
-    meta = prep_ray.run(cfg, output, write_text, ray_address, ray_timeout_s, cfg.num_workers)
+    meta = prep_ray.run(cfg, output, files, write_text, ray_address, ray_timeout_s, cfg.num_workers)
   else:
     work = work_dir(output)
     shutil.rmtree(work, ignore_errors=True)
     try:
-      run_map(cfg, output)
-      meta = run_merge(cfg, output, write_text)
+      run_map(cfg, output, files)
+      meta = run_merge(cfg, output, files, write_text)
     finally:
       shutil.rmtree(work, ignore_errors=True)  # nothing half-written survives, and no leftovers
   note(f"wrote {output}: " + ", ".join(f"{s} {v['num_docs']} documents / {v['num_tokens']} tokens"

@@ -26,12 +26,11 @@ def _token_inputs(seq_len: int) -> tuple:
 @dataclasses.dataclass(frozen=True)
 class Family:
   module: Callable[[ModelConfig], nn.Module]
-  batch_fields: tuple[str, ...]                 # what a batch must hold for this family
   example_inputs: Callable[[int], tuple]        # seq_len -> positional inputs of one row
 
 
 FAMILIES = {
-    "decoder": Family(DecoderLM, ("tokens", "positions", "segment_ids"), _token_inputs),
+    "decoder": Family(DecoderLM, _token_inputs),
 }
 
 

@@ -263,9 +263,10 @@ def truly_distinct(docs: list[str], max_jaccard: float = 0.5) -> list[str]:
   is a real near-duplicate must not count as distinct when the pipeline removes it."""
   hasher = dedup.MinHasher()
   sigs = np.stack([hasher.signature(d) for d in docs])
-  repeats = set()
-  for i, j in dedup.candidate_pairs(sigs, 25, 5):
-    if i not in repeats and dedup.jaccard(hasher.shingle_set(docs[i]), hasher.shingle_set(docs[j])) >= max_jaccard:
+  repeats, sets = set(), {}
+  shingles = lambda k: sets.setdefault(k, hasher.shingle_set(docs[k]))  # noqa: E731
+  for i, j in dedup.candidate_pairs(sigs, *dedup.choose_bands(max_jaccard, sigs.shape[1])):
+    if i not in repeats and dedup.jaccard(shingles(i), shingles(j)) >= max_jaccard:
       repeats.add(j)
   return [d for k, d in enumerate(docs) if k not in repeats]
 

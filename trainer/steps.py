@@ -75,15 +75,15 @@ def make_train_step(model, objective, tx, schedule, state_sh, frozen_sh, batch_s
     metric_sums, weight, grad_sums = accumulate(state.params, frozen, batch, rng)
     denom = jnp.maximum(weight, 1.0)
     grads = jax.tree.map(lambda g: g / denom, grad_sums)
-    loss, grad_norm = metric_sums["loss_sum"] / denom, optax.tree.norm(grads)
+    metrics = {name.removesuffix("_sum"): v / denom for name, v in metric_sums.items()}  # "loss", ...
+    loss, grad_norm = metrics["loss"], optax.tree.norm(grads)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm) & all_finite(params)
     keep_finite = lambda new, old: jnp.where(finite, new, old)  # noqa: E731
     new_state = TrainState(step=state.step + 1, params=jax.tree.map(keep_finite, params, state.params),
                            opt_state=jax.tree.map(keep_finite, opt_state, state.opt_state))
-    metrics = {name.removesuffix("_sum"): v / denom for name, v in metric_sums.items()}
-    metrics.update(loss=loss, grad_norm=grad_norm, learning_rate=schedule(state.step), target_tokens=weight,
+    metrics.update(grad_norm=grad_norm, learning_rate=schedule(state.step), target_tokens=weight,
                    nonfinite=1.0 - finite.astype(jnp.float32))
     return new_state, metrics
 
