@@ -304,6 +304,16 @@ def build_corpus(root: str, seed: int, max_docs: int, extra_glob: str, extra_kin
   return plan
 
 
+def insert_paragraph(text: str, paragraph: str) -> str:
+  """`text` with `paragraph` at its middle paragraph break, or the next one that does not part
+  a reST "::" from the literal block it introduces (which would make the block prose)."""
+  paras = text.split("\n\n")
+  at = len(paras) // 2
+  while 0 < at < len(paras) and paras[at - 1].rstrip().endswith("::"):
+    at += 1
+  return "\n\n".join(paras[:at] + [paragraph] + paras[at:])
+
+
 def plant(plan: dict, kind: str, base: list[str], rng) -> None:
   """Adds one kind of text to `plan`: its distinct documents, their copies and planted lines."""
   # Each distinct document is scored under its kind of text; technical documentation
@@ -335,9 +345,7 @@ def plant(plan: dict, kind: str, base: list[str], rng) -> None:
   for k, host in enumerate(distinct[30:30 + 3 * 25]):
     pii_kind = kinds[k % len(kinds)]
     value = pii_values(rng)[pii_kind]
-    paras = base[host].split("\n\n")
-    paras.insert(len(paras) // 2, pii_sentence(pii_kind, value))
-    base[host] = "\n\n".join(paras)
+    base[host] = insert_paragraph(base[host], pii_sentence(pii_kind, value))
     plan["pii"].append({"id": base_id(host), "kind": pii_kind, "value": value})
   for host in distinct[105:135]:
     for line_kind, line in non_pii_lines(rng).items():

@@ -22,6 +22,7 @@ def get_config():
   q.max_mean_word_length = 15           # dotted names make long "words"
   q.min_alpha_word_fraction = 0         # `=`, `(`, `0` are words of code
   q.language_id = False                 # code is no language: no language or stop-word rule
+  q.read_prose = False                  # judged whole: in code, `::` and `- ` are not markup
   c.boilerplate.line_prefixes = "#"  # license and header comments, never code lines
   c.tokenizer.vocab_size = 4096
   c.split.val_fraction = 0.03
