@@ -32,8 +32,9 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)
   try:
     distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
-    from trainer import loop  # after jax.distributed, which must precede other JAX use
-    summary = loop.run(_CONFIG.value, _WORKDIR.value)
+    from evals import in_training  # after jax.distributed, which must precede other JAX use
+    from trainer import loop
+    summary = loop.run(_CONFIG.value, _WORKDIR.value, task_evaluator=in_training.TaskEvaluator)
   except UserError as e:
     sys.exit(f"error: {e}")
   except KeyboardInterrupt:  # a second SIGINT/SIGTERM during the stop: out at once, no checkpoint

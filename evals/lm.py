@@ -23,13 +23,11 @@ context and a rolling document's first token are conditioned on `prefix_id`.
 
 import dataclasses
 import functools
-import math
 import unicodedata
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from ml_collections import ConfigDict
 
 from data import chat as chat_lib
 from data import tokenizer as tokenizer_lib
@@ -40,8 +38,6 @@ from model.config import ModelConfig
 from model.sampling import SamplingConfig
 from parallel import mesh as mesh_lib
 from parallel import sharding
-
-SINGLE_DEVICE = dict(data=1, fsdp=1, tensor=1)
 
 
 def _pairs_to_rows(requests, max_len: int) -> list[tuple[list[int], int]]:
@@ -114,11 +110,7 @@ class LanguageModel:
     """
     if bool(workdir) == bool(hf_dir):
       raise UserError("give exactly one of workdir (--workdir) and hf_dir (--hf_dir)")
-    sizes = dict(mesh_config or SINGLE_DEVICE)
-    wanted = math.prod(sizes.values())
-    # Sizes without a -1 take the first devices they need, so tensor=2 works on an 8-device host.
-    devices = jax.devices() if wanted < 0 or wanted > jax.device_count() else jax.devices()[:wanted]
-    mesh = mesh_lib.make_mesh(ConfigDict(sizes), devices)
+    mesh = mesh_lib.mesh_of_sizes(mesh_config)
     if hf_dir:
       from model import hf_weights
       cfg, params = hf_weights.load(hf_dir, mesh)
@@ -308,10 +300,9 @@ def _hf_tokenizer(hf_dir: str):
 def _restore_run(workdir: str, mesh):
   """(ModelConfig, params on `mesh`, Tokenizer, chat formatter) of a run's newest checkpoint."""
   from data import pipeline
-  from trainer import export
-  config, cfg, params, _ = export.restore_params(workdir)
-  _, shardings = sharding.abstract_variables(families.build(cfg), mesh)
-  params = jax.device_put(params, shardings)
+  from parallel import restore
+  r = restore.restore(workdir, mesh)
+  config, cfg, params = r.config, r.cfg, r.params
   meta = pipeline.dataset_metadata(config.data)
   base = config.init.hf_dir
   if base:

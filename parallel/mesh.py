@@ -36,3 +36,18 @@ def make_mesh(mesh_cfg, devices=None) -> Mesh:
   except (ValueError, NotImplementedError, AssertionError):
     grid = np.array(devices).reshape(sizes)  # topology-unaware fallback (e.g. CPU subsets)
   return Mesh(grid, MESH_AXES, axis_types=(AxisType.Auto,) * len(MESH_AXES))
+
+
+SINGLE_DEVICE = dict(data=1, fsdp=1, tensor=1)
+
+
+def mesh_of_sizes(sizes: dict | None = None) -> Mesh:
+  """A mesh of {"data", "fsdp", "tensor"} sizes (one may be -1: all devices); default one device.
+
+  Sizes without a -1 take the first devices they need, so tensor=2 works on an 8-device host.
+  """
+  from ml_collections import ConfigDict
+  sizes = dict(sizes or SINGLE_DEVICE)
+  wanted = math.prod(sizes.values())
+  devices = jax.devices() if wanted < 0 or wanted > jax.device_count() else jax.devices()[:wanted]
+  return make_mesh(ConfigDict(sizes), devices)

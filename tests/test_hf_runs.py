@@ -70,7 +70,8 @@ def test_export_run_to_hf(exported_run):
   assert stat.S_IMODE(os.stat(out).st_mode) == 0o777 & ~umask  # mkdtemp's 0700 does not leak out
   for name in os.listdir(out):  # nor safetensors' 0600
     assert stat.S_IMODE(os.stat(os.path.join(out, name)).st_mode) == 0o666 & ~umask, name
-  _, model_cfg, params, _ = export.restore_params(run)
+  restored = export.restore(run)
+  model_cfg, params = restored.cfg, restored.params
   ours = _logits(model_cfg, params)
   reloaded_cfg, reloaded = hf_weights.load(out, _single_mesh())
   np.testing.assert_allclose(_logits(reloaded_cfg, reloaded), ours, atol=1e-5, rtol=0)

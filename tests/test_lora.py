@@ -12,10 +12,10 @@ import pytest
 
 from conftest import sft_config, train_losses
 from errors import UserError
-from model import hf_weights, lora
-from model import families
+from model import base_reference, families, hf_weights, lora
+from parallel import restore as restore_lib
 from parallel import sharding
-from trainer import base_reference, export, loop
+from trainer import export, loop
 
 LORA = {"lora.rank": 4, "lora.alpha": 8.0, "lora.dropout": 0.1, "lora.targets": "q,k,v,o,gate,up,down",
         "train.steps": 4, "optimizer.learning_rate": 1e-2}
@@ -41,7 +41,7 @@ def test_sharded_lora_matches_single_device(tiny_hf_base, chat_dataset, single_d
 
 
 def test_checkpoint_holds_only_adapters_and_names_its_base(single_device_run, tiny_hf_base):
-  from trainer.checkpoint import Checkpointer
+  from parallel.checkpoint import Checkpointer
   ckpt = Checkpointer(os.path.join(single_device_run, "checkpoints"), keep=10, async_save=False)
   saved = ckpt._manager.item_metadata(4)["state"].tree
   ckpt.close()
@@ -72,6 +72,28 @@ def test_merged_export_equals_unmerged_model(single_device_run, tmp_path):
   np.testing.assert_allclose(_logits(families.build(cfg), {"params": merged}), want, atol=1e-5, rtol=0)
 
 
+def test_run_restores_straight_onto_a_sharded_mesh(single_device_run):
+  """Evaluation and generation read a run onto their own mesh: each array lands on its shards
+  (no whole copy on one device first) with the values a one-device restore gives."""
+  from evals.lm import LanguageModel
+  from parallel import mesh as mesh_lib
+  from ml_collections import ConfigDict
+  one = export.restore(single_device_run)
+  mesh = mesh_lib.make_mesh(ConfigDict({"data": 2, "fsdp": 2, "tensor": 2}))
+  many = restore_lib.restore(single_device_run, mesh)
+  assert many.step == one.step == 4
+  for got, want in zip(jax.tree.leaves(many.adapters), jax.tree.leaves(one.adapters)):  # read as saved
+    assert got.sharding.mesh.size == 8
+    np.testing.assert_array_equal(np.asarray(got), np.asarray(want))
+  for got, want in zip(jax.tree.leaves(many.params), jax.tree.leaves(one.params)):  # merged on each mesh
+    assert got.sharding.mesh.size == 8
+    np.testing.assert_allclose(np.asarray(got), np.asarray(want), rtol=1e-6, atol=1e-8)
+  sharded = [x for x in jax.tree.leaves(many.params) if not x.sharding.is_fully_replicated]
+  assert sharded and all(s.data.nbytes < x.nbytes for x in sharded for s in x.addressable_shards[:1])
+  lm = LanguageModel.load(workdir=single_device_run, mesh_config={"data": 1, "fsdp": 4, "tensor": 2})
+  assert {x.sharding.mesh.size for x in jax.tree.leaves(lm.params)} == {8}
+
+
 def test_peft_export_matches_merged(single_device_run, tmp_path):
   """PEFT's B A, scaled, added to the base weights in torch layout, gives the merged export."""
   from safetensors.numpy import load_file
@@ -94,7 +116,7 @@ def test_peft_export_matches_merged(single_device_run, tmp_path):
 
 
 def test_changed_base_is_refused(single_device_run, tmp_path):
-  current = base_reference.fingerprint(export.load_run_config(single_device_run).init.hf_dir)
+  current = base_reference.fingerprint(restore_lib.load_run_config(single_device_run).init.hf_dir)
   current["config_sha256"] = "0" * 64
   with pytest.raises(UserError, match="were trained on the base model"):
     base_reference.check(single_device_run, current)

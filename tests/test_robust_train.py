@@ -109,7 +109,7 @@ def test_corrupt_newest_checkpoint_is_moved_aside_and_the_previous_one_resumes(d
   # Export, evaluation and generation read the step asked for, with no fallback: one line naming it.
   with pytest.raises(UserError, match=rf"^checkpoint {ckpts}/4 does not restore \(.*Requested byte range.*\); "
                                       r"older checkpoints: steps \[2\]") as e:
-    export.restore_params(str(workdir))
+    export.restore(str(workdir))
   assert "\n" not in str(e.value) and not aside.exists()
 
   capsys.readouterr()

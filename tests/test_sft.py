@@ -144,6 +144,8 @@ def test_task_metric_drives_early_stopping(tiny_hf_base, chat_dataset, tmp_path)
   """config.eval.tasks runs at every evaluation and logs under task/NAME; with a zero learning rate
   the task's accuracy never improves, so best_metric on it stops the run `patience` evals later."""
   import yaml
+
+  from evals import in_training
   spec = tmp_path / "yesno.yaml"
   rows = [{"text": t, "label": l} for t, l in [("Is 7 prime?", "yes"), ("Is 8 prime?", "no"), ("Is 2 even?", "yes")]]
   (tmp_path / "yesno.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
@@ -154,7 +156,7 @@ def test_task_metric_drives_early_stopping(tiny_hf_base, chat_dataset, tmp_path)
       "train.steps": 20, "eval.every_steps": 2, "eval.at_start": True, "eval.patience": 2,
       "eval.tasks": str(spec), "eval.best_metric": "task/yesno/accuracy", "eval.best_mode": "max",
       "optimizer.learning_rate": 0.0})
-  summary = loop.run(cfg, workdir, devices=jax.devices()[:1])
+  summary = loop.run(cfg, workdir, devices=jax.devices()[:1], task_evaluator=in_training.TaskEvaluator)
   assert summary["early_stopped"] and summary["step"] == 4
   assert summary["best"]["step"] == 0 and summary["best"]["metric"] == "task/yesno/accuracy"
   tasks = read_metrics(workdir, "task/yesno")
@@ -163,4 +165,4 @@ def test_task_metric_drives_early_stopping(tiny_hf_base, chat_dataset, tmp_path)
   assert sorted(read_metrics(workdir, "val")) == [0, 2, 4]
   cfg.eval.best_metric = "task/other/accuracy"
   with pytest.raises(UserError, match="names a task that config.eval.tasks"):
-    loop.run(cfg, str(tmp_path / "bad"), devices=jax.devices()[:1])
+    loop.run(cfg, str(tmp_path / "bad"), devices=jax.devices()[:1], task_evaluator=in_training.TaskEvaluator)

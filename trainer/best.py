@@ -14,7 +14,7 @@ import os
 import jax
 
 from errors import UserError
-from trainer.checkpoint import Checkpointer
+from parallel.checkpoint import Checkpointer
 
 MODES = ("min", "max")
 

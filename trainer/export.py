@@ -6,7 +6,6 @@ their base's tokenizer files; the chat template they were trained with is
 written into tokenizer_config.json when the base had none.
 """
 
-import dataclasses
 import json
 import os
 import shutil
@@ -16,18 +15,12 @@ import jax
 import ml_dtypes
 import numpy as np
 
-from configs import base
 from data import pipeline
 from data import tokenizer as tokenizer_lib
 from errors import UserError
-from model import families, hf_weights, lora, peft
-from model.config import ModelConfig
+from model import hf_weights, peft
 from parallel import mesh as mesh_lib
-from parallel import sharding
-from trainer import base_reference
-from trainer import optimizer as optimizer_lib
-from trainer import state as state_lib
-from trainer.checkpoint import Checkpointer
+from parallel import restore as restore_lib
 
 DTYPES = {"float32": np.float32, "bfloat16": ml_dtypes.bfloat16, "float16": np.float16}
 # Tokenizer files a fine-tuned model takes over from its base model directory.
@@ -35,62 +28,11 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json",
                    "chat_template.jinja", "generation_config.json")
 
 
-def load_run_config(workdir: str):
-  path = os.path.join(workdir, "config.json")
-  if not os.path.isfile(path):
-    raise UserError(f"{workdir} has no config.json; is it a train.py --workdir?")
-  with open(path) as f:
-    saved = json.load(f)
-  config = base.base_config()
-  for section, values in saved.items():
-    config[section].update(values)
-  return config
-
-
-@dataclasses.dataclass
-class Restored:
-  config: object          # the run's config
-  cfg: ModelConfig        # the plain model (no adapters)
-  params: dict            # plain parameters (LoRA merged in), on one device
-  step: int
-  adapters: dict | None   # the LoRA adapters alone, for a LoRA run
-  lora: lora.LoraConfig | None
-
-
-def restore(workdir: str, step: int | None = None, best: bool = False) -> Restored:
-  """A run's checkpoint (newest, `step`, or the best by config.eval.best_metric) on one device."""
-  config = load_run_config(workdir)
-  adapters_cfg = lora.LoraConfig.from_config(config.lora)
-  cfg = dataclasses.replace(ModelConfig.from_config(config.model), lora=adapters_cfg)
+def restore(workdir: str, step: int | None = None, best: bool = False) -> restore_lib.Restored:
+  """A run's checkpoint on one device: exporting writes host arrays, tensor by tensor."""
+  config = restore_lib.load_run_config(workdir)
   config.mesh.update(dict(data=1, fsdp=1, tensor=1))
-  mesh = mesh_lib.make_mesh(config.mesh, jax.devices()[:1])
-  model = families.build(cfg)
-  tx, _ = optimizer_lib.make_optimizer(config.optimizer, config.train.steps)
-  where = "best" if best else "checkpoints"
-  ckpt = Checkpointer(os.path.abspath(os.path.join(workdir, where)), keep=1000, async_save=False)
-  step = ckpt.latest_step() if step is None else step
-  if step is None or step not in ckpt.all_steps():
-    raise UserError(f"{workdir}/{where} has no checkpoint {'at all' if step is None else f'for step {step}'}"
-                    + (" (best checkpoints need config.checkpoint.keep_best=True)" if best else ""))
-  with sharding.activate(mesh):
-    abstract, shardings = state_lib.state_shardings(model, tx, mesh, config.train.seq_len)
-    state = ckpt.restore_state(step, state_lib.with_shardings(abstract, shardings))
-    ckpt.close()
-    if adapters_cfg is None:
-      return Restored(config, cfg, state.params, step, None, None)
-    base_reference.check(workdir, base_reference.fingerprint(config.init.hf_dir))
-    base_abstract, base_sh = sharding.abstract_variables(model, mesh, "params")
-    dtype = np.dtype(DTYPES[config.lora.base_dtype]) if config.lora.base_dtype in DTYPES else np.float32
-    base_abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, dtype), base_abstract)
-    base_params = hf_weights.load_params(config.init.hf_dir, cfg, base_abstract, base_sh)
-    merged = jax.jit(lambda b, a: lora.merge(b, a, adapters_cfg))(base_params, state.params)
-  return Restored(config, dataclasses.replace(cfg, lora=None), merged, step, state.params, adapters_cfg)
-
-
-def restore_params(workdir: str, step: int | None = None):
-  """(config, ModelConfig, plain params on one device, step)."""
-  r = restore(workdir, step)
-  return r.config, r.cfg, r.params, r.step
+  return restore_lib.restore(workdir, mesh_lib.make_mesh(config.mesh, jax.devices()[:1]), step, best)
 
 
 def _write_tokenizer(config, out_dir: str) -> tuple[int | None, int | None]:

@@ -14,22 +14,20 @@ from jax.experimental import multihost_utils
 from configs import overrides
 from data import pipeline, prep_io, prepare, shards, tokenizer
 from errors import UserError
-from model import decode, families, flops, hf_config, hf_weights, lora
+from model import base_reference, decode, families, flops, hf_config, hf_weights, lora
 from model.config import ModelConfig
 from model.sampling import SamplingConfig
 from parallel import mesh as mesh_lib
 from parallel import sharding
-from trainer import base_reference
+from parallel.checkpoint import Checkpointer
 from trainer import mfu as mfu_lib
 from trainer import objectives
 from trainer import optimizer as optimizer_lib
 from trainer import preflight
 from trainer import state as state_lib
 from trainer import steps as steps_lib
-from trainer import task_eval
 from trainer import workdir_lock
 from trainer.best import BestTracker
-from trainer.checkpoint import Checkpointer
 from trainer.metrics import MetricsLogger, format_train_line
 
 
@@ -183,12 +181,16 @@ class _Run:
                     out_shardings=self.frozen_sh["params"])
     return merge(frozen["params"], state.params)
 
-  def task_evaluator(self) -> task_eval.TaskEvaluator | None:
+  def task_evaluator(self, make_evaluator):
     """config.eval.tasks, loaded and checked now so a bad task file fails before training."""
     ev = self.config.eval
-    names = task_eval.task_names(ev.tasks)
-    evaluator = task_eval.TaskEvaluator(ev, self.model_cfg, self.meta["tokenizer_path"], self.mesh,
-                                        self.config.train.seq_len) if names else None
+    evaluator = None
+    if any(name.strip() for name in ev.tasks.split(",")):
+      if make_evaluator is None:
+        raise UserError(f"config.eval.tasks={ev.tasks!r} needs a task evaluator; train.py passes "
+                        f"evals.in_training.TaskEvaluator to trainer.loop.run")
+      evaluator = make_evaluator(ev, self.model_cfg, self.meta["tokenizer_path"], self.mesh,
+                                 self.config.train.seq_len)
     kind, _, rest = ev.best_metric.partition("/")
     if kind == "val" and ev.steps <= 0:
       raise UserError(f"config.eval.best_metric={ev.best_metric!r} needs config.eval.steps > 0")
@@ -209,6 +211,12 @@ class _Run:
     return steps_lib.evaluate(step, self.objective, self._eval_batches[key], self.batch_sh, t.batch_size)
 
 
+def _format_eval(split: str, result: dict) -> str:
+  """The objective's evaluation metrics, in its order ("val loss 4.7100 | val perplexity 111.04")."""
+  return " | ".join(f"{split} {name} {value:.2f}" if abs(value) >= 100 else f"{split} {name} {value:.4f}"
+                    for name, value in result.items() if name != "tokens")
+
+
 def _print_samples(run: _Run, params, log: MetricsLogger) -> None:
   """Sampled continuations of test-split prompts; `params` are plain (merged) model parameters."""
   ev = run.config.eval
@@ -225,15 +233,19 @@ def _print_samples(run: _Run, params, log: MetricsLogger) -> None:
              f"{tok.decode(prompt)}\u2502{tok.decode(out)}")
 
 
-def run(config, workdir: str, devices=None, stop_after_step: int | None = None) -> dict:
+def run(config, workdir: str, devices=None, stop_after_step: int | None = None, task_evaluator=None) -> dict:
   """Trains `config` in `workdir`, resuming from its newest checkpoint. Returns a summary.
 
   `devices` restricts the mesh to a subset of devices; `stop_after_step` stops
   early with a checkpoint, exactly as a SIGTERM would (used to test resumption).
+  `task_evaluator` builds the evaluator of config.eval.tasks (train.py hands
+  in evals.in_training.TaskEvaluator: the trainer does not import evals): it
+  takes (config.eval, ModelConfig, tokenizer path, mesh, seq_len) and returns
+  an object with `.tasks` and `.evaluate(params) -> {task: {metric: value}}`.
   """
   lock = _lock_workdir(workdir)  # before anything, preflight included, writes in the workdir
   try:
-    return _train(config, workdir, devices, stop_after_step)
+    return _train(config, workdir, devices, stop_after_step, task_evaluator)
   finally:
     lock.release()
 
@@ -253,7 +265,7 @@ def _lock_workdir(workdir: str) -> workdir_lock.WorkdirLock:
   return lock
 
 
-def _train(config, workdir: str, devices, stop_after_step: int | None) -> dict:
+def _train(config, workdir: str, devices, stop_after_step: int | None, make_task_evaluator) -> dict:
   r = _Run(config, workdir, devices)
   t, ev = config.train, config.eval
   guard = steps_lib.NonfiniteGuard(t.on_nonfinite, t.max_skipped_steps)
@@ -297,7 +309,7 @@ def _train(config, workdir: str, devices, stop_after_step: int | None) -> dict:
              f"{t.batch_size}x{t.seq_len} tokens/step")
 
     best = BestTracker(workdir, config.checkpoint.keep_best, ev.patience, ev.best_metric, ev.best_mode)
-    tasks = r.task_evaluator()
+    tasks = r.task_evaluator(make_task_evaluator)
     evaluates = ev.steps > 0 or tasks is not None
 
     def evaluate(step) -> bool:
@@ -307,7 +319,7 @@ def _train(config, workdir: str, devices, stop_after_step: int | None) -> dict:
         result = r.eval_split(state.params, frozen, "val", ev.steps)
         log.write(step, "val", result)
         flat.update({f"val/{k}": v for k, v in result.items()})
-        line.append(f"val loss {result['loss']:.4f} | val ppl {result['perplexity']:.2f}")
+        line.append(_format_eval("val", result))
       if tasks is not None:
         for name, metrics in tasks.evaluate(r.inference_params(state, frozen)).items():
           log.write(step, f"task/{name}", metrics)
@@ -393,8 +405,8 @@ def _train(config, workdir: str, devices, stop_after_step: int | None) -> dict:
     elif ev.final_split:
       result = r.eval_split(state.params, frozen, ev.final_split, ev.final_steps)
       log.write(step, ev.final_split, result)
-      log.info(f"held-out {ev.final_split} split: loss {result['loss']:.4f} | perplexity "
-               f"{result['perplexity']:.2f} over {result['tokens']:.0f} tokens")
+      log.info(f"held-out {ev.final_split} split: {_format_eval(ev.final_split, result)} over "
+               f"{result['tokens']:.0f} tokens")
       summary[ev.final_split] = result
       if ev.num_samples > 0:
         _print_samples(r, r.inference_params(state, frozen), log)

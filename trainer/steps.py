@@ -17,21 +17,17 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from errors import UserError
 from parallel import sharding
+from parallel.checkpoint import all_finite
 from trainer.state import TrainState
 
 
 def _uses_dropout(model) -> bool:
   return model.cfg.lora is not None and model.cfg.lora.dropout > 0
-
-
-def all_finite(tree) -> jax.Array:
-  """A scalar bool: every floating-point value in `tree` is finite."""
-  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def make_train_step(model, objective, tx, schedule, state_sh, frozen_sh, batch_sh, metrics_sh,
@@ -106,9 +102,9 @@ def evaluate(eval_step, objective, local_batches: list[dict], batch_sh, global_b
   totals = {}
   for local in local_batches:
     out = jax.device_get(eval_step(sharding.to_global_batch(local, batch_sh, global_batch)))
-    for name, value in out.items():
-      totals[name] = totals.get(name, 0.0) + float(value)
-  return objective.eval_metrics(totals)
+    for name, value in out.items():  # scalars, or arrays such as a confusion matrix
+      totals[name] = totals.get(name, 0.0) + np.asarray(value, np.float64)
+  return objective.eval_metrics({name: float(v) if v.ndim == 0 else v for name, v in totals.items()})
 
 
 ON_NONFINITE = ("stop", "skip")

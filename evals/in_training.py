@@ -1,5 +1,9 @@
 """Task benchmarks during training (config.eval.tasks), scored with the model's current parameters.
 
+train.py hands `TaskEvaluator` to trainer.loop.run, which builds it when the
+run starts and calls `evaluate` with the current parameters at every
+evaluation (the trainer itself never imports evals).
+
 Tasks load and validate when the run starts, so a bad task file fails before
 any training. Each evaluation logs every scalar metric of task NAME to
 metrics.jsonl and TensorBoard under the split "task/NAME"; the flat

@@ -16,12 +16,18 @@ import sys
 
 import grain
 import jax
+import jax.numpy as jnp
 import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
 from errors import UserError
-from trainer.steps import all_finite
+
+
+def all_finite(tree) -> jax.Array:
+  """A scalar bool: every floating-point value in `tree` is finite."""
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+  return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
 def _flat_shapes(tree) -> dict[str, tuple]:
@@ -193,29 +199,39 @@ class Checkpointer:
     self._manager.reload()
     return target
 
-  def restore_state(self, step: int, abstract_state_with_shardings):
-    """The train state alone (no data iterator), e.g. for export or evaluation.
+  def restore_params(self, step: int, abstract_params_with_shardings):
+    """The parameters alone (the state's `params`), each read straight onto its shards.
 
-    No fallback here: the caller asked for this step. One that fails to read is
-    a one-line UserError naming it and the older steps there are.
+    Orbax reads just these arrays (a partial restore): no optimizer state, no
+    data iterator, and no copy on one device first, so a model restores onto
+    whatever mesh its caller evaluates, exports or decodes on. No fallback: the
+    caller asked for this step. One that fails to read is a one-line UserError
+    naming it and the older steps there are.
     """
+    target = {"params": abstract_params_with_shardings}
+    # A second manager over the same directory: partial restores need the PyTree handler's arguments.
+    reader = ocp.CheckpointManager(self.directory, item_handlers={"state": ocp.PyTreeCheckpointHandler()})
     failure = None
-    with _quiet_abandoned_reads():  # handled inside, so the abandoned reads are collected under it
-      try:
-        self.check_compatible(step, abstract_state_with_shardings)
-        restored = self._manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state_with_shardings)))
-      except UserError:
-        raise
-      except Exception as e:  # noqa: BLE001 -- any failure to read the files: name the checkpoint
-        failure = _one_line(e)
+    try:
+      with _quiet_abandoned_reads():  # handled inside, so the abandoned reads are collected under it
+        try:
+          self.check_compatible(step, target)
+          restored = reader.restore(step, args=ocp.args.Composite(state=ocp.args.PyTreeRestore(
+              item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+              partial_restore=True)))
+        except UserError:
+          raise
+        except Exception as e:  # noqa: BLE001 -- any failure to read the files: name the checkpoint
+          failure = _one_line(e)
+    finally:
+      reader.close()
     if failure is not None:
       _drop_abandoned_read_echoes()
       older = sorted((s for s in self.all_steps() if s < step), reverse=True)
       hint = (f"; older checkpoints: steps {older} (export_hf.py --step=N takes one; train.py on this workdir "
               f"moves the corrupt one aside and resumes from the newest that restores)" if older else "")
       raise UserError(f"checkpoint {self.directory}/{step} does not restore ({failure}){hint}")
-    return restored["state"]
+    return restored["state"]["params"]
 
   def wait(self) -> None:
     self._manager.wait_until_finished()
