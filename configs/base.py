@@ -12,7 +12,7 @@ def base_config() -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
 
   c.model = ml_collections.ConfigDict(dict(
-      family="decoder",       # model/families.py: what kind of model (decoder-only today)
+      family="decoder",       # model/families.py: "decoder" (causal LM) | "encoder" (BERT/RoBERTa)
       vocab_size=32_000,
       d_model=512,
       num_layers=8,
@@ -23,7 +23,10 @@ def base_config() -> ml_collections.ConfigDict:
       max_seq_len=2048,       # size of the learned position table (position="learned")
       norm="rmsnorm",         # "rmsnorm" (Llama) | "layernorm" (GPT-2)
       norm_eps=1e-5,
-      mlp="swiglu",           # "swiglu" (Llama) | "gelu" (GPT-2)
+      # "pre": x + f(norm(x)) (Llama, GPT-2; a final norm follows the layers);
+      # "post": norm(x + f(x)) (BERT, RoBERTa; no final norm).
+      norm_position="pre",
+      mlp="swiglu",           # "swiglu" (Llama) | "gelu" (GPT-2, tanh GELU) | "gelu_erf" (BERT, exact GELU)
       position="rope",        # "rope" (Llama) | "learned" (GPT-2)
       rope_theta=10_000.0,
       rope_scaling="none",    # "none" | "linear" | "llama3" (Llama 3.1+ long-context RoPE)
@@ -41,6 +44,19 @@ def base_config() -> ml_collections.ConfigDict:
       attention_impl="auto",
       scan_layers=True,       # one compiled layer body scanned over depth
       remat="none",           # "none" | "full" | "dots" | "dots_no_batch"
+      # Encoder family only (model/encoder.py); the decoder ignores these.
+      type_vocab_size=0,      # token-type (segment A/B) embeddings: BERT 2, RoBERTa 1; 0 = none
+      # Learned positions look up row position + position_offset of a table with max_seq_len +
+      # position_offset rows: RoBERTa's positions start after its padding id (pad_token_id + 1 = 2).
+      position_offset=0,
+      mlm_head=True,          # masked-LM head (dense, GELU, norm, tied projection + bias)
+      pooler=False,           # BERT pooler: dense + tanh on the first token (BertModel has one)
+      # Classification head (objective "classification"): num_labels > 0 replaces the LM head by
+      # logits over the labels. A decoder reads its last non-padding token (LlamaForSequenceClassification);
+      # an encoder pools "cls" (the first token, through the pooler when it has one: BERT/RoBERTa's
+      # heads) or "mean" (the mean of its tokens, as sentence-transformers embed).
+      num_labels=0,
+      pooling="cls",
   ))
 
   c.init = ml_collections.ConfigDict(dict(
@@ -89,6 +105,10 @@ def base_config() -> ml_collections.ConfigDict:
       # "skip": it goes on, and stops once more than max_skipped_steps were skipped.
       on_nonfinite="stop",
       max_skipped_steps=10,
+      # objective="masked_lm" (data/masking.py): per row, `rate` of the maskable tokens are chosen
+      # (whole words with whole_word); of those, mask_fraction become [MASK], random_fraction a
+      # random token, the rest stay. Seeded by train.seed and the row, so resumption is exact.
+      mlm=ml_collections.ConfigDict(dict(rate=0.15, whole_word=False, mask_fraction=0.8, random_fraction=0.1)),
   ))
 
   c.optimizer = ml_collections.ConfigDict(dict(

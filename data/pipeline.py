@@ -6,6 +6,10 @@ rows its devices hold -- so the global batch is the same whatever the number
 of processes. With `data.mixture`, the stream interleaves several datasets'
 rows in proportion to their weights (grain's MapDataset.mix: a fixed,
 random-access pattern, so resumption stays exact).
+
+With a MaskSpec (masked-LM objectives), each row is masked before batching
+(data/masking.py), seeded by its global index in the stream: the masks, like
+the rows, depend neither on the number of processes nor on resumption.
 """
 
 import os
@@ -13,11 +17,14 @@ import os
 import grain
 import numpy as np
 
+from data import masking as masking_lib
 from data import shards
+from data.examples import ExampleRows
 from data.packing import PACKINGS, PackedRows
 from errors import UserError
 
-MODEL_KEYS = ("tokens", "segment_ids", "positions", "loss_mask")
+# Row fields for the trainer's bookkeeping, not the model: which mixture member a row came from.
+BOOKKEEPING = ("dataset",)
 
 
 def datasets(data_cfg) -> list[tuple[str, float]]:
@@ -85,6 +92,10 @@ class RowStream:
     for i, (directory, _) in enumerate(members):
       meta = shards.load_metadata(directory)
       source, lengths = shards.open_split(directory, split, meta)
+      if meta.get("kind") == "classification":  # labelled examples: one per row, never packed
+        self.rows.append(ExampleRows(source, lengths, shards.open_labels(directory, split, meta), seq_len,
+                                     seed=seed + i, shuffle=shuffle, dataset=i))
+        continue
       # Chat datasets hold exactly what the chat template rendered, BOS/EOS included.
       templated = meta.get("kind") == "chat"
       # BOS only where the dataset's tokenizer adds one (older datasets: wherever it has one).
@@ -111,46 +122,59 @@ class RowStream:
 
 
 class _ReadProcessRow(grain.transforms.Map):
-  """Local example index -> the global row this process owns."""
+  """Local example index -> the global row this process owns (with its global index, for masking)."""
 
-  def __init__(self, rows: RowStream, global_batch: int, row_start: int, row_stop: int):
+  def __init__(self, rows: RowStream, global_batch: int, row_start: int, row_stop: int, with_index: bool = False):
     self.rows, self.global_batch = rows, global_batch
     self.row_start, self.local_batch = row_start, row_stop - row_start
+    self.with_index = with_index
 
   def map(self, i):
     step, j = divmod(int(i), self.local_batch)
-    return self.rows[step * self.global_batch + self.row_start + j]
+    g = step * self.global_batch + self.row_start + j
+    return {**self.rows[g], "row_index": g} if self.with_index else self.rows[g]
 
 
 def _local_batches(rows: RowStream, global_batch: int, row_start: int, row_stop: int,
-                   num_batches: int | None) -> grain.MapDataset:
+                   num_batches: int | None, masking: masking_lib.MaskSpec | None = None,
+                   stream: str = "train") -> grain.MapDataset:
   local = row_stop - row_start
   total_steps = len(rows) // global_batch if num_batches is None else num_batches
-  return (grain.MapDataset.range(total_steps * local)
-          .map(_ReadProcessRow(rows, global_batch, row_start, row_stop))
-          .batch(local, drop_remainder=True))
+  ds = grain.MapDataset.range(total_steps * local).map(
+      _ReadProcessRow(rows, global_batch, row_start, row_stop, with_index=masking is not None))
+  if masking is not None:
+    ds = ds.map(masking_lib.MaskRows(masking, stream))
+  return ds.batch(local, drop_remainder=True)
 
 
 def train_iterator(data_cfg, seq_len: int, global_batch: int, row_start: int, row_stop: int,
-                   seed: int, split: str = "train"):
-  """Endless, shuffled (per epoch), checkpointable iterator of this process's batch rows."""
+                   seed: int, split: str = "train", masking: masking_lib.MaskSpec | None = None):
+  """Endless, shuffled (per epoch), checkpointable iterator of this process's batch rows.
+
+  Rows carry what their dataset holds (packed documents: tokens, positions,
+  segment ids, loss mask; labelled examples: also token types and a label); with
+  `masking`, also the masked-LM targets. The masks are part of the rows, so
+  restoring the iterator's state restores them too. The trainer keeps the
+  fields its objective reads.
+  """
   rows = RowStream(data_cfg, split, seq_len, seed=seed, shuffle=True)
-  ds = _local_batches(rows, global_batch, row_start, row_stop, None).to_iter_dataset()
+  ds = _local_batches(rows, global_batch, row_start, row_stop, None, masking, "train").to_iter_dataset()
   if data_cfg.worker_count > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_cfg.worker_count))
   return iter(ds)
 
 
 def eval_batches(data_cfg, split: str, seq_len: int, global_batch: int, row_start: int,
-                 row_stop: int, num_batches: int) -> list[dict]:
+                 row_stop: int, num_batches: int, masking: masking_lib.MaskSpec | None = None) -> list[dict]:
   """The first `num_batches` batches of a split, in document order (the same every eval).
 
   Fewer if the split is smaller: never wraps around, so no row counts twice.
+  With `masking`, one fixed masking of those rows (the "eval" stream).
   """
   rows = RowStream(data_cfg, split, seq_len, seed=0, shuffle=False)
   available = rows.rows_per_epoch // global_batch
   if available == 0:
     raise UserError(f"split {split!r} of {data_cfg.mixture or data_cfg.dir} has {rows.rows_per_epoch} rows "
                     f"of {seq_len} tokens, fewer than one batch of {global_batch}")
-  ds = _local_batches(rows, global_batch, row_start, row_stop, min(num_batches, available))
-  return [{k: v for k, v in ds[i].items() if k in MODEL_KEYS} for i in range(len(ds))]
+  ds = _local_batches(rows, global_batch, row_start, row_stop, min(num_batches, available), masking, "eval")
+  return [{k: v for k, v in ds[i].items() if k not in BOOKKEEPING} for i in range(len(ds))]

@@ -26,7 +26,10 @@ STAGE_ORDER = ("read", "normalize", "quality", "pii", "boilerplate", "decontam",
 
 def fingerprint(input_sha256s: list[str], cfg) -> str:
   """What the dataset was made from: the config and every input file's content, in input order."""
-  h = hashlib.sha256(json.dumps(cfg.to_dict(), sort_keys=True).encode())
+  config = cfg.to_dict()
+  if not config.get("tokenizer", {}).get("encoder_specials", True):  # datasets made before the key keep theirs
+    del config["tokenizer"]["encoder_specials"]
+  h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
   for digest in input_sha256s:
     h.update(digest.encode())
   return h.hexdigest()
@@ -61,7 +64,11 @@ def _tokenizer(cfg, kept_train_docs: Iterator[dict], out_dir: str) -> tokenizer_
     config = os.path.join(os.path.dirname(t.path), "tokenizer_config.json")
     if os.path.isfile(config):
       shutil.copyfile(config, os.path.join(out_dir, "tokenizer_config.json"))
-    return tokenizer_lib.load(os.path.join(out_dir, name))
+    tok = tokenizer_lib.load(os.path.join(out_dir, name))
+    if t.get("encoder_specials") and not tokenizer_lib.encoder_special_ids(tok):
+      raise UserError(f"config.tokenizer.encoder_specials=True, but tokenizer.path={t.path} has no [MASK] "
+                      f"token; train one (leave tokenizer.path empty) or use a tokenizer that has one")
+    return tok
   sample = os.path.join(out_dir, "tokenizer_sample.txt")
   chars = 0
   with open(sample, "w", encoding="utf-8") as f:
@@ -75,7 +82,8 @@ def _tokenizer(cfg, kept_train_docs: Iterator[dict], out_dir: str) -> tokenizer_
   symbols = tuple(s for s in t.user_defined_symbols.split(",") if s)
   note(f"training a {t.vocab_size}-piece {t.model_type} tokenizer on {chars} characters")
   path = tokenizer_lib.train_sentencepiece(sample, os.path.join(out_dir, "tokenizer"), t.vocab_size, t.seed,
-                                           t.model_type, t.byte_fallback, symbols)
+                                           t.model_type, t.byte_fallback, symbols,
+                                           encoder_specials=bool(t.get("encoder_specials", False)))
   os.remove(os.path.join(out_dir, "tokenizer.vocab"))
   os.remove(sample)
   return tokenizer_lib.load(path)
@@ -161,6 +169,7 @@ def write_dataset(cfg, output: str, stats: dict, inputs_sha256: str, num_files: 
         "bos_id": tok.bos_id,
         "add_bos": tok.add_bos,  # whether the tokenizer itself starts a text with BOS
         "eos_id": tok.eos_id,
+        **tokenizer_lib.encoder_special_ids(tok),  # mask_id, cls_id, sep_id, pad_id: only with a mask token
         "splits": splits,
         "chars_per_token_train": splits["train"]["chars"] / max(1, splits["train"]["num_tokens"]),
         "inputs_sha256": inputs_sha256,

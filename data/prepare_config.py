@@ -59,6 +59,10 @@ def default_config() -> ml_collections.ConfigDict:
       user_defined_symbols="", # comma-separated, e.g. "<|user|>,<|assistant|>"
       sample_chars=50_000_000, # train the tokenizer on at most this much train text
       seed=0,
+      # Masked-LM encoders: reserve [CLS], [SEP], [PAD], [MASK] (ids 1-4; BOS/EOS become [CLS]/[SEP],
+      # so documents pack as "[CLS] doc [SEP]") and record their ids in metadata.json. With `path`,
+      # that tokenizer must already have a [MASK] (or <mask>) token.
+      encoder_specials=False,
   ))
   c.output = ml_collections.ConfigDict(dict(docs_per_shard=4096, examples_per_reason=3))
   c.num_workers = 0            # processes for the per-file stages; 0 = one per CPU

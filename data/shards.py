@@ -3,8 +3,10 @@
     DIR/metadata.json             tokenizer, vocab size, files and counts per split
     DIR/tokenizer.model           sentencepiece model
     DIR/SPLIT-NNNNN.array_record  one record per document: int32 token ids, then (chat
-                                  datasets) one uint8 loss-mask byte per token
+                                  datasets) one uint8 loss-mask byte per token, or
+                                  (classification datasets) one uint8 token-type byte
     DIR/SPLIT.lengths.npy         tokens per document, in record order
+    DIR/SPLIT.labels.npy          (classification datasets) the label id of each document
 
 The lengths file lets the packer place documents into rows without reading them.
 `metadata["fields"]` says whether records carry a loss mask.
@@ -37,10 +39,11 @@ class SplitWriter:
 
   def __init__(self, directory: str, split: str, docs_per_shard: int = 2048):
     self.directory, self.split, self.docs_per_shard = directory, split, docs_per_shard
-    self.files, self.lengths, self.shards = [], [], []
+    self.files, self.lengths, self.labels, self.shards = [], [], [], []
     self._writer, self._in_shard = None, 0
 
-  def write(self, token_ids, loss_mask=None) -> None:
+  def write(self, token_ids, loss_mask=None, label: int | None = None) -> None:
+    """One document; `loss_mask` is its per-token uint8 field (a loss mask, or token types)."""
     if self._writer is None or self._in_shard == self.docs_per_shard:
       self._close_shard()
       name = f"{self.split}-{len(self.files):05d}.array_record"
@@ -51,6 +54,8 @@ class SplitWriter:
       record += np.asarray(loss_mask, dtype=np.uint8).tobytes()
     self._writer.write(record)
     self.lengths.append(len(token_ids))
+    if label is not None:
+      self.labels.append(label)
     self._in_shard += 1
 
   def _close_shard(self):
@@ -65,8 +70,14 @@ class SplitWriter:
     lengths = np.asarray(self.lengths, dtype=np.int32)
     name = f"{self.split}.lengths.npy"
     np.save(os.path.join(self.directory, name), lengths)
-    return {"files": self.files, "num_docs": int(lengths.size), "num_tokens": int(lengths.sum()),
+    info = {"files": self.files, "num_docs": int(lengths.size), "num_tokens": int(lengths.sum()),
             "shards": self.shards, "lengths": _file_record(self.directory, name)}
+    if self.labels:
+      if len(self.labels) != lengths.size:
+        raise ValueError(f"{len(self.labels)} labels for {lengths.size} documents")
+      np.save(os.path.join(self.directory, f"{self.split}.labels.npy"), np.asarray(self.labels, dtype=np.int32))
+      info["labels"] = _file_record(self.directory, f"{self.split}.labels.npy")
+    return info
 
 
 def file_sha256(path: str) -> str:
@@ -114,7 +125,8 @@ def load_metadata(directory: str) -> dict:
 
 
 def _rewrite_hint(meta: dict) -> str:
-  tool = "scripts/prepare_sft.py" if meta.get("kind") == "chat" else "scripts/prepare_data.py"
+  tool = {"chat": "scripts/prepare_sft.py", "classification": "scripts/prepare_classify.py"}.get(
+      meta.get("kind"), "scripts/prepare_data.py")
   return f"re-create the dataset with {tool}"
 
 
@@ -250,6 +262,18 @@ def verify_split(directory: str, split: str, meta: dict | None = None) -> bool:
       logging.warning("%s/metadata.json records no shard checksums (written by an older version); only "
                       "record counts are checked; %s to have its contents verified", directory, hint)
     return False
-  for record in info["shards"] + [info["lengths"]]:
+  for record in info["shards"] + [info["lengths"]] + ([info["labels"]] if "labels" in info else []):
     _check_file(directory, record, hint)
   return True
+
+
+def open_labels(directory: str, split: str, meta: dict) -> np.ndarray:
+  """The label id of each document of `split` (classification datasets)."""
+  path = os.path.join(directory, f"{split}.labels.npy")
+  if "labels" not in meta["splits"][split]:
+    raise UserError(f"dataset {directory} has no labels; prepare labelled data with scripts/prepare_classify.py")
+  labels = _load_lengths(path, _rewrite_hint(meta))
+  if labels.size != meta["splits"][split]["num_docs"]:
+    raise UserError(f"{path} lists {labels.size} labels, metadata.json says {meta['splits'][split]['num_docs']} "
+                    f"documents; the dataset is corrupt ({_rewrite_hint(meta)})")
+  return labels

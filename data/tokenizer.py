@@ -38,34 +38,66 @@ from errors import UserError
 
 # Ids of the special pieces in tokenizers we train.
 UNK_ID, BOS_ID, EOS_ID = 0, 1, 2
+# With `encoder_specials` (masked-LM encoders), BOS/EOS are [CLS]/[SEP] (ids 1, 2), so packed documents
+# read "[CLS] doc [SEP]", and [PAD], [MASK] follow as control pieces (ids 3, 4).
+CLS, SEP, PAD, MASK = "[CLS]", "[SEP]", "[PAD]", "[MASK]"
+PAD_ID = 3
+# How tokenizers spell them: BERT's WordPiece and ours ("[MASK]"), RoBERTa's BPE ("<mask>").
+_ENCODER_SPECIALS = {"mask_id": (MASK, "<mask>"), "cls_id": (CLS, "<s>"), "sep_id": (SEP, "</s>"),
+                     "pad_id": (PAD, "<pad>")}
 
 
 def train_sentencepiece(lines_file: str, model_prefix: str, vocab_size: int, seed: int = 0,
                         model_type: str = "bpe", byte_fallback: bool = True,
-                        user_defined_symbols: tuple[str, ...] = (), max_sentences: int = 300_000) -> str:
+                        user_defined_symbols: tuple[str, ...] = (), max_sentences: int = 300_000,
+                        encoder_specials: bool = False) -> str:
   """Trains a tokenizer for text or code; returns the path of the .model file.
 
   Whitespace is kept verbatim (identity normalization, no whitespace collapsing)
   and "\\n" is a piece of its own, so code round-trips exactly; with byte
   fallback nothing is ever <unk>. `user_defined_symbols` (e.g. chat markers)
-  are always single pieces.
+  are always single pieces. `encoder_specials` reserves what a masked-LM encoder
+  needs: BOS/EOS become [CLS]/[SEP], plus [PAD] and [MASK] -- control pieces, so a
+  literal "[MASK]" in a document stays text.
   """
   if model_type not in ("bpe", "unigram"):
     raise UserError(f"tokenizer model_type={model_type!r}; expected 'bpe' or 'unigram'")
   spm.set_random_generator_seed(seed)
   symbols = ["\n"] + [s for s in user_defined_symbols if s and s != "\n"]
+  specials = dict(bos_piece=CLS, eos_piece=SEP, pad_piece=PAD, pad_id=PAD_ID, control_symbols=[MASK]) \
+      if encoder_specials else dict(pad_id=-1)
   try:
     spm.SentencePieceTrainer.train(
         input=lines_file, model_prefix=model_prefix, vocab_size=vocab_size, model_type=model_type,
         character_coverage=0.9995, byte_fallback=byte_fallback, normalization_rule_name="identity",
         remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, split_digits=True,
         user_defined_symbols=symbols, input_sentence_size=max_sentences, shuffle_input_sentence=True,
-        max_sentence_length=4096, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, pad_id=-1,
+        max_sentence_length=4096, unk_id=UNK_ID, bos_id=BOS_ID, eos_id=EOS_ID, **specials,
         num_threads=os.cpu_count() or 1, minloglevel=2)
   except RuntimeError as e:
     raise UserError(f"sentencepiece training failed: {e}") from None
   _strip_paths(model_prefix + ".model")
   return model_prefix + ".model"
+
+
+def encoder_special_ids(tok: "Tokenizer") -> dict:
+  """{"mask_id", "cls_id", "sep_id", "pad_id"} of a tokenizer with a mask token (those it has); {} without one.
+
+  A dataset's metadata records them, so masked-LM training finds its mask id there.
+  """
+  found = {}
+  for key, pieces in _ENCODER_SPECIALS.items():
+    ids = [i for i in (tok.token_to_id(p) for p in pieces) if i is not None]
+    if ids:
+      found[key] = ids[0]
+  return found if "mask_id" in found else {}
+
+
+def special_ids(tok: "Tokenizer") -> list[int]:
+  """Ids of the tokenizer's special tokens (control pieces, special added tokens, unk, bos, eos), sorted."""
+  ids = {i for i, t in tok.backend.get_added_tokens_decoder().items() if t.special}
+  ids |= {i for i in (tok.unk_id, tok.bos_id, tok.eos_id) if i is not None}
+  return sorted(ids)
 
 
 def _strip_paths(model_file: str) -> None:

@@ -8,9 +8,11 @@ from errors import UserError
 from model.lora import LoraConfig
 
 _CHOICES = {
-    "family": ("decoder",),  # model/families.py FAMILIES
+    "family": ("decoder", "encoder"),  # model/families.py FAMILIES
     "norm": ("rmsnorm", "layernorm"),
-    "mlp": ("swiglu", "gelu"),
+    "norm_position": ("pre", "post"),
+    "pooling": ("cls", "mean"),
+    "mlp": ("swiglu", "gelu", "gelu_erf"),
     "position": ("rope", "learned"),
     "rope_scaling": ("none", "linear", "llama3"),
     "attention_impl": ("auto", "xla", "cudnn"),
@@ -49,6 +51,14 @@ class ModelConfig:
   attention_impl: str
   scan_layers: bool
   remat: str
+  # Encoder (BERT/RoBERTa) fields; the defaults are the decoder's (configs/base.py explains each).
+  norm_position: str = "pre"
+  type_vocab_size: int = 0
+  position_offset: int = 0
+  mlm_head: bool = True
+  pooler: bool = False
+  num_labels: int = 0     # > 0: a classification head instead of the LM head
+  pooling: str = "cls"    # the encoder's classification input: "cls" | "mean"
   lora: LoraConfig | None = None  # adapters on the projections (model/lora.py); from config.lora
 
   @property
@@ -68,4 +78,12 @@ class ModelConfig:
     if cfg.num_heads % cfg.num_kv_heads:
       raise UserError(f"config.model.num_heads={cfg.num_heads} must be a multiple of "
                       f"config.model.num_kv_heads={cfg.num_kv_heads}")
+    for field in ("type_vocab_size", "position_offset", "num_labels"):
+      if getattr(cfg, field) < 0:
+        raise UserError(f"config.model.{field}={getattr(cfg, field)}; expected 0 or more")
+    if cfg.num_labels == 1:
+      raise UserError("config.model.num_labels=1; a classifier needs at least 2 labels (0: no classifier)")
+    if cfg.family == "encoder" and cfg.mlm_head and not cfg.tie_embeddings:
+      raise UserError("config.model.tie_embeddings=False: the encoder's MLM head always projects with the "
+                      "word embeddings (BERT/RoBERTa); set it to True")
     return cfg

@@ -1,10 +1,12 @@
 """Model families: how each kind of model is built, and what it takes as input.
 
 A family is one entry of `FAMILIES`, chosen by `config.model.family`. It names
-the module that implements it and the example inputs that shape inference and
-sharding trace it with (nothing is allocated). Everything that needs a model
-(training, export, evaluation, decoding, benchmarks) builds it here, so adding
-a family means one module in model/ and one entry below.
+the module that implements it, the batch fields it reads (in the order of its
+positional inputs), and the example inputs that shape inference and sharding
+trace it with (nothing is allocated). Everything that needs a model (training,
+export, evaluation, decoding, benchmarks) builds it here and calls it through
+`batch_inputs`, so adding a family means one module in model/ and one entry
+below.
 """
 
 import dataclasses
@@ -14,6 +16,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from model.config import ModelConfig
+from model.encoder import EncoderLM
 from model.transformer import DecoderLM
 
 
@@ -23,14 +26,22 @@ def _token_inputs(seq_len: int) -> tuple:
   return tokens, jnp.zeros_like(tokens), jnp.ones_like(tokens)
 
 
+def _encoder_fields(cfg: ModelConfig) -> tuple[str, ...]:
+  # Token types (sentence A/B) only where the model has their embeddings; else they default to zeros.
+  return ("tokens", "positions", "segment_ids") + (("token_types",) if cfg.type_vocab_size else ())
+
+
 @dataclasses.dataclass(frozen=True)
 class Family:
   module: Callable[[ModelConfig], nn.Module]
-  example_inputs: Callable[[int], tuple]        # seq_len -> positional inputs of one row
+  example_inputs: Callable[[int], tuple]         # seq_len -> positional inputs of one row
+  fields: Callable[[ModelConfig], tuple[str, ...]]  # the batch fields its positional inputs are
 
 
 FAMILIES = {
-    "decoder": Family(DecoderLM, _token_inputs),
+    "decoder": Family(DecoderLM, _token_inputs, lambda cfg: ("tokens", "positions", "segment_ids")),
+    # Token types default to zeros, so the encoder traces with the decoder's three inputs.
+    "encoder": Family(EncoderLM, _token_inputs, _encoder_fields),
 }
 
 
@@ -46,3 +57,18 @@ def build(cfg: ModelConfig) -> nn.Module:
 def example_inputs(model: nn.Module, seq_len: int = 8) -> tuple:
   """Inputs to trace `model` with (for `init` under `jax.eval_shape`)."""
   return family(model.cfg).example_inputs(seq_len)
+
+
+def batch_inputs(model: nn.Module, batch: dict) -> tuple:
+  """The model's positional inputs, taken from a batch's fields. Token types come last and are
+  optional (a batch of single texts may have none: they default to zeros)."""
+  fields = family(model.cfg).fields(model.cfg)
+  return tuple(batch[f] for f in fields if f != "token_types" or f in batch)
+
+
+def batch_apply(model: nn.Module):
+  """(variables, batch, rngs=None) -> the model's output: how objectives call a model of any family."""
+  def apply(variables, batch, rngs=None):
+    return model.apply(variables, *batch_inputs(model, batch), rngs=rngs)
+  return apply
+

@@ -1,4 +1,5 @@
-"""Hugging Face `config.json` <-> `config.model`, for LlamaForCausalLM and GPT2LMHeadModel.
+"""Hugging Face `config.json` <-> `config.model`: decoders (LlamaForCausalLM, GPT2LMHeadModel) and
+encoders (BertModel, BertForMaskedLM, RobertaModel, RobertaForMaskedLM).
 
 Every field of an HF config falls in one of four classes:
 
@@ -116,12 +117,24 @@ def _rope(hf: dict, path: str) -> dict:
                   f"\"linear\", \"llama3\")")
 
 
-def _llama(hf: dict, path: str) -> dict:
+def _num_labels(hf: dict, path: str) -> int:
+  """Classes of a *ForSequenceClassification config: its id2label (transformers saves no num_labels)."""
+  if hf.get("problem_type") not in (None, "single_label_classification"):
+    raise UserError(f"{path}: problem_type={_show(hf['problem_type'])} is not supported (supported: "
+                    f"\"single_label_classification\": one label per example)")
+  labels = hf.get("id2label") or {}
+  n = len(labels) if labels else hf.get("num_labels", 2)
+  if not isinstance(n, int) or n < 2:
+    raise UserError(f"{path}: {len(labels)} labels in id2label; a classifier needs at least 2")
+  return n
+
+
+def _llama(hf: dict, path: str, arch: str = "LlamaForCausalLM") -> dict:
   _check(hf, {"hidden_act": ("silu",), "attention_bias": (False,), "mlp_bias": (False,),
               "pretraining_tp": (1, None), "attention_dropout": (0.0, None)},
          {"vocab_size", "hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
           "num_key_value_heads", "head_dim", "max_position_embeddings", "rms_norm_eps", "tie_word_embeddings",
-          "rope_theta", "rope_scaling", "rope_parameters"}, "LlamaForCausalLM", path)
+          "rope_theta", "rope_scaling", "rope_parameters"}, arch, path)
   heads = hf["num_attention_heads"]
   return {
       "vocab_size": hf["vocab_size"], "d_model": hf["hidden_size"], "num_layers": hf["num_hidden_layers"],
@@ -156,8 +169,77 @@ def _gpt2(hf: dict, path: str) -> dict:
   }
 
 
-ARCHITECTURES = {"LlamaForCausalLM": _llama, "GPT2LMHeadModel": _gpt2}
-_MODEL_TYPES = {"llama": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel"}
+# BERT's dropouts act only in training (Strata's model has none), so any value loads.
+_BERT_BOOKKEEPING = {"hidden_dropout_prob", "attention_probs_dropout_prob", "classifier_dropout"}
+# The encoder architectures: (model_type, MLM head, pooler). transformers' *ForMaskedLM builds its
+# base model without a pooler; *Model builds one.
+# *ForSequenceClassification: BERT's classifier reads the pooler; RoBERTa's head (dense, tanh, then
+# out_proj) is the same computation, its dense and tanh being our pooler.
+_ENCODERS = {
+    "BertModel": ("bert", False, True),
+    "BertForMaskedLM": ("bert", True, False),
+    "BertForSequenceClassification": ("bert", False, True),
+    "RobertaModel": ("roberta", False, True),
+    "RobertaForMaskedLM": ("roberta", True, False),
+    "RobertaForSequenceClassification": ("roberta", False, True),
+}
+
+
+def _bert(arch: str, hf: dict, path: str) -> dict:
+  """BERT and RoBERTa: post-norm, exact GELU, learned absolute positions, token types. RoBERTa's
+  positions start after its padding id (transformers' create_position_ids_from_input_ids)."""
+  model_type, mlm_head, pooler = _ENCODERS[arch]
+  # The MLM head's projection is the word embedding (tied); a pooler-only model has no output head.
+  checked = {"hidden_act": ("gelu",), "position_embedding_type": ("absolute",), "is_decoder": (False,)}
+  if mlm_head:
+    checked["tie_word_embeddings"] = (True,)
+  translated = {"vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "max_position_embeddings", "type_vocab_size", "layer_norm_eps", "tie_word_embeddings"}
+  _check(hf, checked, translated | _BERT_BOOKKEEPING, arch, path)
+  d, heads = hf["hidden_size"], hf["num_attention_heads"]
+  if d % heads:
+    raise UserError(f"{path}: hidden_size={d} is not a multiple of num_attention_heads={heads}")
+  type_vocab = hf.get("type_vocab_size", 2)
+  if not isinstance(type_vocab, int) or type_vocab < 1:
+    raise UserError(f"{path}: type_vocab_size={_show(type_vocab)}; expected 1 or more")
+  offset = 0
+  if model_type == "roberta":
+    pad = hf.get("pad_token_id", 1)
+    if not isinstance(pad, int) or pad < 0:
+      raise UserError(f"{path}: pad_token_id={_show(pad)}; RoBERTa's positions start after it, so it must be "
+                      f"a token id")
+    offset = pad + 1
+  positions = hf.get("max_position_embeddings", 512)
+  if positions <= offset:
+    raise UserError(f"{path}: max_position_embeddings={positions} leaves no positions after pad_token_id "
+                    f"(RoBERTa's first position is pad_token_id + 1 = {offset})")
+  return {
+      "family": "encoder", "vocab_size": hf["vocab_size"], "d_model": d, "num_layers": hf["num_hidden_layers"],
+      "num_heads": heads, "num_kv_heads": heads, "head_dim": d // heads, "mlp_dim": hf["intermediate_size"],
+      "max_seq_len": positions - offset, "position_offset": offset, "type_vocab_size": type_vocab,
+      "norm": "layernorm", "norm_eps": hf.get("layer_norm_eps", 1e-12), "norm_position": "post",
+      "mlp": "gelu_erf", "position": "learned", "use_bias": True, "tie_embeddings": True,
+      "rope_scaling": "none", "mlm_head": mlm_head, "pooler": pooler,
+      **({"num_labels": _num_labels(hf, path), "pooling": "cls"} if arch.endswith("SequenceClassification") else {}),
+  }
+
+
+ARCHITECTURES = {"LlamaForCausalLM": _llama, "GPT2LMHeadModel": _gpt2,
+                 "LlamaForSequenceClassification": lambda hf, path: {
+                     **_llama(hf, path, "LlamaForSequenceClassification"), "num_labels": _num_labels(hf, path)},
+                 **{arch: (lambda hf, path, arch=arch: _bert(arch, hf, path)) for arch in _ENCODERS}}
+# The architecture transformers' AutoModel builds for a config with no `architectures`.
+_MODEL_TYPES = {"llama": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel", "bert": "BertModel",
+                "roberta": "RobertaModel"}
+_ARCH_MODEL_TYPE = {"LlamaForCausalLM": "llama", "GPT2LMHeadModel": "gpt2", "LlamaForSequenceClassification": "llama",
+                    **{arch: spec[0] for arch, spec in _ENCODERS.items()}}
+
+
+def family(arch: str) -> str:
+  """The model family (config.model.family) an architecture belongs to."""
+  return "encoder" if arch in _ENCODERS else "decoder"
+
+
 # Why some near-Llama architectures are refused (their weights need computation we do not have).
 _WHY_NOT = {
     "Qwen2ForCausalLM": " (its q/k/v projections have biases, which Strata's Llama has not)",
@@ -177,14 +259,19 @@ def _architecture(hf: dict, path: str) -> str:
     why = next((_WHY_NOT[a] for a in archs if a in _WHY_NOT), "")
     raise UserError(f"{path}: architecture {named!r} is not supported{why}; supported: {sorted(ARCHITECTURES)}")
   model_type = hf.get("model_type")
-  if model_type is not None and _MODEL_TYPES.get(model_type) != arch:
+  if model_type is not None and model_type != _ARCH_MODEL_TYPE[arch]:
     raise UserError(f"{path}: model_type={_show(model_type)} does not match architectures {archs!r}; "
-                    f"expected model_type \"{next(t for t, a in _MODEL_TYPES.items() if a == arch)}\"")
+                    f"expected model_type \"{_ARCH_MODEL_TYPE[arch]}\"")
   return arch
 
 
-def read(hf_dir: str) -> tuple[str, dict]:
-  """(architecture, {config.model field: value}) from HF_DIR/config.json."""
+def _a(word: str) -> str:
+  return ("an " if word[0] in "aeiou" else "a ") + word
+
+
+def read(hf_dir: str, family_wanted: str | None = None) -> tuple[str, dict]:
+  """(architecture, {config.model field: value}) from HF_DIR/config.json. The fields include the
+  family; with `family_wanted` (config.model.family), a checkpoint of another family is refused."""
   path = os.path.join(hf_dir, "config.json")
   if not os.path.isfile(path):
     raise UserError(f"{hf_dir} has no config.json; expected a Hugging Face model directory")
@@ -196,18 +283,68 @@ def read(hf_dir: str) -> tuple[str, dict]:
   if not isinstance(hf, dict):
     raise UserError(f"{path}: expected a JSON object, got {type(hf).__name__}")
   arch = _architecture(hf, path)
+  if family_wanted is not None and family_wanted != family(arch):
+    raise UserError(f"{path}: architecture {arch} is {_a(family(arch))} model but config.model.family="
+                    f"{family_wanted!r}; set config.model.family={family(arch)!r} or use a {family_wanted} "
+                    f"checkpoint")
   try:
-    return arch, ARCHITECTURES[arch](hf, path)
+    fields = ARCHITECTURES[arch](hf, path)
   except KeyError as e:
     raise UserError(f"{path}: field {e.args[0]} is missing; {arch} needs it") from None
+  # The decoder's fields say nothing of the encoder-only ones, whose defaults it ignores.
+  return arch, {"family": "decoder", "norm_position": "pre", **fields}
 
 
-def write(model_cfg, bos_id, eos_id) -> dict:
-  """The HF config.json for one of our models (the inverse of `read`)."""
+def _write_encoder(c, bos_id, eos_id) -> dict:
+  """BertModel / BertForMaskedLM, or RobertaModel / RobertaForMaskedLM when positions are offset."""
+  if not (c.norm == "layernorm" and c.norm_position == "post" and c.mlp == "gelu_erf" and c.position == "learned"
+          and c.use_bias and c.num_kv_heads == c.num_heads and c.head_dim * c.num_heads == c.d_model
+          and c.type_vocab_size >= 1):
+    raise UserError("this encoder is not BERT shaped (post-norm layernorm, gelu_erf, learned positions, biases, "
+                    "token types, head_dim * num_heads == d_model), so it has no HF equivalent")
+  roberta = c.position_offset > 0  # RoBERTa's positions start after its padding id
+  kind = "Roberta" if roberta else "Bert"
+  if c.num_labels:
+    if not (c.pooler and c.pooling == "cls"):
+      raise UserError(f"an encoder classifier with pooler={c.pooler} and pooling={c.pooling!r} has no HF "
+                      f"equivalent ({kind}ForSequenceClassification classifies the pooled first token)")
+    arch = kind + "ForSequenceClassification"
+  elif c.mlm_head == c.pooler:
+    raise UserError(f"an encoder with mlm_head={c.mlm_head} and pooler={c.pooler} has no HF equivalent "
+                    f"(*ForMaskedLM has an MLM head, *Model a pooler)")
+  else:
+    arch = kind + ("ForMaskedLM" if c.mlm_head else "Model")
+  positions = c.max_seq_len + c.position_offset
+  return {"architectures": [arch], "model_type": kind.lower(), "vocab_size": c.vocab_size,
+          "hidden_size": c.d_model, "num_hidden_layers": c.num_layers, "num_attention_heads": c.num_heads,
+          "intermediate_size": c.mlp_dim, "hidden_act": "gelu", "max_position_embeddings": positions,
+          "type_vocab_size": c.type_vocab_size, "layer_norm_eps": c.norm_eps,
+          "pad_token_id": c.position_offset - 1 if roberta else 0, "bos_token_id": bos_id, "eos_token_id": eos_id,
+          "is_decoder": False, "tie_word_embeddings": True, "hidden_dropout_prob": 0.0,
+          "attention_probs_dropout_prob": 0.0, "dtype": "float32"}
+
+
+def _label_fields(c, labels) -> dict:
+  """id2label/label2id of a classifier (its class names, or transformers' LABEL_i)."""
+  names = list(labels) if labels else [f"LABEL_{i}" for i in range(c.num_labels)]
+  if len(names) != c.num_labels:
+    raise ValueError(f"{len(names)} label names for {c.num_labels} classes")
+  return {"id2label": {str(i): n for i, n in enumerate(names)}, "label2id": {n: i for i, n in enumerate(names)},
+          "problem_type": "single_label_classification"}
+
+
+def write(model_cfg, bos_id, eos_id, labels: list[str] | None = None) -> dict:
+  """The HF config.json for one of our models (the inverse of `read`); `labels` names a classifier's classes."""
   c = model_cfg
+  if c.family == "encoder":
+    return {**_write_encoder(c, bos_id, eos_id), **(_label_fields(c, labels) if c.num_labels else {})}
+  if c.norm_position != "pre":
+    raise UserError("this decoder has post-norm blocks, which neither Llama nor GPT-2 has; no HF equivalent")
   common = {"vocab_size": c.vocab_size, "bos_token_id": bos_id, "eos_token_id": eos_id,
             "tie_word_embeddings": c.tie_embeddings, "dtype": "float32"}
   if c.norm == "layernorm":
+    if c.num_labels:
+      raise UserError("a GPT-2 shaped classifier has no HF export here (LlamaForSequenceClassification only)")
     if not (c.mlp == "gelu" and c.position == "learned" and c.use_bias and c.tie_embeddings
             and c.num_kv_heads == c.num_heads and c.head_dim * c.num_heads == c.d_model):
       raise UserError("this layernorm model is not GPT-2 shaped, so it has no HF equivalent")
@@ -224,7 +361,11 @@ def write(model_cfg, bos_id, eos_id) -> dict:
     rope.update(rope_type="llama3", factor=c.rope_scaling_factor, low_freq_factor=c.rope_low_freq_factor,
                 high_freq_factor=c.rope_high_freq_factor,
                 original_max_position_embeddings=c.rope_original_max_position)
-  return {**common, "architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": c.d_model,
+  if c.num_labels:
+    # transformers finds each row's last token by pad_token_id; rows are padded with 0 here
+    # (data/examples.py), which Llama-style tokenizers give to <unk>, a token byte fallback never emits.
+    common.update(architectures=["LlamaForSequenceClassification"], pad_token_id=0, **_label_fields(c, labels))
+  return {"architectures": ["LlamaForCausalLM"], **common, "model_type": "llama", "hidden_size": c.d_model,
           "intermediate_size": c.mlp_dim, "num_hidden_layers": c.num_layers, "num_attention_heads": c.num_heads,
           "num_key_value_heads": c.num_kv_heads, "head_dim": c.head_dim, "hidden_act": "silu",
           "max_position_embeddings": c.max_seq_len, "rms_norm_eps": c.norm_eps, "rope_parameters": rope,

@@ -1,4 +1,4 @@
-"""Hugging Face safetensors <-> our parameter tree, for Llama and GPT-2.
+"""Hugging Face safetensors <-> our parameter tree, for Llama, GPT-2, BERT and RoBERTa.
 
 One table per architecture lists, for every HF tensor, the parameters it
 feeds and the reshapes both ways, so import and export cannot drift apart.
@@ -22,7 +22,8 @@ from errors import UserError
 from model.config import ModelConfig
 
 # Tensors HF checkpoints may carry that hold no weights (buffers).
-_BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq")
+_BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq", "embeddings.position_ids",
+                    "embeddings.token_type_ids")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,7 +59,9 @@ def _llama(c: ModelConfig) -> list[TensorMap]:
       TensorMap("model.embed_tokens.weight", (("embed", "table"),), per_layer=False, **_same()),
       TensorMap("model.norm.weight", (("final_norm", "scale"),), per_layer=False, **_same()),
   ]
-  if not c.tie_embeddings:
+  if c.num_labels:  # LlamaForSequenceClassification: `score`, no bias, in place of the LM head
+    maps.append(TensorMap("score.weight", (("score", "kernel"),), per_layer=False, **transposed))
+  elif not c.tie_embeddings:
     maps.append(TensorMap("lm_head.weight", (("lm_head",),), per_layer=False, **transposed))
   return maps
 
@@ -94,13 +97,95 @@ def _gpt2(c: ModelConfig) -> list[TensorMap]:
   return maps
 
 
+def _bert_names(c: ModelConfig) -> tuple[str, str]:
+  """(base model prefix, MLM head prefix): *ForMaskedLM and *ForSequenceClassification nest the base
+  model under bert./roberta.; RoBERTa (position_offset > 0) names its MLM head lm_head, BERT
+  cls.predictions."""
+  roberta = c.position_offset > 0
+  if not (c.mlm_head or c.num_labels):
+    return "", ""
+  return ("roberta." if roberta else "bert."), ("lm_head." if roberta else "cls.predictions.")
+
+
+def _bert(c: ModelConfig) -> list[TensorMap]:
+  D, N, H = c.d_model, c.num_heads, c.head_dim
+  base, head = _bert_names(c)
+  proj = dict(to_ours=lambda w: [w.T.reshape(D, N, H)], to_hf=lambda x: x.reshape(D, N * H).T)
+  proj_bias = dict(to_ours=lambda b: [b.reshape(N, H)], to_hf=lambda x: x.reshape(N * H))
+  transposed = dict(to_ours=lambda w: [w.T], to_hf=lambda x: x.T)
+  p = base + "encoder.layer.{i}."
+  maps = [
+      TensorMap(p + "attention.self.query.weight", (("attention", "query"),), **proj),
+      TensorMap(p + "attention.self.query.bias", (("attention", "query_bias"),), **proj_bias),
+      TensorMap(p + "attention.self.key.weight", (("attention", "key"),), **proj),
+      TensorMap(p + "attention.self.key.bias", (("attention", "key_bias"),), **proj_bias),
+      TensorMap(p + "attention.self.value.weight", (("attention", "value"),), **proj),
+      TensorMap(p + "attention.self.value.bias", (("attention", "value_bias"),), **proj_bias),
+      TensorMap(p + "attention.output.dense.weight", (("attention", "out"),),
+                to_ours=lambda w: [w.T.reshape(N, H, D)], to_hf=lambda x: x.reshape(N * H, D).T),
+      TensorMap(p + "attention.output.dense.bias", (("attention", "out_bias"),), **_same()),
+      TensorMap(p + "attention.output.LayerNorm.weight", (("attention_norm", "scale"),), **_same()),
+      TensorMap(p + "attention.output.LayerNorm.bias", (("attention_norm", "bias"),), **_same()),
+      TensorMap(p + "intermediate.dense.weight", (("mlp", "up"),), **transposed),
+      TensorMap(p + "intermediate.dense.bias", (("mlp", "up_bias"),), **_same()),
+      TensorMap(p + "output.dense.weight", (("mlp", "down"),), **transposed),
+      TensorMap(p + "output.dense.bias", (("mlp", "down_bias"),), **_same()),
+      TensorMap(p + "output.LayerNorm.weight", (("mlp_norm", "scale"),), **_same()),
+      TensorMap(p + "output.LayerNorm.bias", (("mlp_norm", "bias"),), **_same()),
+  ]
+  e = base + "embeddings."
+  maps += [TensorMap(e + hf, (ours,), per_layer=False, **_same()) for hf, ours in (
+      ("word_embeddings.weight", ("embed", "table")),
+      ("position_embeddings.weight", ("positions", "table")),
+      ("token_type_embeddings.weight", ("token_types", "table")),
+      ("LayerNorm.weight", ("embed_norm", "scale")),
+      ("LayerNorm.bias", ("embed_norm", "bias")))]
+  if c.mlm_head and not c.num_labels:
+    dense, norm = ("dense", "layer_norm") if head == "lm_head." else ("transform.dense", "transform.LayerNorm")
+    maps += [
+        TensorMap(head + dense + ".weight", (("mlm_head", "dense"),), per_layer=False, **transposed),
+        TensorMap(head + dense + ".bias", (("mlm_head", "dense_bias"),), per_layer=False, **_same()),
+        TensorMap(head + norm + ".weight", (("mlm_head", "norm", "scale"),), per_layer=False, **_same()),
+        TensorMap(head + norm + ".bias", (("mlm_head", "norm", "bias"),), per_layer=False, **_same()),
+        TensorMap(head + "bias", (("mlm_head", "bias"),), per_layer=False, **_same()),
+    ]
+  # RoBERTa's classification head holds the pooler's dense layer (its base model has no pooler).
+  pooler = "classifier.dense." if c.num_labels and c.position_offset > 0 else base + "pooler.dense."
+  if c.pooler:
+    maps += [
+        TensorMap(pooler + "weight", (("pooler", "dense"),), per_layer=False, **transposed),
+        TensorMap(pooler + "bias", (("pooler", "dense_bias"),), per_layer=False, **_same()),
+    ]
+  if c.num_labels:
+    out = "classifier.out_proj." if c.position_offset > 0 else "classifier."
+    maps += [
+        TensorMap(out + "weight", (("classifier", "kernel"),), per_layer=False, **transposed),
+        TensorMap(out + "bias", (("classifier", "bias"),), per_layer=False, **_same()),
+    ]
+  return maps
+
+
+def tied_copies(c: ModelConfig) -> list[tuple[str, str]]:
+  """(tensor, the tensor it is tied to): copies transformers ties on load and no longer saves, which
+  older checkpoints may still hold. They are read only to check that they are copies."""
+  if c.family != "encoder" or not c.mlm_head or c.num_labels:
+    return []
+  base, head = _bert_names(c)
+  return [(head + "decoder.weight", base + "embeddings.word_embeddings.weight"),
+          (head + "decoder.bias", head + "bias")]
+
+
 def tensor_maps(c: ModelConfig) -> list[TensorMap]:
+  if c.family == "encoder":
+    return _bert(c)
   return _gpt2(c) if c.norm == "layernorm" else _llama(c)
 
 
 def _layer_prefix(c: ModelConfig, i: int | None) -> tuple[str, ...]:
-  """Where layer i's parameters live: stacked under decoder/layers/block, or decoder/layer_i."""
-  return ("decoder", "layers", "block") if c.scan_layers else ("decoder", f"layer_{i}")
+  """Where layer i's parameters live: stacked under STACK/layers/block, or STACK/layer_i, where
+  STACK is the family's TransformerStack (decoder or encoder)."""
+  stack = c.family
+  return (stack, "layers", "block") if c.scan_layers else (stack, f"layer_{i}")
 
 
 def open_safetensors(path: str):
@@ -171,15 +256,36 @@ def _expected_hf_shape(m: TensorMap, our_shapes: list[tuple]) -> tuple:
   return m.to_hf(*[np.zeros(s, np.float32) for s in our_shapes]).shape
 
 
-def load_params(hf_dir: str, cfg: ModelConfig, abstract_params, shardings):
+# Parameters a classifier may start without: its head (and an encoder's pooler), when the
+# checkpoint is a language model or a bare base model; and the LM heads such a checkpoint holds,
+# which the classification head replaces.
+_CLASSIFIER_HEAD = ("classifier", "score", "pooler")
+_LM_HEADS = ("lm_head.", "cls.")
+
+
+def _hf_name(reader, name: str, cfg: ModelConfig) -> str | None:
+  """`name`, or the name a bare base model (BertModel: no "bert." prefix) saves it under; None if absent."""
+  if name in reader.files:
+    return name
+  base = _bert_names(cfg)[0] if cfg.family == "encoder" else ""
+  if base and name.startswith(base) and name[len(base):] in reader.files:
+    return name[len(base):]
+  return None
+
+
+def load_params(hf_dir: str, cfg: ModelConfig, abstract_params, shardings, fresh_head=None):
   """Parameters from an HF directory, each placed directly on its shards.
 
   `abstract_params` and `shardings` are our parameter tree's shapes and
   NamedShardings (from the model's eval_shape), so the result drops into a
-  train state on any mesh.
+  train state on any mesh. A classifier (cfg.num_labels) may start from a
+  language model or a bare base model: `fresh_head()` then gives initialized
+  parameters (called once, sharded) for the head the checkpoint lacks, and
+  the checkpoint's LM head goes unused.
   """
   reader = _SafetensorsReader(hf_dir)
   layers = range(cfg.num_layers)
+  fresh = {}
 
   def layer_shape(path):
     leaf = _get(abstract_params, _layer_prefix(cfg, 0) + path)
@@ -193,9 +299,15 @@ def load_params(hf_dir: str, cfg: ModelConfig, abstract_params, shardings):
   params: dict = {}
   for m in tensor_maps(cfg):  # one HF tensor (all its layers) on the host at a time
     by_path: dict = {}
+    if cfg.num_labels and not m.per_layer and m.ours[0][0] in _CLASSIFIER_HEAD and fresh_head is not None \
+        and _hf_name(reader, m.hf_name, cfg) is None:
+      fresh = fresh or fresh_head()
+      for path in m.ours:
+        _set(params, path, _get(fresh, path))
+      continue
     for i in (layers if m.per_layer else [None]):
       name = m.hf_name.format(i=i)
-      w = reader.get(name)
+      w = reader.get(_hf_name(reader, name, cfg) or name)
       shapes = [layer_shape(p) if m.per_layer else _get(abstract_params, p).shape for p in m.ours]
       want = _expected_hf_shape(m, shapes)
       if w.shape != want:
@@ -210,9 +322,14 @@ def load_params(hf_dir: str, cfg: ModelConfig, abstract_params, shardings):
       else:
         for i in layers:
           place(_layer_prefix(cfg, i) + path, values[i])
-  extra = reader.unused()
+  for copy, source in tied_copies(cfg):
+    if copy in reader.files and not np.array_equal(reader.get(copy), reader.get(source)):
+      raise UserError(f"{hf_dir}: tensor {copy!r} differs from {source!r}, which it is tied to; untied "
+                      f"output weights are not supported")
+  extra = [n for n in reader.unused() if not (cfg.num_labels and n.startswith(_LM_HEADS))]
   if extra:
-    raise UserError(f"{hf_dir}: tensors {extra[:5]} are not used by the {cfg.norm} model config; "
+    what = cfg.norm if cfg.family == "decoder" else cfg.family
+    raise UserError(f"{hf_dir}: tensors {extra[:5]} are not used by the {what} model config; "
                     f"refusing to drop weights silently")
   flat_abs = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
   missing = [jax.tree_util.keystr(p) for p, _ in flat_abs if not _has(params, tuple(k.key for k in p))]
@@ -270,11 +387,12 @@ def save_safetensors(tensors: dict[str, np.ndarray], path: str) -> None:
 
 
 def load(hf_dir: str, mesh, **model_overrides):
-  """(ModelConfig, params on `mesh`) from an HF directory; overrides such as dtype or scan_layers."""
+  """(ModelConfig, params on `mesh`) from an HF directory; overrides such as dtype or scan_layers.
+  A `family` override is checked against the checkpoint's architecture, never applied to it."""
   from configs import base
   from model import hf_config
   from model import families
-  _, fields = hf_config.read(hf_dir)
+  _, fields = hf_config.read(hf_dir, model_overrides.get("family"))
   model_cfg = base.base_config().model
   model_cfg.update({**fields, **model_overrides})
   cfg = ModelConfig.from_config(model_cfg)
@@ -283,12 +401,14 @@ def load(hf_dir: str, mesh, **model_overrides):
   return cfg, load_params(hf_dir, cfg, abstract, shardings)
 
 
-def save(params, cfg: ModelConfig, out_dir: str, dtype=np.float32, bos_id=None, eos_id=None) -> None:
-  """Writes model.safetensors and config.json that transformers loads as-is."""
+def save(params, cfg: ModelConfig, out_dir: str, dtype=np.float32, bos_id=None, eos_id=None,
+         labels: list[str] | None = None) -> None:
+  """Writes model.safetensors and config.json that transformers loads as-is (`labels`: a classifier's
+  class names, for id2label)."""
   from model import hf_config
+  config = hf_config.write(cfg, bos_id, eos_id, labels)  # first: it refuses a model with no HF equivalent
+  config["dtype"] = np.dtype(dtype).name
   os.makedirs(out_dir, exist_ok=True)
   save_safetensors(export_params(params, cfg, dtype), os.path.join(out_dir, "model.safetensors"))
-  config = hf_config.write(cfg, bos_id, eos_id)
-  config["dtype"] = np.dtype(dtype).name
   with open(os.path.join(out_dir, "config.json"), "w") as f:
     json.dump(config, f, indent=2)

@@ -65,19 +65,24 @@ class Embed(nn.Module):
 
 
 class LearnedPositions(nn.Module):
-  """GPT-2 absolute position embeddings, indexed by per-document positions."""
+  """GPT-2 absolute position embeddings, indexed by per-document positions.
+
+  `offset` rows come before position 0 (RoBERTa's table starts its positions
+  after the padding id), so the table has max_seq_len + offset rows.
+  """
   cfg: ModelConfig
+  offset: int = 0
 
   @nn.compact
   def __call__(self, positions_BxT):
     cfg = self.cfg
     table = self.param("table", param_init(cfg, ("positions", "embed"), std=0.01),
-                       (cfg.max_seq_len, cfg.d_model), cfg.weight_dtype)
-    return jnp.take(table, positions_BxT, axis=0).astype(cfg.compute_dtype)
+                       (cfg.max_seq_len + self.offset, cfg.d_model), cfg.weight_dtype)
+    return jnp.take(table, positions_BxT + self.offset, axis=0).astype(cfg.compute_dtype)
 
 
 class Mlp(nn.Module):
-  """SwiGLU (Llama) or GELU (GPT-2) feed-forward block."""
+  """SwiGLU (Llama) or GELU (GPT-2's tanh approximation; BERT's exact erf form) feed-forward block."""
   cfg: ModelConfig
 
   @nn.compact
@@ -97,7 +102,7 @@ class Mlp(nn.Module):
     if cfg.mlp == "swiglu":
       h_BxTxF = jax.nn.silu(proj_in("gate")) * proj_in("up")
     else:
-      h_BxTxF = jax.nn.gelu(proj_in("up"), approximate=True)
+      h_BxTxF = jax.nn.gelu(proj_in("up"), approximate=cfg.mlp == "gelu")
     w_down = self.param("down", param_init(cfg, ("mlp", "embed"), std=out_std),
                         (cfg.mlp_dim, cfg.d_model), cfg.weight_dtype)
     y_BxTxD = jnp.einsum("btf,fd->btd", h_BxTxF, w_down.astype(dt))
@@ -107,3 +112,35 @@ class Mlp(nn.Module):
       y_BxTxD = y_BxTxD + self.param("down_bias", zeros_init(("embed",)), (cfg.d_model,),
                                      cfg.weight_dtype).astype(dt)
     return nn.with_logical_constraint(y_BxTxD, ("batch", "length", "act_embed"))
+
+
+class Classifier(nn.Module):
+  """Logits over `cfg.num_labels` classes from one vector per row: x @ W (+ b), in float32."""
+  cfg: ModelConfig
+  use_bias: bool = True
+
+  @nn.compact
+  def __call__(self, x_BxD):
+    cfg = self.cfg
+    w = self.param("kernel", param_init(cfg, ("embed", "classes")), (cfg.d_model, cfg.num_labels), cfg.weight_dtype)
+    logits_BxC = jnp.einsum("bd,dc->bc", x_BxD, w.astype(cfg.compute_dtype), preferred_element_type=jnp.float32)
+    if self.use_bias:
+      logits_BxC = logits_BxC + self.param("bias", zeros_init(("classes",)), (cfg.num_labels,),
+                                           cfg.weight_dtype).astype(jnp.float32)
+    return logits_BxC
+
+
+def last_token(x_BxTxD, segments_BxT):
+  """Each row's vector at its last non-padding position (segment id != 0); a row of padding gives
+  position 0."""
+  positions_BxT = jnp.arange(segments_BxT.shape[1])[None, :]
+  last_B = jnp.max(jnp.where(segments_BxT != 0, positions_BxT, 0), axis=1)
+  return jnp.take_along_axis(x_BxTxD, last_B[:, None, None], axis=1)[:, 0]
+
+
+def mean_of_tokens(x_BxTxD, segments_BxT):
+  """Each row's mean over its non-padding positions (sentence-transformers' mean pooling)."""
+  mask_BxTx1 = (segments_BxT != 0)[..., None].astype(jnp.float32)
+  total_BxD = jnp.sum(x_BxTxD.astype(jnp.float32) * mask_BxTx1, axis=1)
+  return (total_BxD / jnp.maximum(jnp.sum(mask_BxTx1, axis=1), 1e-9)).astype(x_BxTxD.dtype)
+

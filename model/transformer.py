@@ -1,7 +1,7 @@
 """Transformer blocks, the layer stack (scanned or unrolled), and the decoder LM.
 
 `TransformerStack` is architecture-agnostic: a decoder uses it with
-`causal=True`; an encoder (masked LM) would use `causal=False`; an
+`causal=True`; the encoder (model/encoder.py, masked LM) uses `causal=False`; an
 encoder-decoder would add a cross-attention block type next to `Block`.
 """
 
@@ -11,7 +11,7 @@ import jax
 from model import lora
 from model.attention import Attention
 from model.config import ModelConfig
-from model.layers import Embed, LearnedPositions, Mlp, Norm, param_init
+from model.layers import Classifier, Embed, LearnedPositions, Mlp, Norm, last_token, param_init
 
 REMAT_POLICIES = {
     "full": jax.checkpoint_policies.nothing_saveable,
@@ -21,7 +21,8 @@ REMAT_POLICIES = {
 
 
 class Block(nn.Module):
-  """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x)).
+  """Residual block. Pre-norm (Llama, GPT-2): x + attn(norm(x)), then x + mlp(norm(x)).
+  Post-norm (`cfg.norm_position="post"`, BERT): norm(x + attn(x)), then norm(x + mlp(x)).
 
   With a KV `cache` (this layer's {"k", "v"}) it returns (x, updated cache).
   """
@@ -30,12 +31,18 @@ class Block(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxTxD, positions_BxT, segments_BxT, cache=None):
+    post = self.cfg.norm_position == "post"
+    attention_norm, mlp_norm = Norm(self.cfg, name="attention_norm"), Norm(self.cfg, name="mlp_norm")
     h = Attention(self.cfg, causal=self.causal, name="attention")(
-        Norm(self.cfg, name="attention_norm")(x_BxTxD), positions_BxT, segments_BxT, cache=cache)
+        x_BxTxD if post else attention_norm(x_BxTxD), positions_BxT, segments_BxT, cache=cache)
     if cache is not None:
       h, cache = h
     x_BxTxD = x_BxTxD + h
-    x_BxTxD = x_BxTxD + Mlp(self.cfg, name="mlp")(Norm(self.cfg, name="mlp_norm")(x_BxTxD))
+    if post:
+      x_BxTxD = attention_norm(x_BxTxD)
+      x_BxTxD = mlp_norm(x_BxTxD + Mlp(self.cfg, name="mlp")(x_BxTxD))
+    else:
+      x_BxTxD = x_BxTxD + Mlp(self.cfg, name="mlp")(mlp_norm(x_BxTxD))
     x_BxTxD = nn.with_logical_constraint(x_BxTxD, ("batch", "length", "act_embed"))
     return x_BxTxD if cache is None else (x_BxTxD, cache)
 
@@ -104,6 +111,10 @@ class DecoderLM(nn.Module):
   Decoding (model/decode.py) passes a KV `cache` and gets (logits, cache) back;
   `logits_at_BxK` picks the positions whose logits it needs (the last prompt
   token of each row), so prefill skips the vocabulary projection elsewhere.
+
+  A classifier (`cfg.num_labels` > 0) returns logits [B, C] from each row's
+  last non-padding token, which has seen the whole example (as
+  LlamaForSequenceClassification's `score`, a projection without bias).
   """
   cfg: ModelConfig
 
@@ -115,6 +126,9 @@ class DecoderLM(nn.Module):
     if cfg.position == "learned":
       x_BxTxD = x_BxTxD + LearnedPositions(cfg, name="positions")(positions_BxT)
     x_BxTxD = TransformerStack(cfg, causal=True, name="decoder")(x_BxTxD, positions_BxT, segments_BxT, cache)
+    if cfg.num_labels:
+      x_BxD = Norm(cfg, name="final_norm")(last_token(x_BxTxD, segments_BxT))
+      return Classifier(cfg, use_bias=False, name="score")(x_BxD)
     if cache is not None:
       x_BxTxD, cache = x_BxTxD
     if logits_at_BxK is not None:

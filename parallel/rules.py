@@ -27,4 +27,5 @@ LOGICAL_AXIS_RULES = (
     ("positions", None),
     ("layers", None),
     ("lora_rank", None),
+    ("classes", None),
 )

@@ -34,8 +34,9 @@ def abstract_variables(model: nn.Module, mesh: Mesh, collection: str = "params",
 
 
 def batch_sharding(mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> NamedSharding:
-  """Sharding of [batch, length] inputs."""
-  return nn.logical_to_mesh_sharding(PartitionSpec("batch", "length"), mesh, rules)
+  """Sharding of batch inputs: rows split over the batch axes, each row whole. It names the leading
+  axis only, so it fits [batch, length] tokens and [batch] labels alike."""
+  return nn.logical_to_mesh_sharding(PartitionSpec("batch"), mesh, rules)
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

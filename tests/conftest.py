@@ -33,11 +33,32 @@ def stdlib_data_config(num_files: int = 80, vocab_size: int = 512):
   return c
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compilation_cache(tmp_path_factory):
+  """One persistent compilation cache for the session. Each training run builds new jitted functions,
+  so the in-memory cache never hits across runs; runs of the same shapes (one device, straight,
+  stopped, resumed) then compile once and read the program back after. Speed only: same programs."""
+  jax.config.update("jax_compilation_cache_dir", str(tmp_path_factory.mktemp("jax_cache")))
+  jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+  jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
+  yield
+
+
 @pytest.fixture(scope="session")
 def dataset_dir(tmp_path_factory):
   """A small real dataset: 80 standard-library modules through the full pipeline."""
   out = str(tmp_path_factory.mktemp("data") / "stdlib80")
   prepare.prepare(stdlib_data_config(), out)
+  return out
+
+
+@pytest.fixture(scope="session")
+def encoder_dataset_dir(tmp_path_factory):
+  """20 standard-library modules, tokenized with an encoder's [CLS]/[SEP]/[PAD]/[MASK] (ids 1-4)."""
+  cfg = stdlib_data_config(num_files=20)
+  cfg.tokenizer.encoder_specials = True
+  out = str(tmp_path_factory.mktemp("enc") / "stdlib20")
+  prepare.prepare(cfg, out)
   return out
 
 

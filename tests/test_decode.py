@@ -94,3 +94,29 @@ def test_bad_requests_are_clear_errors():
     Decoder(cfg, mesh).generate(params, [[1, 2], []], 4)
   with pytest.raises(UserError, match="max_new_tokens"):
     Decoder(cfg, mesh).generate(params, [[1, 2]], 0)
+
+
+# GPT-2-like: learned positions, LayerNorm, GELU, biases. A table of 40 positions caps the cache below
+# the 64-slot bucket (decode.py clips it), which the prompts plus new tokens (at most 26) still fit.
+@pytest.mark.parametrize("scan,max_seq_len", [(False, 64), (True, 40)])
+def test_cached_greedy_equals_recompute_with_learned_positions(scan, max_seq_len):
+  c = tiny_llama_config().model
+  c.update(dict(scan_layers=scan, dtype="float32", position="learned", norm="layernorm", mlp="gelu",
+                use_bias=True, num_kv_heads=4, tie_embeddings=True, max_seq_len=max_seq_len))
+  cfg = ModelConfig.from_config(c)
+  model = families.build(cfg)
+  mesh = mesh_lib.make_mesh(ConfigDict(dict(data=1, fsdp=1, tensor=1)), jax.devices()[:1])
+  x = jnp.zeros((1, 8), jnp.int32)
+  params = jax.jit(lambda r: nn.meta.unbox(model.init(r, x, x, x + 1)["params"]))(jax.random.key(11))
+  assert "positions" in params and "bias" in params["final_norm"]  # really the GPT-2 layout
+  # Position embeddings large enough that a wrong position changes the argmax.
+  params["positions"]["table"] = params["positions"]["table"] * 50.0
+  new = 8
+  generation = Decoder(cfg, mesh, chunk=3).generate(params, PROMPTS, new)
+  with sharding.activate(mesh):
+    want = _recompute_greedy(model, params, PROMPTS, new)
+  assert generation.tokens == want
+  # The positions matter: the same prompts one position later decode differently somewhere.
+  shifted = {**params, "positions": {"table": jnp.roll(params["positions"]["table"], 1, axis=0)}}
+  with sharding.activate(mesh):
+    assert _recompute_greedy(model, shifted, PROMPTS, new) != want

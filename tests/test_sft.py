@@ -15,6 +15,7 @@ from data.packing import PackedRows
 from errors import UserError
 from trainer import loop
 from trainer.objectives import cross_entropy_sums, next_token_targets
+from trainer.objectives.causal_lm import CausalLM
 
 ONE_DEVICE = {"mesh.data": 1, "mesh.fsdp": 1}
 GOOD = [
@@ -114,7 +115,7 @@ def test_masked_tokens_get_zero_gradient(chat_dataset):
   prompt (masked) token, and not at assistant targets."""
   cfg = sft_config("", chat_dataset).data
   batch = next(pipeline.train_iterator(cfg, 128, 4, 0, 4, seed=0))
-  batch = {k: jnp.asarray(v) for k, v in batch.items() if k in pipeline.MODEL_KEYS}
+  batch = {k: jnp.asarray(batch[k]) for k in CausalLM.batch_fields}
   logits = jax.random.normal(jax.random.key(0), batch["tokens"].shape + (512,))
   targets, weights = next_token_targets(batch)
   grad = jax.grad(lambda lg: cross_entropy_sums(lg, targets, weights)[0])(logits)

@@ -104,7 +104,8 @@ def export(workdir: str, output: str, step: int | None = None, dtype: str = "flo
     if as_peft:
       peft.save(r.adapters, r.cfg, r.lora, r.config.init.hf_dir, tmp, DTYPES[dtype])
     else:
-      hf_weights.save(r.params, r.cfg, tmp, DTYPES[dtype], bos_id=bos, eos_id=eos)
+      labels = pipeline.dataset_metadata(r.config.data).get("labels")  # a classifier's class names
+      hf_weights.save(r.params, r.cfg, tmp, DTYPES[dtype], bos_id=bos, eos_id=eos, labels=labels)
     os.chmod(tmp, hf_weights.umask_mode(directory=True))  # mkdtemp makes it 0700
     os.rename(tmp, output)
   except BaseException:

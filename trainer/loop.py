@@ -110,15 +110,26 @@ def _global_sum(x: np.ndarray) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x)).sum(0)
 
 
+# Batch fields an objective reads when a dataset has them (a chat dataset's loss mask, token types).
+OPTIONAL_FIELDS = ("loss_mask", "token_types")
+
+
 class _Run:
   """Everything one training run builds once and uses throughout."""
 
   def __init__(self, config, workdir: str, devices=None):
     self.config, self.workdir = config, workdir
     if config.init.hf_dir:  # the architecture comes from the checkpoint, not the config
-      _, fields = hf_config.read(config.init.hf_dir)
+      _, fields = hf_config.read(config.init.hf_dir, config.model.family)
+      wanted = config.model.num_labels
+      if wanted and fields.get("num_labels", wanted) != wanted:
+        raise UserError(f"config.model.num_labels={wanted}, but the classifier in {config.init.hf_dir} has "
+                        f"{fields['num_labels']} labels; start from its base model, or match its labels")
       config.model.update(fields)
     adapters = lora.LoraConfig.from_config(config.lora)
+    if adapters is not None and config.model.num_labels:
+      raise UserError("config.lora.rank > 0 with config.model.num_labels > 0: LoRA classifiers are not supported "
+                      "yet (the head must train with the adapters); fine-tune all weights (lora.rank=0)")
     if adapters is not None and not config.init.hf_dir:
       raise UserError("config.lora.rank > 0 trains adapters on a frozen base model; set config.init.hf_dir")
     if config.lora.base_dtype not in ("float32", "bfloat16"):
@@ -136,6 +147,7 @@ class _Run:
     t = config.train
     self.model = families.build(self.model_cfg)
     self.objective = objectives.build(config)
+    self.masking = self.objective.masking(config, self.meta)  # masked LM: how the pipeline masks rows
     self.tx, self.schedule = optimizer_lib.make_optimizer(config.optimizer, t.steps)
     self._eval_batches: dict = {}
 
@@ -160,11 +172,28 @@ class _Run:
     self.eval_step = steps_lib.make_eval_step(self.model, self.objective, self.state_sh.params, self.frozen_sh,
                                               self.batch_sh, repl, self.trainable)
     self.train_iter = pipeline.train_iterator(self.config.data, t.seq_len, t.batch_size, *self.rows,
-                                              seed=t.seed)
+                                              seed=t.seed, masking=self.masking)
     self.mixture_names = [os.path.basename(os.path.normpath(d)) for d, _ in pipeline.datasets(self.config.data)]
     self.flops_per_token = flops.flops_per_token(self.model_cfg, t.seq_len)
     self.peak_flops = mfu_lib.peak_flops_per_device(jax.devices()[0].device_kind,
                                                     self.config.log.peak_flops_per_device)
+
+  def model_fields(self, batches):
+    """The fields of each batch the objective reads; a dataset without one is named."""
+    missing = [f for f in self.objective.batch_fields if f not in batches[0] and f not in OPTIONAL_FIELDS]
+    if missing:
+      raise UserError(f"config.train.objective={self.config.train.objective!r} needs batch fields {missing}, "
+                      f"which the dataset {self.config.data.mixture or self.config.data.dir} does not have")
+    return [{k: b[k] for k in self.objective.batch_fields if k in b} for b in batches]
+
+  def init_params(self):
+    """Parameters from config.init.hf_dir; a classifier's head, when the checkpoint has none, fresh."""
+    t = self.config.train
+
+    def fresh():
+      return state_lib.init_params(self.model, self.state_sh.params, t.seq_len, jax.random.key(t.seed))
+    return hf_weights.load_params(self.config.init.hf_dir, self.model_cfg, self.abstract.params,
+                                  self.state_sh.params, fresh_head=fresh)
 
   def load_frozen(self) -> dict:
     """The frozen collections (the LoRA base, from config.init.hf_dir), placed on their shards."""
@@ -205,8 +234,8 @@ class _Run:
     t = self.config.train
     key = (split, num_batches)
     if key not in self._eval_batches:  # the same rows every evaluation: read them once
-      self._eval_batches[key] = pipeline.eval_batches(self.config.data, split, t.seq_len, t.batch_size,
-                                                      *self.rows, num_batches)
+      self._eval_batches[key] = self.model_fields(pipeline.eval_batches(
+          self.config.data, split, t.seq_len, t.batch_size, *self.rows, num_batches, masking=self.masking))
     step = lambda batch: self.eval_step(params, frozen, batch)  # noqa: E731
     return steps_lib.evaluate(step, self.objective, self._eval_batches[key], self.batch_sh, t.batch_size)
 
@@ -286,8 +315,7 @@ def _train(config, workdir: str, devices, stop_after_step: int | None, make_task
       start = 0
       if config.init.hf_dir and not uses_lora:
         log.info(f"initializing from {config.init.hf_dir}")
-        params = hf_weights.load_params(config.init.hf_dir, r.model_cfg, r.abstract.params, r.state_sh.params)
-        state = state_lib.from_params(r.tx, params, r.state_sh)
+        state = state_lib.from_params(r.tx, r.init_params(), r.state_sh)
       else:
         state = state_lib.create(r.model, r.tx, r.state_sh, t.seq_len, jax.random.key(t.seed))
     else:  # the newest checkpoint that restores; corrupt newer ones are reported and moved aside
@@ -343,8 +371,7 @@ def _train(config, workdir: str, devices, stop_after_step: int | None, make_task
         local = next(r.train_iter)
         mixture_tokens += np.bincount(local["dataset"], weights=(local["segment_ids"] != 0).sum(1),
                                       minlength=len(mixture_tokens))
-        local = {k: v for k, v in local.items() if k in pipeline.MODEL_KEYS}
-        batch = sharding.to_global_batch(local, r.batch_sh, t.batch_size)
+        batch = sharding.to_global_batch(r.model_fields([local])[0], r.batch_sh, t.batch_size)
         state, metrics = r.train_step(state, frozen, batch)
         step += 1
         guard.observe(step, metrics)  # keeps the device-side flag; read at log and save time
@@ -408,7 +435,7 @@ def _train(config, workdir: str, devices, stop_after_step: int | None, make_task
       log.info(f"held-out {ev.final_split} split: {_format_eval(ev.final_split, result)} over "
                f"{result['tokens']:.0f} tokens")
       summary[ev.final_split] = result
-      if ev.num_samples > 0:
-        _print_samples(r, r.inference_params(state, frozen), log)
+      if ev.num_samples > 0 and r.model_cfg.family == "decoder" and not r.model_cfg.num_labels:
+        _print_samples(r, r.inference_params(state, frozen), log)  # text models that generate
   log.close()
   return summary

@@ -52,6 +52,12 @@ def state_shardings(model, tx, mesh, seq_len: int):
   return abstract, TrainState(step=repl, params=param_sh, opt_state=opt_sh)
 
 
+def init_params(model, shardings, seq_len: int, rng):
+  """Fresh trainable parameters, initialized directly on their shards (e.g. a new classifier head)."""
+  init = lambda r: nn.meta.unbox(_init_variables(model, seq_len, r)[trainable_collection(model)])  # noqa: E731
+  return jax.jit(init, out_shardings=shardings)(rng)
+
+
 def create(model, tx, shardings, seq_len: int, rng):
   """Initializes every array directly on its shards; nothing is built whole on one device."""
   return jax.jit(init_fn(model, tx, seq_len), out_shardings=shardings)(rng)

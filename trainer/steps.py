@@ -21,6 +21,7 @@ import numpy as np
 import optax
 
 from errors import UserError
+from model import families
 from parallel import sharding
 from parallel.checkpoint import all_finite
 from trainer.state import TrainState
@@ -41,10 +42,12 @@ def make_train_step(model, objective, tx, schedule, state_sh, frozen_sh, batch_s
   from (seed, step, micro-batch), so a resumed run draws the same masks.
   """
 
+  apply_fn = families.batch_apply(model)
+
   def sums_and_grads(params, frozen, batch, rng):
     def loss(p):
       rngs = {"dropout": rng} if _uses_dropout(model) else None
-      total, weight, metric_sums = objective.sums(model.apply, {**frozen, trainable: p}, batch, rngs)
+      total, weight, metric_sums = objective.sums(apply_fn, {**frozen, trainable: p}, batch, rngs)
       return total, (weight, metric_sums)
     (_, (weight, metric_sums)), grads = jax.value_and_grad(loss, has_aux=True)(params)
     return metric_sums, weight, grads
@@ -90,8 +93,10 @@ def make_train_step(model, objective, tx, schedule, state_sh, frozen_sh, batch_s
 def make_eval_step(model, objective, params_sh, frozen_sh, batch_sh, metrics_sh, trainable: str = "params"):
   """(params, frozen, batch) -> the objective's metric sums and "count" (its weight), to add over batches."""
 
+  apply_fn = families.batch_apply(model)
+
   def eval_step(params, frozen, batch):
-    _, weight, metric_sums = objective.sums(model.apply, {**frozen, trainable: params}, batch, train=False)
+    _, weight, metric_sums = objective.sums(apply_fn, {**frozen, trainable: params}, batch, train=False)
     return {**metric_sums, "count": weight}
 
   return jax.jit(eval_step, in_shardings=(params_sh, frozen_sh, batch_sh), out_shardings=metrics_sh)

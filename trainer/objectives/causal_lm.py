@@ -42,14 +42,19 @@ class CausalLM:
   """Predict every next token of the same document (only `loss_mask` targets, when present)."""
   z_loss: float = 0.0  # weight of the log(Z)^2 penalty, in training only
   families: ClassVar[tuple[str, ...]] = ("decoder",)
+  batch_fields: ClassVar[tuple[str, ...]] = ("tokens", "segment_ids", "positions", "loss_mask")
 
   @classmethod
   def from_config(cls, config) -> "CausalLM":
     return cls(z_loss=config.optimizer.z_loss)
 
+  def masking(self, config, metadata: dict) -> None:
+    """Rows reach this objective as packed: no masking."""
+    return None
+
   def sums(self, apply_fn, variables, batch, rngs=None, train: bool = True):
     """(objective sum to differentiate, weight sum, metric sums); `loss_sum` is the reported loss."""
-    logits_BxTxV = apply_fn(variables, batch["tokens"], batch["positions"], batch["segment_ids"], rngs=rngs)
+    logits_BxTxV = apply_fn(variables, batch, rngs=rngs)
     targets_BxT, weights_BxT = next_token_targets(batch)
     nll, z, count = cross_entropy_sums(logits_BxTxV, targets_BxT, weights_BxT, self.z_loss if train else 0.0)
     return nll + z, count, {"loss_sum": nll}

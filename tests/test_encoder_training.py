@@ -1,0 +1,156 @@
+"""Masked-LM and classifier training: one device vs data x FSDP x tensor, and exact resume.
+
+For each objective, the same tiny encoder trains on one device and straight on
+data=2 x fsdp=2 x tensor=2, saving a checkpoint (state and data iterator)
+halfway; a copy of the straight run resumes from that checkpoint. Losses agree
+across meshes within 1e-4 and the resumed run repeats the straight one within
+1e-6: for masked LM that includes the masking draws, which the data pipeline
+makes per row.
+"""
+
+import json
+import os
+import shutil
+
+import jax
+import pytest
+
+from configs import base
+from conftest import apply_overrides, read_metrics, train_losses
+from data import corpus, labelled, shards
+from trainer import loop
+
+MESH = dict(data=2, fsdp=2, tensor=2)
+STEPS, STOP = 4, 2
+TINY_ENCODER = {"model.family": "encoder", "model.vocab_size": 512, "model.d_model": 32, "model.num_layers": 2,
+                "model.num_heads": 4, "model.num_kv_heads": 4, "model.head_dim": 8, "model.mlp_dim": 64,
+                "model.max_seq_len": 64, "model.norm": "layernorm", "model.norm_position": "post",
+                "model.mlp": "gelu_erf", "model.position": "learned", "model.use_bias": True,
+                "model.type_vocab_size": 2}
+
+
+def _config(data_dir, objective: str, sizes: dict, **overrides):
+  c = base.base_config()
+  apply_overrides(c, {**TINY_ENCODER, "data.dir": data_dir, "train.objective": objective, "train.steps": STEPS,
+                      "train.batch_size": 8, "train.seq_len": 32, "optimizer.learning_rate": 3e-3,
+                      "optimizer.warmup_steps": 1, "log.every_steps": 1, "log.tensorboard": False,
+                      "eval.at_start": False, "eval.every_steps": STEPS, "eval.steps": 2, "eval.final_split": "",
+                      "checkpoint.every_steps": 1000, "checkpoint.async_save": False,
+                      **{f"mesh.{k}": v for k, v in sizes.items()}, **overrides})
+  return c
+
+
+@pytest.fixture(scope="module")
+def labelled_dir(encoder_dataset_dir, tmp_path_factory):
+  """Lines of three standard-library modules, labelled by module, in the encoder's tokenizer."""
+  root = tmp_path_factory.mktemp("labelled")
+  rows = []
+  for path, label in zip(corpus.stdlib_files()[:3], ("a", "b", "c")):
+    with open(path, encoding="utf-8") as f:
+      lines = [line.strip() for line in f if len(line.strip()) > 20][:40]
+    rows += [{"text": line, "label": label} for line in lines]
+  (root / "rows.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  out = str(root / "ds")
+  labelled.prepare_labelled([str(root / "rows.jsonl")], [], encoder_dataset_dir, out,
+                            labelled.LabelledOptions(max_len=32, val_fraction=0.2))
+  return out
+
+
+KINDS = {
+    "masked_lm": lambda dirs: (dirs[0], {}),
+    "classification": lambda dirs: (dirs[1], {"model.mlm_head": False, "model.num_labels": 3,
+                                              "model.pooler": True}),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(KINDS))
+def runs(request, encoder_dataset_dir, labelled_dir, tmp_path_factory):
+  """{"single", "straight"} workdirs of one objective, and a config maker (checkpoints every STOP steps)."""
+  data_dir, extra = KINDS[request.param]((encoder_dataset_dir, labelled_dir))
+  make = lambda sizes: _config(data_dir, request.param, sizes, **{"checkpoint.every_steps": STOP, **extra})  # noqa: E731
+  root = tmp_path_factory.mktemp(request.param)
+  out = {name: str(root / name) for name in ("single", "straight")}
+  loop.run(make(dict(data=1, fsdp=1, tensor=1)), out["single"], devices=jax.devices()[:1])
+  loop.run(make(MESH), out["straight"])
+  return request.param, out, make
+
+
+def test_mesh_matches_one_device_and_the_model_learns(runs):
+  objective, out, _ = runs
+  single, straight = train_losses(out["single"]), train_losses(out["straight"])
+  assert sorted(single) == sorted(straight) == list(range(1, STEPS + 1))
+  for step in single:
+    assert straight[step] == pytest.approx(single[step], rel=1e-4), (step, single, straight)
+  assert single[STEPS] < single[1]
+  val = read_metrics(out["straight"], "val")[STEPS]
+  if objective == "classification":  # a classifier's metrics, not a language model's
+    assert {"accuracy", "macro_f1", "f1[a]", "recall[c]"} <= set(val) and "perplexity" not in val
+  else:
+    assert {"loss", "accuracy", "tokens"} <= set(val) and val["tokens"] > 0
+  single_val = read_metrics(out["single"], "val")[STEPS]
+  for name, value in val.items():
+    if isinstance(value, float):
+      assert value == pytest.approx(single_val[name], rel=1e-4, abs=1e-6), name
+
+
+def test_resume_repeats_the_straight_run(runs, tmp_path, capsys):
+  _, out, make = runs
+  resumed = str(tmp_path / "resumed")
+  shutil.copytree(out["straight"], resumed)
+  checkpoints = os.path.join(resumed, "checkpoints")
+  assert sorted(map(int, os.listdir(checkpoints))) == [STOP, STEPS]
+  shutil.rmtree(os.path.join(checkpoints, str(STEPS)))  # as if the run had stopped at STOP
+  capsys.readouterr()
+  loop.run(make(MESH), resumed)
+  assert f"resuming from {checkpoints}/{STOP}" in capsys.readouterr().out
+  straight, again = train_losses(out["straight"]), train_losses(resumed)
+  assert sorted(again) == list(range(1, STEPS + 1))
+  for step in straight:
+    assert again[step] == pytest.approx(straight[step], rel=1e-6, abs=1e-6), step
+
+
+def test_classifier_needs_a_labelled_dataset_and_matching_labels(encoder_dataset_dir, labelled_dir, tmp_path):
+  from errors import UserError
+  with pytest.raises(UserError, match=r"needs a labelled dataset, but .* has no label set"):
+    loop.run(_config(encoder_dataset_dir, "classification", dict(data=1, fsdp=1, tensor=1),
+                     **{"model.num_labels": 3, "model.mlm_head": False}), str(tmp_path / "a"), jax.devices()[:1])
+  with pytest.raises(UserError, match=r"config.model.num_labels=2, but .* has 3 labels \['a', 'b', 'c'\]"):
+    loop.run(_config(labelled_dir, "classification", dict(data=1, fsdp=1, tensor=1),
+                     **{"model.num_labels": 2, "model.mlm_head": False}), str(tmp_path / "b"), jax.devices()[:1])
+  with pytest.raises(UserError, match=r"objective='masked_lm' does not fit config.model.family='decoder'"):
+    loop.run(_config(encoder_dataset_dir, "masked_lm", dict(data=1, fsdp=1, tensor=1), **{"model.family": "decoder"}),
+             str(tmp_path / "c"), jax.devices()[:1])
+  assert shards.load_metadata(labelled_dir)["labels"] == ["a", "b", "c"]
+
+
+def test_a_trained_classifier_labels_and_scores_text_on_any_mesh(runs, tmp_path):
+  """scripts/classify.py and scripts/evaluate.py --labelled: the same probabilities on one device and
+  on 8, metrics as scikit-learn computes them from the predictions, unknown labels named; a run
+  that is not a classifier is refused."""
+  from errors import UserError
+  from trainer.classifier import Classifier
+  objective, out, _ = runs
+  if objective != "classification":
+    with pytest.raises(UserError, match="is not a classifier run"):
+      Classifier.load(out["straight"])
+    return
+  from sklearn.metrics import accuracy_score, f1_score
+  rows = [{"text": line, "label": label} for line, label in (
+      ("import os, sys and the rest of the modules", "a"), ("def __init__(self, name, value=None):", "b"),
+      ("return self._data[key] if key in self else default", "c"), ("class Base(object):", "a"),
+      ("raise ValueError('bad value: %r' % (value,))", "b"))]
+  path = tmp_path / "test.jsonl"
+  path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+  one = Classifier.load(out["straight"], batch_size=2)
+  many = Classifier.load(out["straight"], mesh_config=MESH, batch_size=3)
+  metrics, details = one.evaluate([str(path)])
+  np_probs = many.probabilities(labelled.read_examples([str(path)]))
+  assert [d["probability"] for d in details] == pytest.approx(np_probs.max(-1).tolist(), abs=1e-5)
+  truth = [r["label"] for r in rows]
+  predicted = [d["predicted"] for d in details]
+  assert metrics["examples"] == 5 and metrics["accuracy"] == pytest.approx(accuracy_score(truth, predicted))
+  assert metrics["macro_f1"] == pytest.approx(f1_score(truth, predicted, labels=["a", "b", "c"], average="macro",
+                                                       zero_division=0))
+  path.write_text(json.dumps({"text": "x", "label": "z"}) + "\n")
+  with pytest.raises(UserError, match=r"test.jsonl:1: label 'z' is not in the label set"):
+    one.evaluate([str(path)])

@@ -1,0 +1,90 @@
+"""A trained classifier: label new text, or score a labelled file (scripts/classify.py, scripts/evaluate.py).
+
+It reads a classification run's workdir: the parameters go straight onto the
+mesh (parallel/restore.py), and text is encoded exactly as the run's dataset
+was (data/labelled.py: the same tokenizer, pair layout and --max_len), so a
+score here is the score the run's validation would give on the same examples.
+"""
+
+import dataclasses
+import functools
+
+import jax
+import numpy as np
+
+from data import examples as examples_lib
+from data import labelled, pipeline
+from data import tokenizer as tokenizer_lib
+from errors import UserError
+from model import families
+from parallel import mesh as mesh_lib
+from parallel import restore, sharding
+from trainer.objectives.classification import classification_report
+
+
+@dataclasses.dataclass
+class Classifier:
+  model: object
+  params: dict
+  mesh: object
+  encode: labelled.Encoder
+  names: list[str]
+  seq_len: int
+  batch_size: int = 32
+
+  @classmethod
+  def load(cls, workdir: str, mesh_config: dict | None = None, best: bool = False,
+           batch_size: int = 32) -> "Classifier":
+    mesh = mesh_lib.mesh_of_sizes(mesh_config)
+    r = restore.restore(workdir, mesh, best=best)
+    if not r.cfg.num_labels:
+      raise UserError(f"{workdir} is not a classifier run (its config.model.num_labels is 0)")
+    meta = pipeline.dataset_metadata(r.config.data)
+    if not meta.get("labels"):
+      raise UserError(f"{workdir} trained on {r.config.data.dir}, which has no label set")
+    tok = tokenizer_lib.load(meta["tokenizer_path"])
+    max_len = meta.get("options", {}).get("max_len", r.config.train.seq_len)
+    rows_split = mesh.shape["data"] * mesh.shape["fsdp"]  # a batch's rows divide over these devices
+    batch_size = -(-batch_size // rows_split) * rows_split
+    return cls(families.build(r.cfg), r.params, mesh, labelled.Encoder(tok, max_len), list(meta["labels"]),
+               r.config.train.seq_len, batch_size)
+
+  @functools.cached_property
+  def _forward(self):
+    """(params, batch of rows) -> class probabilities, compiled once per batch shape."""
+    rows_sh, params_sh = sharding.batch_sharding(self.mesh), jax.tree.map(lambda a: a.sharding, self.params)
+
+    def probabilities(params, batch):
+      logits_BxC = self.model.apply({"params": params}, *families.batch_inputs(self.model, batch))
+      return jax.nn.softmax(logits_BxC.astype(np.float32), axis=-1)
+
+    fields = {k: rows_sh for k in ("tokens", "segment_ids", "positions", "token_types")}
+    return jax.jit(probabilities, in_shardings=(params_sh, fields), out_shardings=sharding.replicated(self.mesh))
+
+  def probabilities(self, examples: list[labelled.Example]) -> np.ndarray:
+    """[N, classes]: the softmax of the classifier's logits for each example."""
+    rows = [examples_lib.example_row(ids, types, self.seq_len) for ids, types, _ in map(self.encode, examples)]
+    empty = examples_lib.example_row([], [], self.seq_len)
+    out = []
+    with sharding.activate(self.mesh):
+      rows_sh = sharding.batch_sharding(self.mesh)
+      for start in range(0, len(rows), self.batch_size):
+        batch = rows[start:start + self.batch_size]
+        batch += [empty] * (self.batch_size - len(batch))  # the last batch, padded with empty rows
+        stacked = {k: sharding.from_host(np.stack([row[k] for row in batch]), rows_sh) for k in empty}
+        out.append(np.asarray(self._forward(self.params, stacked))[:len(rows) - start])
+    return np.concatenate(out) if out else np.zeros((0, len(self.names)), np.float32)
+
+  def evaluate(self, files: list[str]) -> tuple[dict, list[dict]]:
+    """(metrics, per-example predictions) on labelled JSONL files, against the run's label set."""
+    examples = labelled.read_examples(files)
+    if not examples:
+      raise UserError(f"{','.join(files)} holds no examples")
+    truth = labelled.label_ids(examples, self.names, "the classifier's training data")
+    probs = self.probabilities(examples)
+    predicted = probs.argmax(-1)
+    confusion = np.zeros((len(self.names),) * 2)
+    np.add.at(confusion, (np.asarray(truth), predicted), 1)
+    details = [{"where": e.where, "label": e.label, "predicted": self.names[int(k)], "probability": float(p[k])}
+               for e, p, k in zip(examples, probs, predicted)]
+    return {**classification_report(confusion, self.names), "examples": len(examples)}, details
