@@ -68,16 +68,10 @@ def read_examples(files: list[str]) -> list[Example]:
   """Every non-blank line of `files`, validated: a clear error names the file, line and field."""
   out = []
   for path in files:
-    with sources.open_text(path) as f:
-      for n, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        where = f"{path}:{n}"
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise UserError(f"{where}: not valid JSON ({e.msg})") from None
-        out.append(_example(record, where))
+    for where, record in sources.jsonl_records(path):
+      if isinstance(record, json.JSONDecodeError):
+        raise UserError(f"{where}: not valid JSON ({record.msg})")
+      out.append(_example(record, where))
   return out
 
 

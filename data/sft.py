@@ -62,18 +62,14 @@ def _template(model_dir: str, choice: str) -> tuple[str, str]:
 def _records(files: list[str], stats: collections.Counter, bad_lines: str, skipped: list):
   """(where, record) for every non-blank line; undecodable lines raise or are skipped."""
   for path in files:
-    with sources.open_text(path) as f:
-      for n, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        where = f"{path}:{n}"
-        try:
-          yield where, json.loads(line)
-        except json.JSONDecodeError as e:
-          if bad_lines == "error":
-            raise UserError(f"{where}: not valid JSON ({e.msg}); pass --bad_lines=skip to skip such lines") from None
-          stats["skipped_bad_line"] += 1
-          skipped.append(f"{where}: not valid JSON")
+    for where, record in sources.jsonl_records(path):
+      if not isinstance(record, json.JSONDecodeError):
+        yield where, record
+      elif bad_lines == "error":
+        raise UserError(f"{where}: not valid JSON ({record.msg}); pass --bad_lines=skip to skip such lines")
+      else:
+        stats["skipped_bad_line"] += 1
+        skipped.append(f"{where}: not valid JSON")
 
 
 def encode_examples(files, tok, formatter, opts: SftOptions, stats: collections.Counter, skipped: list):

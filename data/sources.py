@@ -90,6 +90,19 @@ def open_text(path: str):
   return open(path, encoding="utf-8", newline="")
 
 
+def jsonl_records(path: str):
+  """("FILE:LINE", the parsed record, or the json.JSONDecodeError) for each non-blank line of a JSONL
+  file, so each caller decides whether a bad line stops it or is skipped."""
+  with open_text(path) as f:
+    for n, line in enumerate(f, 1):
+      if not line.strip():
+        continue
+      try:
+        yield f"{path}:{n}", json.loads(line)
+      except json.JSONDecodeError as e:
+        yield f"{path}:{n}", e
+
+
 def _decode_error(f: InputFile, where: str, e: UnicodeDecodeError, on_error: str, stats: ReadStats):
   if on_error == "skip":
     stats.skip("not_utf8")

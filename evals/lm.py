@@ -117,6 +117,10 @@ class LanguageModel:
       tok, formatter = _hf_tokenizer(hf_dir)
     else:
       cfg, params, tok, formatter = _restore_run(workdir, mesh)
+    if cfg.family != "decoder" or cfg.num_labels:
+      what = "a classifier" if cfg.num_labels else f"an {cfg.family}"
+      raise UserError(f"{workdir or hf_dir} holds {what}, not a language model that scores and generates text"
+                      + ("; score it with scripts/evaluate.py --labelled" if cfg.num_labels else ""))
     return cls(cfg, params, tok, mesh, batch_size=batch_size, chat=formatter)
 
   # ------------------------------------------------------------ text

@@ -5,7 +5,10 @@ Uses the standard estimate (Kaplan et al.; PaLM appendix B):
 N counts the weights of every matmul, the output head included, but not the
 input embedding or position lookups (gathers, no FLOPs). L layers, H heads,
 Q head dim, T sequence length; the second term is the attention score and
-value matmuls, forward plus backward.
+value matmuls, forward plus backward. An encoder attends both ways over the
+same T keys, so the formula holds as it is. The head is the vocabulary
+projection of a language model (plus the MLM head's dense layer); a
+classifier's head runs once per row, not per token, and is left out.
 """
 
 from model.config import ModelConfig
@@ -15,8 +18,15 @@ def matmul_params(cfg: ModelConfig) -> int:
   d, h, k, q, f = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
   attention = d * h * q * 2 + d * k * q * 2  # query + out, key + value
   mlp = d * f * (3 if cfg.mlp == "swiglu" else 2)
-  head = d * cfg.vocab_size
-  return cfg.num_layers * (attention + mlp) + head
+  return cfg.num_layers * (attention + mlp) + head_params(cfg)
+
+
+def head_params(cfg: ModelConfig) -> int:
+  """Weights of the per-token output head."""
+  d = cfg.d_model
+  if cfg.num_labels or (cfg.family == "encoder" and not cfg.mlm_head):
+    return 0  # a classifier's head, or an encoder's hidden states: no vocabulary projection
+  return d * cfg.vocab_size + (d * d if cfg.family == "encoder" else 0)
 
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:

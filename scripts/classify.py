@@ -19,6 +19,7 @@ from absl import app, flags  # noqa: E402
 
 import quiet_logs  # noqa: E402
 from data.labelled import Example  # noqa: E402
+from data.sources import jsonl_records  # noqa: E402
 from errors import UserError  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A classification run's --workdir.", required=True)
@@ -33,17 +34,12 @@ def _texts() -> list[tuple[str, str | None]]:
     return [(t, None) for t in _TEXT.value]
   if _INPUT.value:
     out = []
-    with open(_INPUT.value, encoding="utf-8") as f:
-      for n, line in enumerate(f, 1):
-        if not line.strip():
-          continue
-        try:
-          record = json.loads(line)
-        except json.JSONDecodeError as e:
-          raise UserError(f"{_INPUT.value}:{n}: not valid JSON ({e.msg})") from None
-        if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-          raise UserError(f"{_INPUT.value}:{n}: expected an object with a string \"text\"")
-        out.append((record["text"], record.get("text_pair")))
+    for where, record in jsonl_records(_INPUT.value):
+      if isinstance(record, json.JSONDecodeError):
+        raise UserError(f"{where}: not valid JSON ({record.msg})")
+      if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        raise UserError(f"{where}: expected an object with a string \"text\"")
+      out.append((record["text"], record.get("text_pair")))
     return out
   return [(line.rstrip("\n"), None) for line in sys.stdin if line.strip()]
 

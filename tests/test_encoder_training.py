@@ -121,6 +121,16 @@ def test_classifier_needs_a_labelled_dataset_and_matching_labels(encoder_dataset
     loop.run(_config(encoder_dataset_dir, "masked_lm", dict(data=1, fsdp=1, tensor=1), **{"model.family": "decoder"}),
              str(tmp_path / "c"), jax.devices()[:1])
   assert shards.load_metadata(labelled_dir)["labels"] == ["a", "b", "c"]
+  # A classifier checkpoint whose head has another number of labels than the config asks for.
+  import transformers
+  hf = transformers.BertForSequenceClassification(transformers.BertConfig(
+      vocab_size=512, hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64,
+      max_position_embeddings=64, num_labels=2))
+  hf.save_pretrained(str(tmp_path / "two_labels"))
+  with pytest.raises(UserError, match=r"config.model.num_labels=3, but the classifier in .*two_labels has 2 labels"):
+    loop.run(_config(labelled_dir, "classification", dict(data=1, fsdp=1, tensor=1),
+                     **{"model.num_labels": 3, "init.hf_dir": str(tmp_path / "two_labels")}),
+             str(tmp_path / "d"), jax.devices()[:1])
 
 
 def test_a_trained_classifier_labels_and_scores_text_on_any_mesh(runs, tmp_path):
@@ -128,8 +138,12 @@ def test_a_trained_classifier_labels_and_scores_text_on_any_mesh(runs, tmp_path)
   on 8, metrics as scikit-learn computes them from the predictions, unknown labels named; a run
   that is not a classifier is refused."""
   from errors import UserError
+  from evals.lm import LanguageModel
   from trainer.classifier import Classifier
   objective, out, _ = runs
+  with pytest.raises(UserError, match="holds a classifier, not a language model" if objective == "classification"
+                     else "holds an encoder, not a language model"):
+    LanguageModel.load(workdir=out["straight"])  # evaluate.py --tasks, generate.py, the harness
   if objective != "classification":
     with pytest.raises(UserError, match="is not a classifier run"):
       Classifier.load(out["straight"])

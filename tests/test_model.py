@@ -1,5 +1,6 @@
 """Model correctness against independent references (numpy attention, known sizes)."""
 
+import dataclasses
 import functools
 import os
 
@@ -159,3 +160,14 @@ def test_models_are_built_in_one_place():
   name = "Decoder" + "LM"  # spelled apart so this file does not count itself
   users = sorted(os.path.relpath(p, REPO) for p in sources if name in open(p, encoding="utf-8").read())
   assert users == [os.path.join("model", "families.py"), os.path.join("model", "transformer.py")], users
+
+
+def test_encoder_and_classifier_flops_count_their_own_heads():
+  """BERT-base's MLM head adds its dense layer to the tied vocabulary projection; a classifier has no
+  per-token head (its projection runs once per row)."""
+  from configs import bert_base
+  cfg = ModelConfig.from_config(bert_base.get_config().model)
+  layers = 12 * (4 * 768 * 768 + 2 * 768 * 3072)
+  assert flops.flops_per_token(cfg, 128) == 6 * (layers + 768 * 30_522 + 768 * 768) + 12 * 12 * 12 * 64 * 128
+  classifier = dataclasses.replace(cfg, mlm_head=False, num_labels=2)
+  assert flops.flops_per_token(classifier, 128) == 6 * layers + 12 * 12 * 12 * 64 * 128

@@ -241,9 +241,10 @@ class _Run:
 
 
 def _format_eval(split: str, result: dict) -> str:
-  """The objective's evaluation metrics, in its order ("val loss 4.7100 | val perplexity 111.04")."""
+  """The objective's evaluation metrics, in its order ("val loss 4.7100 | val perplexity 111.04"); per-class
+  metrics ("f1[spam]") and counts go to metrics.jsonl only."""
   return " | ".join(f"{split} {name} {value:.2f}" if abs(value) >= 100 else f"{split} {name} {value:.4f}"
-                    for name, value in result.items() if name != "tokens")
+                    for name, value in result.items() if name not in ("tokens", "examples") and "[" not in name)
 
 
 def _print_samples(run: _Run, params, log: MetricsLogger) -> None:
