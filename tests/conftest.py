@@ -1,8 +1,14 @@
-"""Shared fixtures. Every test process sees 8 CPU devices, set before JAX loads."""
+"""Shared fixtures. Every test process sees 8 CPU devices, set before JAX loads.
+
+The suite compiles hundreds of tiny programs, so compiling is most of its time: XLA's backend
+optimization level 0 compiles them about a fifth faster overall (the same computations, less
+optimized machine code), and subprocesses inherit it through XLA_FLAGS.
+"""
 
 import os
 
-os.environ["XLA_FLAGS"] = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8"
+                           " --xla_backend_optimization_level=0")
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 import json  # noqa: E402
