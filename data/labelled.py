@@ -14,7 +14,9 @@ An example is encoded as its model expects a sequence to classify:
 - any other (a decoder's: `<s> a`) encodes the text, a blank line and the pair,
   then EOS: a decoder's classification head reads the last token, which has
   then seen the whole example.
-Over-long examples are truncated (longest sequence of a pair first) or dropped.
+Over-long examples are truncated or dropped: a post-processor's pair loses
+tokens from its longer sequence first; a decoder's joined text is cut at its
+end (keeping the EOS the head reads), so put the part that decides first.
 Every record holds int32 tokens then one uint8 token type per token (data/shards.py).
 """
 
@@ -150,7 +152,8 @@ class Encoder:
         cut = backend.encode(e.text, e.pair, add_special_tokens=True)
       return list(cut.ids), list(cut.type_ids), True
     text = e.text if e.pair is None else e.text + PAIR_SEPARATOR + e.pair
-    ids = self.tok.encode(text, add_special_tokens=True)
+    with _plain(self.tok.backend):
+      ids = self.tok.encode(text, add_special_tokens=True)
     truncated = len(ids) + 1 > self.max_len
     ids = ids[:self.max_len - 1] + [self.tok.eos_id]
     return ids, [0] * len(ids), truncated

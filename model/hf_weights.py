@@ -94,6 +94,9 @@ def _gpt2(c: ModelConfig) -> list[TensorMap]:
       TensorMap("transformer.ln_f.weight", (("final_norm", "scale"),), per_layer=False, **_same()),
       TensorMap("transformer.ln_f.bias", (("final_norm", "bias"),), per_layer=False, **_same()),
   ]
+  if c.num_labels:  # a classifier's head, as GPT2ForSequenceClassification names it
+    maps.append(TensorMap("score.weight", (("score", "kernel"),), per_layer=False, to_ours=lambda w: [w.T],
+                          to_hf=lambda x: x.T))
   return maps
 
 
@@ -261,6 +264,9 @@ def _expected_hf_shape(m: TensorMap, our_shapes: list[tuple]) -> tuple:
 # which the classification head replaces.
 _CLASSIFIER_HEAD = ("classifier", "score", "pooler")
 _LM_HEADS = ("lm_head.", "cls.")
+# Heads an encoder checkpoint may carry that no Strata model uses, which transformers also leaves
+# unused when it loads one: BERT's next-sentence head, and the pooler of a model that has none.
+_UNUSED_ENCODER_HEADS = ("cls.seq_relationship.", "pooler.", "bert.pooler.", "roberta.pooler.")
 
 
 def _hf_name(reader, name: str, cfg: ModelConfig) -> str | None:
@@ -326,7 +332,8 @@ def load_params(hf_dir: str, cfg: ModelConfig, abstract_params, shardings, fresh
     if copy in reader.files and not np.array_equal(reader.get(copy), reader.get(source)):
       raise UserError(f"{hf_dir}: tensor {copy!r} differs from {source!r}, which it is tied to; untied "
                       f"output weights are not supported")
-  extra = [n for n in reader.unused() if not (cfg.num_labels and n.startswith(_LM_HEADS))]
+  extra = [n for n in reader.unused() if not ((cfg.num_labels and n.startswith(_LM_HEADS))
+                                              or (cfg.family == "encoder" and n.startswith(_UNUSED_ENCODER_HEADS)))]
   if extra:
     what = cfg.norm if cfg.family == "decoder" else cfg.family
     raise UserError(f"{hf_dir}: tensors {extra[:5]} are not used by the {what} model config; "

@@ -318,28 +318,41 @@ def test_sequence_classifiers_match_transformers_and_round_trip(arch, tmp_path):
                              rtol=0)
 
 
-def test_a_classifier_starts_from_a_base_model_with_a_fresh_head(hf_models):
-  """BertModel (no classifier) under num_labels=2: the base loads, the head comes from `fresh_head`;
-  without one, the missing head is named."""
-  hf_dir, want = hf_models["BertModel"]
-  mesh = _mesh()
-  _, fields = hf_config.read(hf_dir, "encoder")
-  model_cfg = __import__("configs.base", fromlist=["base"]).base_config().model
-  model_cfg.update({**fields, "num_labels": 2})
+@pytest.mark.parametrize("arch", ["BertModel", "RobertaModel", "BertForMaskedLM"])
+def test_a_classifier_starts_from_a_base_model_with_a_fresh_head(hf_models, arch):
+  """A classifier (num_labels=2, pooler on) from a base model or an MLM: the base loads, the head comes from
+  `fresh_head` (RoBERTa's classifier.dense, and BERT's pooler when the checkpoint has none), and the
+  checkpoint's heads that a classifier does not use (MLM head, RoBERTa's pooler) are left. Without
+  `fresh_head`, the missing head is named."""
+  import flax.linen as nn
+  from configs import base
   from model.config import ModelConfig
   from parallel import sharding
+  hf_dir, want = hf_models[arch]
+  mesh = _mesh()
+  _, fields = hf_config.read(hf_dir, "encoder")
+  model_cfg = base.base_config().model
+  model_cfg.update({**fields, "num_labels": 2, "pooler": True})
   cfg = ModelConfig.from_config(model_cfg)
   model = families.build(cfg)
   abstract, shardings = sharding.abstract_variables(model, mesh)
-  with pytest.raises(UserError, match="HF checkpoint has no tensor 'classifier.weight'"):
+  head = {"BertModel": "classifier.weight", "RobertaModel": "classifier.dense.weight",
+          "BertForMaskedLM": "bert.pooler.dense.weight"}[arch]  # the first head tensor it lacks
+  with pytest.raises(UserError, match=f"HF checkpoint has no tensor '{head}'"):
     hf_weights.load_params(hf_dir, cfg, abstract, shardings)
-  import flax.linen as nn
   init = nn.meta.unbox(model.init(jax.random.key(0), *families.example_inputs(model))["params"])
-  head = jax.tree.map(np.asarray, init["classifier"])
   params = hf_weights.load_params(hf_dir, cfg, abstract, shardings, fresh_head=lambda: init)
-  np.testing.assert_array_equal(np.asarray(params["classifier"]["kernel"]), head["kernel"])
-  _, _, pooled = _ours(dataclass_replace(cfg, num_labels=0), params, token_types=TYPES)
-  np.testing.assert_allclose(pooled, want["pooler_output"], atol=1e-4, rtol=0)  # the base is the checkpoint's
+  np.testing.assert_array_equal(np.asarray(params["classifier"]["kernel"]), np.asarray(init["classifier"]["kernel"]))
+  fresh_pooler = arch != "BertModel"  # RoBERTa's head dense layer, or an MLM checkpoint without a pooler
+  assert np.array_equal(np.asarray(params["pooler"]["dense"]), np.asarray(init["pooler"]["dense"])) == fresh_pooler
+  from safetensors.numpy import load_file
+  saved = load_file(os.path.join(hf_dir, "model.safetensors"))
+  table = next(v for k, v in saved.items() if k.endswith("word_embeddings.weight"))
+  np.testing.assert_array_equal(np.asarray(params["embed"]["table"]), table)  # the base is the checkpoint's
+  if arch.endswith("Model"):
+    _, hidden, pooled = _ours(dataclass_replace(cfg, num_labels=0), params,
+                              token_types=TYPES if arch.startswith("Bert") else None)
+    np.testing.assert_allclose(_real(hidden), _real(want["last_hidden_state"]), atol=1e-4, rtol=0)
 
 
 def dataclass_replace(cfg, **changes):

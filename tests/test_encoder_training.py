@@ -59,7 +59,8 @@ def labelled_dir(encoder_dataset_dir, tmp_path_factory):
 KINDS = {
     "masked_lm": lambda dirs: (dirs[0], {}),
     "classification": lambda dirs: (dirs[1], {"model.mlm_head": False, "model.num_labels": 3,
-                                              "model.pooler": True}),
+                                              "model.pooler": True, "eval.final_split": "val",
+                                              "eval.final_steps": 2}),
 }
 
 
@@ -117,6 +118,10 @@ def test_classifier_needs_a_labelled_dataset_and_matching_labels(encoder_dataset
   with pytest.raises(UserError, match=r"config.model.num_labels=2, but .* has 3 labels \['a', 'b', 'c'\]"):
     loop.run(_config(labelled_dir, "classification", dict(data=1, fsdp=1, tensor=1),
                      **{"model.num_labels": 2, "model.mlm_head": False}), str(tmp_path / "b"), jax.devices()[:1])
+  with pytest.raises(UserError, match=r"config.train.seq_len=16 is shorter than the examples of .* --max_len=32"):
+    loop.run(_config(labelled_dir, "classification", dict(data=1, fsdp=1, tensor=1),
+                     **{"model.num_labels": 3, "model.mlm_head": False, "train.seq_len": 16}),
+             str(tmp_path / "e"), jax.devices()[:1])
   with pytest.raises(UserError, match=r"objective='masked_lm' does not fit config.model.family='decoder'"):
     loop.run(_config(encoder_dataset_dir, "masked_lm", dict(data=1, fsdp=1, tensor=1), **{"model.family": "decoder"}),
              str(tmp_path / "c"), jax.devices()[:1])

@@ -126,6 +126,8 @@ class _Run:
         raise UserError(f"config.model.num_labels={wanted}, but the classifier in {config.init.hf_dir} has "
                         f"{fields['num_labels']} labels; start from its base model, or match its labels")
       config.model.update(fields)
+      if wanted and config.model.family == "encoder" and config.model.pooling == "cls":
+        config.model.pooler = True  # BERT's and RoBERTa's heads read the pooler (fresh if the checkpoint has none)
     adapters = lora.LoraConfig.from_config(config.lora)
     if adapters is not None and config.model.num_labels:
       raise UserError("config.lora.rank > 0 with config.model.num_labels > 0: LoRA classifiers are not supported "
@@ -138,6 +140,10 @@ class _Run:
     self.mesh = mesh_lib.make_mesh(config.mesh, devices)
     _check_config(config, self.mesh)
     self.meta = _ensure_dataset(config.data)
+    max_len = self.meta.get("options", {}).get("max_len", 0) if self.meta.get("kind") == "classification" else 0
+    if max_len > config.train.seq_len:
+      raise UserError(f"config.train.seq_len={config.train.seq_len} is shorter than the examples of {config.data.dir} "
+                      f"(prepared with --max_len={max_len}): they would lose their end; set train.seq_len={max_len}")
     if self.meta["vocab_size"] > self.model_cfg.vocab_size:
       raise UserError(f"the tokenizer of the dataset has {self.meta['vocab_size']} tokens but "
                       f"config.model.vocab_size={self.model_cfg.vocab_size}; the embedding must be at "
@@ -433,8 +439,8 @@ def _train(config, workdir: str, devices, stop_after_step: int | None, make_task
     elif ev.final_split:
       result = r.eval_split(state.params, frozen, ev.final_split, ev.final_steps)
       log.write(step, ev.final_split, result)
-      log.info(f"held-out {ev.final_split} split: {_format_eval(ev.final_split, result)} over "
-               f"{result['tokens']:.0f} tokens")
+      counted = f"{result['tokens']:.0f} tokens" if "tokens" in result else f"{result['examples']:.0f} examples"
+      log.info(f"held-out {ev.final_split} split: {_format_eval(ev.final_split, result)} over {counted}")
       summary[ev.final_split] = result
       if ev.num_samples > 0 and r.model_cfg.family == "decoder" and not r.model_cfg.num_labels:
         _print_samples(r, r.inference_params(state, frozen), log)  # text models that generate
