@@ -262,7 +262,7 @@ def _expected_hf_shape(m: TensorMap, our_shapes: list[tuple]) -> tuple:
 # Parameters a classifier may start without: its head (and an encoder's pooler), when the
 # checkpoint is a language model or a bare base model; and the LM heads such a checkpoint holds,
 # which the classification head replaces.
-_CLASSIFIER_HEAD = ("classifier", "score", "pooler")
+CLASSIFIER_HEAD = ("classifier", "score", "pooler")
 _LM_HEADS = ("lm_head.", "cls.")
 # Heads an encoder checkpoint may carry that no Strata model uses, which transformers also leaves
 # unused when it loads one: BERT's next-sentence head, and the pooler of a model that has none.
@@ -305,7 +305,7 @@ def load_params(hf_dir: str, cfg: ModelConfig, abstract_params, shardings, fresh
   params: dict = {}
   for m in tensor_maps(cfg):  # one HF tensor (all its layers) on the host at a time
     by_path: dict = {}
-    if cfg.num_labels and not m.per_layer and m.ours[0][0] in _CLASSIFIER_HEAD and fresh_head is not None \
+    if cfg.num_labels and not m.per_layer and m.ours[0][0] in CLASSIFIER_HEAD and fresh_head is not None \
         and _hf_name(reader, m.hf_name, cfg) is None:
       fresh = fresh or fresh_head()
       for path in m.ours:

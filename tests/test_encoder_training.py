@@ -173,3 +173,27 @@ def test_a_trained_classifier_labels_and_scores_text_on_any_mesh(runs, tmp_path)
   path.write_text(json.dumps({"text": "x", "label": "z"}) + "\n")
   with pytest.raises(UserError, match=r"test.jsonl:1: label 'z' is not in the label set"):
     one.evaluate([str(path)])
+
+
+def test_a_classifier_run_starts_from_a_bert_model_with_a_fresh_head(labelled_dir, tmp_path):
+  """config.init.hf_dir = a BertModel (no classifier): the run loads its weights, reads its pooler, and
+  initializes only the head; at learning rate 0 the checkpoint then holds exactly those weights."""
+  import numpy as np
+  import transformers
+  from safetensors.numpy import load_file
+  from trainer import export
+  hf_dir = str(tmp_path / "bert")
+  transformers.BertModel(transformers.BertConfig(
+      vocab_size=512, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+      max_position_embeddings=64)).save_pretrained(hf_dir)
+  workdir = str(tmp_path / "run")
+  loop.run(_config(labelled_dir, "classification", dict(data=1, fsdp=1, tensor=1),
+                   **{"init.hf_dir": hf_dir, "model.num_labels": 3, "optimizer.learning_rate": 0.0,
+                      "train.steps": 2}), workdir, jax.devices()[:1])
+  params = export.restore(workdir).params
+  saved = load_file(f"{hf_dir}/model.safetensors")
+  np.testing.assert_array_equal(np.asarray(params["embed"]["table"]), saved["embeddings.word_embeddings.weight"])
+  np.testing.assert_array_equal(np.asarray(params["pooler"]["dense"]), saved["pooler.dense.weight"].T)
+  kernel = np.asarray(params["classifier"]["kernel"])
+  assert kernel.shape == (32, 3) and 0.005 < kernel.std() < 0.05  # a fresh head, at the init scale (0.02)
+  assert np.isfinite(train_losses(workdir)[2])

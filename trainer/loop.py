@@ -197,7 +197,8 @@ class _Run:
     t = self.config.train
 
     def fresh():
-      return state_lib.init_params(self.model, self.state_sh.params, t.seq_len, jax.random.key(t.seed))
+      return state_lib.init_params(self.model, self.state_sh.params, t.seq_len, jax.random.key(t.seed),
+                                   only=hf_weights.CLASSIFIER_HEAD)
     return hf_weights.load_params(self.config.init.hf_dir, self.model_cfg, self.abstract.params,
                                   self.state_sh.params, fresh_head=fresh)
 

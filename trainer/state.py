@@ -52,10 +52,14 @@ def state_shardings(model, tx, mesh, seq_len: int):
   return abstract, TrainState(step=repl, params=param_sh, opt_state=opt_sh)
 
 
-def init_params(model, shardings, seq_len: int, rng):
-  """Fresh trainable parameters, initialized directly on their shards (e.g. a new classifier head)."""
-  init = lambda r: nn.meta.unbox(_init_variables(model, seq_len, r)[trainable_collection(model)])  # noqa: E731
-  return jax.jit(init, out_shardings=shardings)(rng)
+def init_params(model, shardings, seq_len: int, rng, only: tuple[str, ...] = ()):
+  """Fresh trainable parameters, initialized directly on their shards. With `only` (top-level names,
+  e.g. a new classifier head), just those: XLA drops the initialization of everything else."""
+  def init(r):
+    params = nn.meta.unbox(_init_variables(model, seq_len, r)[trainable_collection(model)])
+    return {k: v for k, v in params.items() if k in only} if only else params
+  out = {k: v for k, v in shardings.items() if k in only} if only else shardings
+  return jax.jit(init, out_shardings=out)(rng)
 
 
 def create(model, tx, shardings, seq_len: int, rng):
