@@ -27,9 +27,8 @@ import json
 import os
 import shutil
 
-import numpy as np
 
-from data import shards, sources
+from data import sft, shards, sources
 from data import tokenizer as tokenizer_lib
 from data.corpus import expand_inputs
 from data.prep_io import atomic_directory, file_sha256, write_json_atomic
@@ -170,14 +169,6 @@ def load_tokenizer(source: str):
   return tokenizer_lib.load_dir(source), None
 
 
-def _split(n: int, val_fraction: float, seed: int) -> np.ndarray:
-  """Index -> "val"? Exactly round(n * val_fraction) examples (at least one) go to val."""
-  n_val = min(n - 1, max(1, round(n * val_fraction)))
-  is_val = np.zeros(n, bool)
-  is_val[np.random.default_rng(seed).permutation(n)[:n_val]] = True
-  return is_val
-
-
 def prepare_labelled(train_inputs: list[str], val_inputs: list[str], tokenizer_from: str, output: str,
                      opts: LabelledOptions = LabelledOptions(), overwrite: bool = False) -> dict:
   """Writes OUTPUT (atomically) and returns its metadata."""
@@ -198,7 +189,7 @@ def prepare_labelled(train_inputs: list[str], val_inputs: list[str], tokenizer_f
     val_ids = label_ids(val, labels, "the training data" if not opts.labels else "--labels")
     examples = [(e, y, "train") for e, y in zip(train, train_ids)] + [(e, y, "val") for e, y in zip(val, val_ids)]
   else:
-    is_val = _split(len(train), opts.val_fraction, opts.seed)
+    is_val = sft.val_split(len(train), opts.val_fraction, opts.seed)
     examples = [(e, y, "val" if v else "train") for e, y, v in zip(train, train_ids, is_val)]
   tok, source_meta = load_tokenizer(tokenizer_from)
   encode = Encoder(tok, opts.max_len)

@@ -99,7 +99,7 @@ def encode_examples(files, tok, formatter, opts: SftOptions, stats: collections.
     yield ids, mask
 
 
-def _split(n: int, val_fraction: float, seed: int) -> np.ndarray:
+def val_split(n: int, val_fraction: float, seed: int) -> np.ndarray:
   """Index -> "val"? Exactly round(n * val_fraction) examples (at least one) go to val."""
   n_val = min(n - 1, max(1, round(n * val_fraction)))
   is_val = np.zeros(n, bool)
@@ -126,7 +126,7 @@ def prepare_sft(inputs: list[str], model_dir: str, output: str, opts: SftOptions
   if len(examples) < 2:
     raise UserError(f"{','.join(inputs)} gave {len(examples)} usable examples; need at least 2 "
                     f"(one for training, one for validation)")
-  is_val = _split(len(examples), opts.val_fraction, opts.seed)
+  is_val = val_split(len(examples), opts.val_fraction, opts.seed)
 
   with atomic_directory(output) as tmp:
     writers = {s: shards.SplitWriter(tmp, s) for s in SPLITS}
