@@ -20,7 +20,7 @@ import numpy as np
 from data import masking as masking_lib
 from data import shards
 from data.examples import ExampleRows
-from data.packing import PACKINGS, PackedRows
+from data.packing import PackedRows
 from errors import UserError
 
 # Row fields for the trainer's bookkeeping, not the model: which mixture member a row came from.
@@ -77,12 +77,6 @@ def rows_per_epoch(data_cfg, split: str, seq_len: int) -> int:
     return 0
 
 
-def packing(data_cfg) -> str:
-  if data_cfg.packing not in PACKINGS:
-    raise UserError(f"config.data.packing={data_cfg.packing!r}; expected one of {PACKINGS}")
-  return data_cfg.packing
-
-
 class RowStream:
   """Random-access packed rows of one dataset or a weighted mixture."""
 
@@ -103,7 +97,7 @@ class RowStream:
       eos = meta.get("eos_id") if data_cfg.add_eos and not templated else None
       self.rows.append(PackedRows(source, lengths, seq_len, seed=seed + i, shuffle=shuffle,
                                   bos_id=bos, eos_id=eos, dataset=i, has_mask=shards.has_loss_mask(meta),
-                                  packing=packing(data_cfg)))
+                                  packing=data_cfg.packing))
     weights = np.asarray([w for _, w in members]) / sum(w for _, w in members)
     self.truncated_docs = sum(r.truncated_docs for r in self.rows)
     self.names = [os.path.basename(os.path.normpath(d)) for d, _ in members]

@@ -1,65 +1,65 @@
-"""A frozen, validated view of `config.model` that modules can hold as a field."""
+"""`config.model`: the architecture, as a frozen, validated section that modules can hold as a field."""
 
 import dataclasses
+from typing import Literal
 
 import jax.numpy as jnp
 
-from errors import UserError
 from model.lora import LoraConfig
-
-_CHOICES = {
-    "family": ("decoder", "encoder"),  # model/families.py FAMILIES
-    "norm": ("rmsnorm", "layernorm"),
-    "norm_position": ("pre", "post"),
-    "pooling": ("cls", "mean"),
-    "mlp": ("swiglu", "gelu", "gelu_erf"),
-    "position": ("rope", "learned"),
-    "rope_scaling": ("none", "linear", "llama3"),
-    "attention_impl": ("auto", "xla", "cudnn"),
-    "remat": ("none", "full", "dots", "dots_no_batch"),
-    "dtype": ("float32", "bfloat16", "float16"),
-    "param_dtype": ("float32", "bfloat16"),
-}
+from typed_config import DERIVED, Section
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
-  family: str
-  vocab_size: int
-  d_model: int
-  num_layers: int
-  num_heads: int
-  num_kv_heads: int
-  head_dim: int
-  mlp_dim: int
-  max_seq_len: int
-  norm: str
-  norm_eps: float
-  mlp: str
-  position: str
-  rope_theta: float
-  rope_scaling: str
-  rope_scaling_factor: float
-  rope_low_freq_factor: float
-  rope_high_freq_factor: float
-  rope_original_max_position: int
-  use_bias: bool
-  tie_embeddings: bool
-  init_std: float
-  dtype: str
-  param_dtype: str
-  attention_impl: str
-  scan_layers: bool
-  remat: str
-  # Encoder (BERT/RoBERTa) fields; the defaults are the decoder's (configs/base.py explains each).
-  norm_position: str = "pre"
-  type_vocab_size: int = 0
+class ModelConfig(Section):
+  PATH = "config.model"
+  family: Literal["decoder", "encoder"] = "decoder"  # model/families.py: causal LM | BERT/RoBERTa
+  vocab_size: int = 32_000
+  d_model: int = 512
+  num_layers: int = 8
+  num_heads: int = 8
+  num_kv_heads: int = 8           # < num_heads gives grouped-query attention
+  head_dim: int = 64
+  mlp_dim: int = 2048
+  max_seq_len: int = 2048         # size of the learned position table (position="learned")
+  norm: Literal["rmsnorm", "layernorm"] = "rmsnorm"  # Llama | GPT-2, BERT
+  norm_eps: float = 1e-5
+  # "pre": x + f(norm(x)) (Llama, GPT-2; a final norm follows the layers);
+  # "post": norm(x + f(x)) (BERT, RoBERTa; no final norm).
+  norm_position: Literal["pre", "post"] = "pre"
+  # "swiglu" (Llama) | "gelu" (GPT-2, tanh GELU) | "gelu_erf" (BERT, exact GELU)
+  mlp: Literal["swiglu", "gelu", "gelu_erf"] = "swiglu"
+  position: Literal["rope", "learned"] = "rope"  # Llama | GPT-2, BERT
+  rope_theta: float = 10_000.0
+  rope_scaling: Literal["none", "linear", "llama3"] = "none"  # llama3: Llama 3.1+ long-context RoPE
+  rope_scaling_factor: float = 1.0
+  rope_low_freq_factor: float = 1.0        # llama3 only
+  rope_high_freq_factor: float = 4.0       # llama3 only
+  rope_original_max_position: int = 8192   # llama3 only: the pretraining context
+  use_bias: bool = False          # biases in every projection (GPT-2, BERT)
+  tie_embeddings: bool = True
+  init_std: float = 0.02
+  dtype: Literal["float32", "bfloat16", "float16"] = "float32"  # compute dtype
+  param_dtype: Literal["float32", "bfloat16"] = "float32"       # storage dtype of parameters
+  # jax.nn.dot_product_attention: "auto" takes cuDNN flash attention where it
+  # applies (GPU, bf16/fp16) and XLA elsewhere; "xla" | "cudnn" force one.
+  attention_impl: Literal["auto", "xla", "cudnn"] = "auto"
+  scan_layers: bool = True        # one compiled layer body scanned over depth
+  remat: Literal["none", "full", "dots", "dots_no_batch"] = "none"
+  # Encoder family only (model/encoder.py); the decoder ignores these.
+  type_vocab_size: int = 0        # token-type (segment A/B) embeddings: BERT 2, RoBERTa 1; 0 = none
+  # Learned positions look up row position + position_offset of a table with max_seq_len +
+  # position_offset rows: RoBERTa's positions start after its padding id (pad_token_id + 1 = 2).
   position_offset: int = 0
-  mlm_head: bool = True
-  pooler: bool = False
-  num_labels: int = 0     # > 0: a classification head instead of the LM head
-  pooling: str = "cls"    # the encoder's classification input: "cls" | "mean"
-  lora: LoraConfig | None = None  # adapters on the projections (model/lora.py); from config.lora
+  mlm_head: bool = True           # masked-LM head (dense, GELU, norm, tied projection + bias)
+  pooler: bool = False            # BERT pooler: dense + tanh on the first token (BertModel has one)
+  # Classification head (objective "classification"): num_labels > 0 replaces the LM head by
+  # logits over the labels. A decoder reads its last non-padding token (LlamaForSequenceClassification);
+  # an encoder pools "cls" (the first token, through the pooler when it has one: BERT/RoBERTa's
+  # heads) or "mean" (the mean of its tokens, as sentence-transformers embed).
+  num_labels: int = 0
+  pooling: Literal["cls", "mean"] = "cls"
+  # Adapters on the projections (model/lora.py), set by the run from config.lora; None: no LoRA.
+  lora: LoraConfig | None = dataclasses.field(default=None, metadata=DERIVED)
 
   @property
   def compute_dtype(self):
@@ -69,21 +69,14 @@ class ModelConfig:
   def weight_dtype(self):
     return jnp.dtype(self.param_dtype)
 
-  @classmethod
-  def from_config(cls, model_cfg) -> "ModelConfig":
-    cfg = cls(**model_cfg.to_dict())
-    for field, allowed in _CHOICES.items():
-      if getattr(cfg, field) not in allowed:
-        raise UserError(f"config.model.{field}={getattr(cfg, field)!r}; expected one of {allowed}")
-    if cfg.num_heads % cfg.num_kv_heads:
-      raise UserError(f"config.model.num_heads={cfg.num_heads} must be a multiple of "
-                      f"config.model.num_kv_heads={cfg.num_kv_heads}")
+  def check(self) -> None:
+    for field in ("vocab_size", "d_model", "num_layers", "num_heads", "num_kv_heads", "head_dim", "mlp_dim",
+                  "max_seq_len"):
+      self.require(getattr(self, field) > 0, field, "a positive integer")
+    self.require(self.num_heads % self.num_kv_heads == 0, "num_heads",
+                 f"a multiple of config.model.num_kv_heads={self.num_kv_heads}")
     for field in ("type_vocab_size", "position_offset", "num_labels"):
-      if getattr(cfg, field) < 0:
-        raise UserError(f"config.model.{field}={getattr(cfg, field)}; expected 0 or more")
-    if cfg.num_labels == 1:
-      raise UserError("config.model.num_labels=1; a classifier needs at least 2 labels (0: no classifier)")
-    if cfg.family == "encoder" and cfg.mlm_head and not cfg.tie_embeddings:
-      raise UserError("config.model.tie_embeddings=False: the encoder's MLM head always projects with the "
-                      "word embeddings (BERT/RoBERTa); set it to True")
-    return cfg
+      self.require(getattr(self, field) >= 0, field, "0 or more")
+    self.require(self.num_labels != 1, "num_labels", "at least 2 labels for a classifier (0: no classifier)")
+    self.require(self.family != "encoder" or not self.mlm_head or self.tie_embeddings, "tie_embeddings",
+                 "True: the encoder's MLM head always projects with the word embeddings (BERT/RoBERTa)")

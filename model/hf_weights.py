@@ -287,7 +287,8 @@ def load_params(hf_dir: str, cfg: ModelConfig, abstract_params, shardings, fresh
   train state on any mesh. A classifier (cfg.num_labels) may start from a
   language model or a bare base model: `fresh_head()` then gives initialized
   parameters (called once, sharded) for the head the checkpoint lacks, and
-  the checkpoint's LM head goes unused.
+  the checkpoint's LM head goes unused. Top-level parts `abstract_params` leaves out (a LoRA run's
+  head, which its own checkpoint holds) are not read.
   """
   reader = _SafetensorsReader(hf_dir)
   layers = range(cfg.num_layers)
@@ -305,6 +306,8 @@ def load_params(hf_dir: str, cfg: ModelConfig, abstract_params, shardings, fresh
   params: dict = {}
   for m in tensor_maps(cfg):  # one HF tensor (all its layers) on the host at a time
     by_path: dict = {}
+    if not m.per_layer and m.ours[0][0] not in abstract_params:
+      continue
     if cfg.num_labels and not m.per_layer and m.ours[0][0] in CLASSIFIER_HEAD and fresh_head is not None \
         and _hf_name(reader, m.hf_name, cfg) is None:
       fresh = fresh or fresh_head()
@@ -396,13 +399,10 @@ def save_safetensors(tensors: dict[str, np.ndarray], path: str) -> None:
 def load(hf_dir: str, mesh, **model_overrides):
   """(ModelConfig, params on `mesh`) from an HF directory; overrides such as dtype or scan_layers.
   A `family` override is checked against the checkpoint's architecture, never applied to it."""
-  from configs import base
   from model import hf_config
   from model import families
   _, fields = hf_config.read(hf_dir, model_overrides.get("family"))
-  model_cfg = base.base_config().model
-  model_cfg.update({**fields, **model_overrides})
-  cfg = ModelConfig.from_config(model_cfg)
+  cfg = ModelConfig.from_config({**fields, **model_overrides})
   from parallel import sharding
   abstract, shardings = sharding.abstract_variables(families.build(cfg), mesh)
   return cfg, load_params(hf_dir, cfg, abstract, shardings)

@@ -9,13 +9,14 @@ Adapters live in their own variable collection, "lora", next to the frozen
 """
 
 import dataclasses
+from typing import Literal
 
 import flax.linen as nn
 from flax import traverse_util
 import jax
 import jax.numpy as jnp
 
-from errors import UserError
+from typed_config import Section
 
 COLLECTION = "lora"
 TARGETS = ("q", "k", "v", "o", "gate", "up", "down")
@@ -24,29 +25,33 @@ WEIGHT_NAMES = {"q": "query", "k": "key", "v": "value", "o": "out", "gate": "gat
 
 
 @dataclasses.dataclass(frozen=True)
-class LoraConfig:
-  rank: int
-  alpha: float
-  dropout: float
-  targets: tuple[str, ...]
+class LoraConfig(Section):
+  """`config.lora`: rank > 0 trains low-rank adapters on a frozen base (config.init) instead of all
+  weights; checkpoints then hold only the adapters (and a classifier's head, which always trains)."""
+  PATH = "config.lora"
+  rank: int = 0
+  alpha: float = 16.0             # adapters are scaled by alpha / rank
+  dropout: float = 0.0            # on the adapters' input
+  targets: str = "q,k,v,o,gate,up,down"  # projections to adapt; a family without one (gate) skips it
+  base_dtype: Literal["float32", "bfloat16"] = "bfloat16"  # storage dtype of the frozen base weights
+
+  @property
+  def enabled(self) -> bool:
+    return self.rank > 0
+
+  @property
+  def names(self) -> tuple[str, ...]:
+    return tuple(t.strip() for t in self.targets.split(",") if t.strip())
 
   @property
   def scale(self) -> float:
     return self.alpha / self.rank
 
-  @classmethod
-  def from_config(cls, lora_cfg) -> "LoraConfig | None":
-    """None when config.lora.rank is 0 (full fine-tuning)."""
-    if lora_cfg.rank == 0:
-      return None
-    targets = tuple(t.strip() for t in lora_cfg.targets.split(",") if t.strip())
-    bad = [t for t in targets if t not in TARGETS]
-    if lora_cfg.rank < 0 or not targets or bad:
-      raise UserError(f"config.lora: rank={lora_cfg.rank}, targets={lora_cfg.targets!r}; expected a positive "
-                      f"rank and targets among {','.join(TARGETS)}")
-    if not 0 <= lora_cfg.dropout < 1:
-      raise UserError(f"config.lora.dropout={lora_cfg.dropout}; expected a probability in [0, 1)")
-    return cls(int(lora_cfg.rank), float(lora_cfg.alpha), float(lora_cfg.dropout), targets)
+  def check(self) -> None:
+    self.require(self.rank >= 0, "rank", "0 (no adapters) or a positive rank")
+    self.require(bool(self.names) and all(t in TARGETS for t in self.names), "targets",
+                 f"a comma-separated list among {','.join(TARGETS)}")
+    self.require(0 <= self.dropout < 1, "dropout", "a probability in [0, 1)")
 
 
 def _dropout(module: nn.Module, x, rate: float):
@@ -63,7 +68,7 @@ def update(module: nn.Module, lora: "LoraConfig | None", target: str, x, in_shap
 
   x ends in `in_shape`; the result ends in `out_shape`.
   """
-  if lora is None or target not in lora.targets:
+  if lora is None or target not in lora.names:
     return 0
   fan_in = 1
   for d in in_shape:
@@ -106,3 +111,32 @@ def merge(params, adapters, lora: LoraConfig):
     delta = jax.vmap(_delta)(a, b) if stacked else _delta(a, b)
     merged[weight_path] = w.astype(jnp.float32) + lora.scale * delta
   return traverse_util.unflatten_dict(merged)
+
+
+# A classifier's head: new weights for the task, so under LoRA they train in full beside the
+# adapters (as PEFT's modules_to_save); the pooler goes with them, since a RoBERTa checkpoint has
+# none and a fresh one must learn.
+HEAD = ("classifier", "score", "pooler")
+
+
+def trainable_of(variables) -> dict:
+  """What a LoRA run trains, from the model's variables: {"lora": adapters, "params": head} (no
+  "params" when the model has no head)."""
+  head = {k: v for k, v in variables["params"].items() if k in HEAD}
+  return {COLLECTION: variables[COLLECTION], **({"params": head} if head else {})}
+
+
+def frozen_of(params) -> dict:
+  """The base parameters a LoRA run keeps frozen: all but the head."""
+  return {k: v for k, v in params.items() if k not in HEAD}
+
+
+def variables_of(trainable: dict, frozen_params: dict) -> dict:
+  """The model's variables for apply: the frozen base with the trained head, and the adapters."""
+  return {"params": {**frozen_params, **trainable.get("params", {})}, COLLECTION: trainable[COLLECTION]}
+
+
+def merged_params(trainable: dict, frozen_params: dict, lora: LoraConfig) -> dict:
+  """Plain model parameters: the adapters folded into the base, with the trained head."""
+  variables = variables_of(trainable, frozen_params)
+  return merge(variables["params"], variables[COLLECTION], lora)

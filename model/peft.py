@@ -35,7 +35,7 @@ def tensors(adapters, cfg: ModelConfig, lora: LoraConfig, dtype=np.float32) -> d
     raise UserError("PEFT export supports Llama-family models only; export merged weights instead")
   flat = {k: np.asarray(jax.device_get(v), np.float32) for k, v in traverse_util.flatten_dict(adapters).items()}
   out = {}
-  for target in lora.targets:
+  for target in lora.names:
     module = "attention" if target in ("q", "k", "v", "o") else "mlp"
     a_layers = _per_layer(flat, cfg, module, f"{target}_lora_a")
     b_layers = _per_layer(flat, cfg, module, f"{target}_lora_b")
@@ -51,7 +51,7 @@ def save(adapters, cfg: ModelConfig, lora: LoraConfig, base_dir: str, out_dir: s
   config = {
       "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": os.path.abspath(base_dir),
       "r": lora.rank, "lora_alpha": lora.alpha, "lora_dropout": lora.dropout,
-      "target_modules": sorted(MODULES[t].split(".")[-1] for t in lora.targets),
+      "target_modules": sorted(MODULES[t].split(".")[-1] for t in lora.names),
       "bias": "none", "fan_in_fan_out": False, "inference_mode": True, "use_rslora": False,
       "init_lora_weights": True, "modules_to_save": None,
   }

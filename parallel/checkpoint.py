@@ -10,6 +10,7 @@ A resume takes the newest checkpoint that restores: one that fails to read
 """
 
 import contextlib
+import dataclasses
 import gc
 import os
 import sys
@@ -22,6 +23,23 @@ from absl import logging
 from jax.experimental import multihost_utils
 
 from errors import UserError
+from typed_config import Section
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointConfig(Section):
+  """`config.checkpoint`: when train state and data iterator are saved together."""
+  PATH = "config.checkpoint"
+  every_steps: int = 500
+  keep: int = 3                   # the newest checkpoints kept
+  async_save: bool = True         # write in the background while training goes on
+  # Also keep the state with the best config.eval.best_metric in WORKDIR/best
+  # (scripts/export_hf.py --best exports it).
+  keep_best: bool = False
+
+  def check(self) -> None:
+    self.require(self.every_steps > 0, "every_steps", "a positive number of steps")
+    self.require(self.keep > 0, "keep", "at least 1 checkpoint")
 
 
 def all_finite(tree) -> jax.Array:

@@ -1,5 +1,6 @@
 """Device mesh from `config.mesh`."""
 
+import dataclasses
 import math
 
 import jax
@@ -9,14 +10,28 @@ from jax.sharding import AxisType, Mesh
 
 from errors import UserError
 from parallel.rules import MESH_AXES
+from typed_config import Section
 
 
-def resolve_axis_sizes(mesh_cfg, num_devices: int) -> tuple[int, ...]:
+@dataclasses.dataclass(frozen=True)
+class MeshConfig(Section):
+  """`config.mesh`: devices per mesh axis (parallel/rules.py maps the model's logical axes onto them)."""
+  PATH = "config.mesh"
+  data: int = 1                   # data parallelism: replicas of the parameters
+  fsdp: int = -1                  # -1 takes the devices the other axes leave; parameters shard over it
+  tensor: int = 1                 # tensor parallelism within each layer
+
+  def check(self) -> None:
+    sizes = [getattr(self, name) for name in MESH_AXES]
+    for name, size in zip(MESH_AXES, sizes):
+      self.require(size > 0 or size == -1, name, "a positive size, or -1 for the devices the others leave")
+    self.require(sizes.count(-1) <= 1, "fsdp", "at most one axis of size -1")
+
+
+def resolve_axis_sizes(mesh_cfg: MeshConfig, num_devices: int) -> tuple[int, ...]:
   """Fills in the one axis given as -1 and checks the product is the device count."""
-  sizes = [int(mesh_cfg[name]) for name in MESH_AXES]
+  sizes = [getattr(mesh_cfg, name) for name in MESH_AXES]
   described = ", ".join(f"mesh.{n}={s}" for n, s in zip(MESH_AXES, sizes))
-  if any(s == 0 or s < -1 for s in sizes) or sizes.count(-1) > 1:
-    raise UserError(f"invalid mesh ({described}): sizes must be positive, with at most one -1")
   if -1 in sizes:
     known = math.prod(s for s in sizes if s != -1)
     if num_devices % known:
@@ -28,7 +43,7 @@ def resolve_axis_sizes(mesh_cfg, num_devices: int) -> tuple[int, ...]:
   return tuple(sizes)
 
 
-def make_mesh(mesh_cfg, devices=None) -> Mesh:
+def make_mesh(mesh_cfg: MeshConfig, devices=None) -> Mesh:
   devices = list(devices if devices is not None else jax.devices())
   sizes = resolve_axis_sizes(mesh_cfg, len(devices))
   try:
@@ -46,8 +61,7 @@ def mesh_of_sizes(sizes: dict | None = None) -> Mesh:
 
   Sizes without a -1 take the first devices they need, so tensor=2 works on an 8-device host.
   """
-  from ml_collections import ConfigDict
   sizes = dict(sizes or SINGLE_DEVICE)
   wanted = math.prod(sizes.values())
   devices = jax.devices() if wanted < 0 or wanted > jax.device_count() else jax.devices()[:wanted]
-  return make_mesh(ConfigDict(sizes), devices)
+  return make_mesh(MeshConfig.from_config(sizes), devices)

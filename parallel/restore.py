@@ -16,7 +16,7 @@ import os
 import jax
 import jax.numpy as jnp
 
-from configs import base
+from configs.schema import RunConfig
 from errors import UserError
 from model import base_reference, families, hf_weights, lora
 from model.config import ModelConfig
@@ -24,17 +24,17 @@ from parallel import sharding
 from parallel.checkpoint import Checkpointer
 
 
-def load_run_config(workdir: str):
-  """The config a train.py run saved in WORKDIR/config.json, over today's defaults."""
+def load_run_config(workdir: str) -> RunConfig:
+  """The typed config a train.py run saved in WORKDIR/config.json (keys it predates take today's defaults)."""
   path = os.path.join(workdir, "config.json")
   if not os.path.isfile(path):
     raise UserError(f"{workdir} has no config.json; is it a train.py --workdir?")
   with open(path) as f:
     saved = json.load(f)
-  config = base.base_config()
-  for section, values in saved.items():
-    config[section].update(values)
-  return config
+  try:
+    return RunConfig.from_config(saved)
+  except UserError as e:
+    raise UserError(f"{path}: {e}") from None
 
 
 @dataclasses.dataclass
@@ -58,29 +58,48 @@ def _checkpoint_step(workdir: str, step: int | None, best: bool) -> tuple[Checkp
   return ckpt, step
 
 
+def lora_base_shardings(model, mesh, base_dtype: str):
+  """(abstract, NamedShardings) of a LoRA run's base "params": stored in `base_dtype`, except a
+  classifier's head, which trains and so keeps the parameters' dtype."""
+  abstract, shardings = sharding.abstract_variables(model, mesh, "params")
+  sharding.check_divisible(abstract, shardings, "parameter")
+  dtype = jnp.dtype(base_dtype)
+  cast = lambda tree: jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, dtype), tree)  # noqa: E731
+  return {k: (v if k in lora.HEAD else cast(v)) for k, v in abstract.items()}, shardings
+
+
+def _trained_target(model, mesh, uses_lora: bool):
+  """ShapeDtypeStructs (with shardings) of what a run's checkpoint holds: its params, or under LoRA
+  {"lora": adapters, "params": head}."""
+  both = {c: sharding.abstract_variables(model, mesh, c) for c in (("params", lora.COLLECTION) if uses_lora
+                                                                   else ("params",))}
+  abstract = {c: a for c, (a, _) in both.items()}
+  shardings = {c: s for c, (_, s) in both.items()}
+  if uses_lora:
+    abstract, shardings = lora.trainable_of(abstract), lora.trainable_of(shardings)
+  else:
+    abstract, shardings = abstract["params"], shardings["params"]
+  sharding.check_divisible(abstract, shardings, "parameter")
+  return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
+
+
 def restore(workdir: str, mesh, step: int | None = None, best: bool = False) -> Restored:
   """A run's checkpoint (newest, `step`, or the best by config.eval.best_metric), sharded over `mesh`."""
   config = load_run_config(workdir)
-  adapters_cfg = lora.LoraConfig.from_config(config.lora)
-  cfg = dataclasses.replace(ModelConfig.from_config(config.model), lora=adapters_cfg)
+  cfg = config.model_config()
   model = families.build(cfg)
-  trained = lora.COLLECTION if adapters_cfg is not None else "params"
   ckpt, step = _checkpoint_step(workdir, step, best)
   try:
     with sharding.activate(mesh):
-      abstract, shardings = sharding.abstract_variables(model, mesh, trained)
-      sharding.check_divisible(abstract, shardings, "parameter")
-      target = jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
-      params = ckpt.restore_params(step, target)
-      if adapters_cfg is None:
-        return Restored(config, cfg, params, step, None, None)
+      trained = ckpt.restore_params(step, _trained_target(model, mesh, cfg.lora is not None))
+      if cfg.lora is None:
+        return Restored(config, cfg, trained, step, None, None)
       base_reference.check(workdir, base_reference.fingerprint(config.init.hf_dir))
-      base_abstract, base_sh = sharding.abstract_variables(model, mesh, "params")
-      dtype = jnp.dtype(config.lora.base_dtype)
-      base_abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, dtype), base_abstract)
-      base_params = hf_weights.load_params(config.init.hf_dir, cfg, base_abstract, base_sh)
-      merge = jax.jit(lambda b, a: lora.merge(b, a, adapters_cfg), out_shardings=base_sh)
-      merged = merge(base_params, params)
+      base_abstract, base_sh = lora_base_shardings(model, mesh, config.lora.base_dtype)
+      frozen = lora.frozen_of(hf_weights.load_params(config.init.hf_dir, cfg, lora.frozen_of(base_abstract),
+                                                     lora.frozen_of(base_sh)))
+      merge = jax.jit(lambda t, f: lora.merged_params(t, f, cfg.lora), out_shardings=base_sh)
+      merged = merge(trained, frozen)
   finally:
     ckpt.close()
-  return Restored(config, dataclasses.replace(cfg, lora=None), merged, step, params, adapters_cfg)
+  return Restored(config, dataclasses.replace(cfg, lora=None), merged, step, trained[lora.COLLECTION], cfg.lora)

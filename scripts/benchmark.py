@@ -23,7 +23,7 @@ from ml_collections import config_flags  # noqa: E402
 
 from errors import UserError  # noqa: E402
 from model import families, flops  # noqa: E402
-from model.config import ModelConfig  # noqa: E402
+from configs.schema import RunConfig  # noqa: E402
 from parallel import mesh as mesh_lib  # noqa: E402
 from parallel import sharding  # noqa: E402
 from trainer import mfu as mfu_lib  # noqa: E402
@@ -50,8 +50,9 @@ def _peak_memory(compiled) -> int:
 
 
 def benchmark(config, steps: int, peak_override: float, profile_dir: str) -> dict:
+  config = RunConfig.from_config(config)
   t = config.train
-  model_cfg = ModelConfig.from_config(config.model)
+  model_cfg = config.model
   mesh = mesh_lib.make_mesh(config.mesh)
   model = families.build(model_cfg)
   tx, schedule = optimizer_lib.make_optimizer(config.optimizer, t.steps)

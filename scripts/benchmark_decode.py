@@ -23,7 +23,6 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 from absl import app, flags  # noqa: E402
-from ml_collections import ConfigDict  # noqa: E402
 
 from model import hf_weights  # noqa: E402
 from model.decode import Decoder  # noqa: E402
@@ -98,7 +97,7 @@ def main(argv):
     if not _HF_DIR.value:
       n = make_random_llama(hf_dir)
       print(f"random Llama: {n / 1e6:.1f}M parameters in {hf_dir}")
-    mesh = mesh_lib.make_mesh(ConfigDict(dict(data=1, fsdp=1, tensor=1)), jax.devices()[:1])
+    mesh = mesh_lib.mesh_of_sizes()
     cfg, params = hf_weights.load(hf_dir, mesh, dtype="float32", param_dtype="float32")
     decoder = Decoder(cfg, mesh)
     hf_model = transformers.AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()

@@ -286,9 +286,9 @@ def test_pre_norm_encoder_scan_remat_and_unrolled_agree(tmp_path):
 
 
 def test_encoder_config_is_validated():
-  with pytest.raises(UserError, match=r"config.model.norm_position='mid'; expected one of \('pre', 'post'\)"):
+  with pytest.raises(UserError, match=r"config.model.norm_position='mid'; expected one of 'pre', 'post'"):
     _scratch_cfg(norm_position="mid")
-  with pytest.raises(UserError, match=r"config.model.tie_embeddings=False: the encoder's MLM head"):
+  with pytest.raises(UserError, match=r"config.model.tie_embeddings=False; expected True: the encoder's MLM head"):
     _scratch_cfg(tie_embeddings=False)
   with pytest.raises(UserError, match=r"config.model.position_offset=-1; expected 0 or more"):
     _scratch_cfg(position_offset=-1)

@@ -197,3 +197,91 @@ def test_a_classifier_run_starts_from_a_bert_model_with_a_fresh_head(labelled_di
   kernel = np.asarray(params["classifier"]["kernel"])
   assert kernel.shape == (32, 3) and 0.005 < kernel.std() < 0.05  # a fresh head, at the init scale (0.02)
   assert np.isfinite(train_losses(workdir)[2])
+
+
+def test_a_classifier_starts_from_a_pretrained_masked_lm_run(runs, labelled_dir, tmp_path):
+  """config.init.workdir = our own MLM run: the classifier takes its architecture and weights, leaves its
+  MLM head behind and starts a fresh pooler and head; a run of another family is refused."""
+  import numpy as np
+  from errors import UserError
+  from trainer import export
+  objective, out, _ = runs
+  if objective != "masked_lm":
+    return
+  single = dict(data=1, fsdp=1, tensor=1)
+  start = {"init.workdir": out["single"], "model.num_labels": 3, "model.d_model": 64, "train.steps": 1}
+  with pytest.raises(UserError, match="trained 'encoder' model but config.model.family='decoder'"):
+    loop.run(_config(labelled_dir, "classification", single, **{**start, "model.family": "decoder"}),
+             str(tmp_path / "bad"))
+  workdir = str(tmp_path / "classifier")
+  loop.run(_config(labelled_dir, "classification", single, **{**start, "optimizer.learning_rate": 0.0}), workdir,
+           jax.devices()[:1])
+  pretrained, classifier = export.restore(out["single"]).params, export.restore(workdir).params
+  assert "mlm_head" in pretrained and "mlm_head" not in classifier
+  assert np.asarray(classifier["classifier"]["kernel"]).shape == (32, 3)  # d_model from the run, not the config
+  assert set(classifier) - set(pretrained) == {"classifier", "pooler"}
+  for name in set(classifier) & set(pretrained):
+    jax.tree.map(np.testing.assert_array_equal, classifier[name], pretrained[name])
+
+
+@pytest.fixture(scope="module")
+def bert_dir(tmp_path_factory):
+  """A BertModel (encoder and pooler, no head) as transformers saves it."""
+  import transformers
+  path = str(tmp_path_factory.mktemp("bert") / "bert")
+  transformers.BertModel(transformers.BertConfig(
+      vocab_size=512, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+      max_position_embeddings=64)).save_pretrained(path)
+  return path
+
+
+def test_a_lora_classifier_trains_adapters_and_head_on_a_frozen_base(bert_dir, labelled_dir, tmp_path):
+  """LoRA on an encoder classifier: the targeted projections and the head (with the pooler) learn, every
+  other weight stays the base's exactly; the merged classifier exports and loads in transformers."""
+  import numpy as np
+  import transformers
+  from safetensors.numpy import load_file
+  from trainer import export
+  workdir = str(tmp_path / "run")
+  loop.run(_config(labelled_dir, "classification", dict(data=1, fsdp=1, tensor=1),
+                   **{"init.hf_dir": bert_dir, "model.num_labels": 3, "lora.rank": 4, "lora.targets": "q,v,up",
+                      "lora.base_dtype": "float32", "train.steps": 3, "checkpoint.every_steps": 1,
+                      "eval.final_split": "val", "eval.final_steps": 1}), workdir, jax.devices()[:1])
+  outputs = {}
+  for step in (1, 3):
+    export.export(workdir, str(tmp_path / f"hf{step}"), step=step)
+    outputs[step] = load_file(str(tmp_path / f"hf{step}" / "model.safetensors"))
+  base = load_file(f"{bert_dir}/model.safetensors")
+  learned = ("attention.self.query.weight", "attention.self.value.weight", "intermediate.dense.weight", "pooler.",
+             "classifier.")  # biases of adapted projections stay frozen
+  for name, first in outputs[1].items():
+    last = outputs[3][name]
+    if any(part in name for part in learned):
+      assert not np.array_equal(first, last), name  # adapted or trained in full
+    else:
+      base_name = name.removeprefix("bert.")
+      np.testing.assert_array_equal(last, base[base_name], err_msg=name)  # frozen: the base, bit for bit
+  model = transformers.BertForSequenceClassification.from_pretrained(str(tmp_path / "hf3"))
+  assert model.config.num_labels == 3 and model.classifier.weight.shape == (3, 32)
+  assert np.isfinite(train_losses(workdir)[3])
+
+
+def test_an_mlm_run_exports_a_tokenizer_that_knows_its_special_tokens(runs, tmp_path):
+  """transformers reads the exported tokenizer as training tokenized: [CLS] text [SEP], with [PAD] and
+  [MASK] by role, so a fill-mask pipeline finds the mask."""
+  import transformers
+  from data import tokenizer as tokenizer_lib
+  from parallel import restore
+  from trainer import export
+  objective, out, _ = runs
+  if objective != "masked_lm":
+    return
+  export.export(out["single"], str(tmp_path / "hf"))
+  hf_tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "hf"))
+  data_dir = restore.load_run_config(out["single"]).data.dir
+  ours = tokenizer_lib.load(os.path.join(data_dir, shards.load_metadata(data_dir)["tokenizer"]))
+  assert (hf_tok.cls_token_id, hf_tok.sep_token_id, hf_tok.pad_token_id, hf_tok.mask_token_id) == (1, 2, 3, 4)
+  text = "def read(self, path):\n    return open(path).read()"
+  assert hf_tok(text)["input_ids"] == [1] + ours.encode(text) + [2]
+  fill = transformers.pipeline("fill-mask", model=str(tmp_path / "hf"), tokenizer=hf_tok)
+  assert len(fill(f"import {hf_tok.mask_token}")) == 5

@@ -42,3 +42,10 @@ def test_the_check_sees_imports_inside_functions(tmp_path):
   module = tmp_path / "m.py"
   module.write_text("def f():\n  from trainer import export\n  import evals.lm\n")
   assert _imported_packages(str(module)) >= {"trainer", "evals"}
+
+
+def test_the_config_schema_sits_with_the_bottom_packages():
+  """Every layer reads a run's typed config (configs/schema.py, typed_config.py), so they import only
+  data, model and parallel."""
+  for path in ("configs/schema.py", "configs/base.py", "typed_config.py"):
+    assert not _imported_packages(os.path.join(REPO, path)) & {"trainer", "evals", "scripts", "train"}, path

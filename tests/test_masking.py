@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from configs import base
+from configs import base, schema
 from conftest import stdlib_data_config
 from data import masking, pipeline, prepare, shards
 from data import tokenizer as tokenizer_lib
@@ -311,5 +311,5 @@ def test_objectives_declare_fields_and_masking(encoder_dir):
   c.train.objective = "masked_lm"
   with pytest.raises(UserError, match="does not fit config.model.family='decoder'"):
     objectives.build(c)
-  with pytest.raises(UserError, match=r"config.train.mlm.rate=1.5"):
-    objectives.build(_mlm_config(encoder_dir, rate=1.5))
+  with pytest.raises(UserError, match=r"config.train.mlm.rate=1.5; expected a fraction in \(0, 1\]"):
+    schema.RunConfig.from_config(_mlm_config(encoder_dir, rate=1.5))

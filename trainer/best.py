@@ -16,14 +16,9 @@ import jax
 from errors import UserError
 from parallel.checkpoint import Checkpointer
 
-MODES = ("min", "max")
-
-
 class BestTracker:
 
   def __init__(self, workdir: str, keep_best: bool, patience: int, metric: str = "val/loss", mode: str = "min"):
-    if mode not in MODES:
-      raise UserError(f"config.eval.best_mode={mode!r}; expected one of {list(MODES)}")
     self.path = os.path.join(workdir, "best.json")
     self.patience, self.metric, self.mode = patience, metric, mode
     self.record = {"step": None, "metric": metric, "value": math.inf if mode == "min" else -math.inf,

@@ -11,7 +11,6 @@ import os
 import shutil
 import tempfile
 
-import jax
 import ml_dtypes
 import numpy as np
 
@@ -30,9 +29,7 @@ TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json",
 
 def restore(workdir: str, step: int | None = None, best: bool = False) -> restore_lib.Restored:
   """A run's checkpoint on one device: exporting writes host arrays, tensor by tensor."""
-  config = restore_lib.load_run_config(workdir)
-  config.mesh.update(dict(data=1, fsdp=1, tensor=1))
-  return restore_lib.restore(workdir, mesh_lib.make_mesh(config.mesh, jax.devices()[:1]), step, best)
+  return restore_lib.restore(workdir, mesh_lib.mesh_of_sizes(), step, best)
 
 
 def _write_tokenizer(config, out_dir: str) -> tuple[int | None, int | None]:
@@ -73,12 +70,15 @@ def _dataset_tokenizer_files(meta: dict, out_dir: str) -> dict:
       return json.load(f)
   tok = tokenizer_lib.load(meta["tokenizer_path"])
   names = {k: tok.id_to_token(i) for k, i in (("bos_token", tok.bos_id), ("eos_token", tok.eos_id)) if i is not None}
+  # An encoder's tokenizer: [CLS], [SEP], [PAD] and [MASK] by their roles (fill-mask pipelines find the mask).
+  encoder = tokenizer_lib.encoder_special_ids(tok)
+  names.update({f"{key.removesuffix('_id')}_token": tok.id_to_token(i) for key, i in encoder.items()})
   if tok.kind == "hf":
     shutil.copyfile(tok.path, os.path.join(out_dir, "tokenizer.json"))
     return {"tokenizer_class": "PreTrainedTokenizerFast", **names}  # BOS: as its post-processor adds it
   shutil.copyfile(tok.path, os.path.join(out_dir, "tokenizer.model"))
   config = {"tokenizer_class": "LlamaTokenizer", **names, "unk_token": tok.id_to_token(tok.unk_id),
-            "add_bos_token": tok.add_bos, "add_eos_token": False}
+            "add_bos_token": tok.add_bos, "add_eos_token": bool(encoder)}  # an encoder's text ends in [SEP]
   if type(tok.backend.model).__name__ != "BPE":
     with open(os.path.join(out_dir, "tokenizer.json"), "w") as f:
       f.write(tok.backend.to_str())
@@ -96,6 +96,9 @@ def export(workdir: str, output: str, step: int | None = None, dtype: str = "flo
   r = restore(workdir, step, best)
   if as_peft and r.lora is None:
     raise UserError(f"--peft exports LoRA adapters, but {workdir} is not a LoRA run (config.lora.rank=0)")
+  if as_peft and r.cfg.num_labels:
+    raise UserError(f"--peft exports adapters alone, but {workdir} is a LoRA classifier whose head trained "
+                    f"in full; export the merged classifier (without --peft)")
   parent = os.path.dirname(os.path.abspath(output))
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=parent)

@@ -7,17 +7,17 @@ import threading
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
 from configs import overrides
+from configs.schema import RunConfig
 from data import pipeline, prep_io, prepare, shards, tokenizer
 from errors import UserError
 from model import base_reference, decode, families, flops, hf_config, hf_weights, lora
-from model.config import ModelConfig
 from model.sampling import SamplingConfig
 from parallel import mesh as mesh_lib
+from parallel import restore as restore_lib
 from parallel import sharding
 from parallel.checkpoint import Checkpointer
 from trainer import mfu as mfu_lib
@@ -68,24 +68,45 @@ class _StopRequest:
       signal.signal(sig, handler)
 
 
-def _check_config(config, mesh) -> None:
+def _check_mesh(config: RunConfig, mesh) -> None:
+  """The config's rules that need the devices (the rest are checked by RunConfig.from_config)."""
   t = config.train
-  if t.steps <= 0 or t.batch_size <= 0 or t.seq_len <= 0 or t.grad_accum_steps <= 0:
-    raise UserError("config.train.steps, batch_size, seq_len and grad_accum_steps must be positive")
   dp = mesh.shape["data"] * mesh.shape["fsdp"]
-  if t.batch_size % t.grad_accum_steps:
-    raise UserError(f"config.train.batch_size={t.batch_size} is not divisible by "
-                    f"config.train.grad_accum_steps={t.grad_accum_steps}")
   micro = t.batch_size // t.grad_accum_steps
   if micro % dp:
     raise UserError(f"config.train.batch_size={t.batch_size} (micro-batch {micro}) is not divisible by "
                     f"the data-parallel size mesh.data*mesh.fsdp={dp}")
-  if config.model.position == "learned" and t.seq_len > config.model.max_seq_len:
-    raise UserError(f"config.train.seq_len={t.seq_len} exceeds config.model.max_seq_len="
-                    f"{config.model.max_seq_len} (the learned position table)")
-  for key in ("checkpoint", "eval", "log"):
-    if config[key].every_steps <= 0:
-      raise UserError(f"config.{key}.every_steps must be positive")
+
+
+# config.model fields a run started from another run's workdir chooses itself: the task's head and how
+# it computes. The rest (the architecture) are the starting run's.
+_OWN_FIELDS = ("num_labels", "pooling", "pooler", "dtype", "param_dtype", "attention_impl", "remat")
+
+
+def _take_init_architecture(config) -> None:
+  """config.model's architecture, from config.init's checkpoint (an HF directory or a workdir)."""
+  if config.init.hf_dir and config.init.workdir:
+    return  # RunConfig refuses two sources
+  if config.init.hf_dir:
+    _, fields = hf_config.read(config.init.hf_dir, config.model.family)
+    where = config.init.hf_dir
+  elif config.init.workdir:
+    source = restore_lib.load_run_config(config.init.workdir).model
+    if source.family != config.model.family:
+      raise UserError(f"config.init.workdir={config.init.workdir} trained {source.family!r} model but "
+                      f"config.model.family={config.model.family!r}")
+    fields = {k: v for k, v in source.to_dict().items()
+              if k not in _OWN_FIELDS or (k == "num_labels" and v)}  # a classifier keeps its labels
+    where = config.init.workdir
+  else:
+    return
+  wanted = config.model.num_labels
+  if wanted and fields.get("num_labels", wanted) != wanted:
+    raise UserError(f"config.model.num_labels={wanted}, but the classifier in {where} has "
+                    f"{fields['num_labels']} labels; start from its base model, or match its labels")
+  config.model.update(fields)
+  if wanted and config.model.family == "encoder" and config.model.pooling == "cls":
+    config.model.pooler = True  # BERT's and RoBERTa's heads read the pooler (fresh if the checkpoint has none)
 
 
 def _ensure_dataset(data_cfg) -> dict:
@@ -118,27 +139,13 @@ class _Run:
   """Everything one training run builds once and uses throughout."""
 
   def __init__(self, config, workdir: str, devices=None):
-    self.config, self.workdir = config, workdir
-    if config.init.hf_dir:  # the architecture comes from the checkpoint, not the config
-      _, fields = hf_config.read(config.init.hf_dir, config.model.family)
-      wanted = config.model.num_labels
-      if wanted and fields.get("num_labels", wanted) != wanted:
-        raise UserError(f"config.model.num_labels={wanted}, but the classifier in {config.init.hf_dir} has "
-                        f"{fields['num_labels']} labels; start from its base model, or match its labels")
-      config.model.update(fields)
-      if wanted and config.model.family == "encoder" and config.model.pooling == "cls":
-        config.model.pooler = True  # BERT's and RoBERTa's heads read the pooler (fresh if the checkpoint has none)
-    adapters = lora.LoraConfig.from_config(config.lora)
-    if adapters is not None and config.model.num_labels:
-      raise UserError("config.lora.rank > 0 with config.model.num_labels > 0: LoRA classifiers are not supported "
-                      "yet (the head must train with the adapters); fine-tune all weights (lora.rank=0)")
-    if adapters is not None and not config.init.hf_dir:
-      raise UserError("config.lora.rank > 0 trains adapters on a frozen base model; set config.init.hf_dir")
-    if config.lora.base_dtype not in ("float32", "bfloat16"):
-      raise UserError(f"config.lora.base_dtype={config.lora.base_dtype!r}; expected 'float32' or 'bfloat16'")
-    self.model_cfg = dataclasses.replace(ModelConfig.from_config(config.model), lora=adapters)
+    """`config`: the experiment's ConfigDict; the run reads it as typed sections (self.config)."""
+    self.workdir = workdir
+    _take_init_architecture(config)  # the architecture comes from the checkpoint, not the config
+    self.config = config = RunConfig.from_config(config)
+    self.model_cfg = config.model_config()
     self.mesh = mesh_lib.make_mesh(config.mesh, devices)
-    _check_config(config, self.mesh)
+    _check_mesh(config, self.mesh)
     self.meta = _ensure_dataset(config.data)
     max_len = self.meta.get("options", {}).get("max_len", 0) if self.meta.get("kind") == "classification" else 0
     if max_len > config.train.seq_len:
@@ -161,22 +168,20 @@ class _Run:
     t = self.config.train
     self.abstract, self.state_sh = state_lib.state_shardings(self.model, self.tx, self.mesh, t.seq_len)
     sharding.check_divisible(self.abstract.params, self.state_sh.params, "parameter")
-    self.trainable = state_lib.trainable_collection(self.model)
     self.frozen_abstract, self.frozen_sh = {}, {}
-    if self.model_cfg.lora is not None:  # the base weights: frozen, outside the train state
-      base, base_sh = sharding.abstract_variables(self.model, self.mesh, "params")
-      sharding.check_divisible(base, base_sh, "parameter")
-      dtype = jnp.dtype(self.config.lora.base_dtype)
-      self.frozen_abstract = {"params": jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, dtype), base)}
-      self.frozen_sh = {"params": base_sh}
+    if self.model_cfg.lora is not None:  # the base weights: frozen, outside the train state (but a head)
+      self.base_abstract, self.base_sh = restore_lib.lora_base_shardings(self.model, self.mesh,
+                                                                         self.config.lora.base_dtype)
+      self.frozen_abstract = {"params": lora.frozen_of(self.base_abstract)}
+      self.frozen_sh = {"params": lora.frozen_of(self.base_sh)}
     self.batch_sh = sharding.batch_sharding(self.mesh)
     self.rows = sharding.process_batch_rows(self.batch_sh, (t.batch_size, t.seq_len))
     repl = sharding.replicated(self.mesh)
     self.train_step = steps_lib.make_train_step(
         self.model, self.objective, self.tx, self.schedule, self.state_sh, self.frozen_sh, self.batch_sh, repl,
-        t.grad_accum_steps, self.trainable, t.seed)
+        t.grad_accum_steps, t.seed)
     self.eval_step = steps_lib.make_eval_step(self.model, self.objective, self.state_sh.params, self.frozen_sh,
-                                              self.batch_sh, repl, self.trainable)
+                                              self.batch_sh, repl)
     self.train_iter = pipeline.train_iterator(self.config.data, t.seq_len, t.batch_size, *self.rows,
                                               seed=t.seed, masking=self.masking)
     self.mixture_names = [os.path.basename(os.path.normpath(d)) for d, _ in pipeline.datasets(self.config.data)]
@@ -192,29 +197,64 @@ class _Run:
                       f"which the dataset {self.config.data.mixture or self.config.data.dir} does not have")
     return [{k: b[k] for k in self.objective.batch_fields if k in b} for b in batches]
 
-  def init_params(self):
-    """Parameters from config.init.hf_dir; a classifier's head, when the checkpoint has none, fresh."""
+  def _fresh_head(self, shardings):
+    """A classifier head (and pooler) the starting checkpoint lacks, freshly initialized on its shards."""
     t = self.config.train
+    return state_lib.init_params(self.model, shardings, t.seq_len, jax.random.key(t.seed), only=lora.HEAD)
 
-    def fresh():
-      return state_lib.init_params(self.model, self.state_sh.params, t.seq_len, jax.random.key(t.seed),
-                                   only=hf_weights.CLASSIFIER_HEAD)
-    return hf_weights.load_params(self.config.init.hf_dir, self.model_cfg, self.abstract.params,
-                                  self.state_sh.params, fresh_head=fresh)
+  def _params_from_run(self) -> dict:
+    """The model's parameters from the newest checkpoint of config.init.workdir: the parts this model
+    shares with that run's (a new head, when it has none, fresh; its LM head, unused, left behind)."""
+    source = self.config.init.workdir
+    restored = restore_lib.restore(source, self.mesh).params
+    fresh = None
+    params = {}
+    for name, abstract in self.abstract.params.items():
+      if name not in restored:
+        if name not in lora.HEAD:
+          raise UserError(f"config.init.workdir={source} has no {name!r} parameters, which this model needs")
+        fresh = fresh or self._fresh_head(self.state_sh.params)
+        params[name] = fresh[name]
+        continue
+      want = jax.tree.map(lambda a: a.shape, abstract)
+      have = jax.tree.map(lambda a: a.shape, restored[name])
+      if want != have:
+        raise UserError(f"config.init.workdir={source}: its {name!r} parameters have shapes {have}, but this "
+                        f"model's are {want}")
+      params[name] = jax.device_put(restored[name], self.state_sh.params[name])
+    return params
 
-  def load_frozen(self) -> dict:
-    """The frozen collections (the LoRA base, from config.init.hf_dir), placed on their shards."""
+  def initial_state(self, base_head: dict):
+    """The train state at step 0: fresh, or from config.init (under LoRA: fresh adapters, and a classifier's
+    head, `base_head`, from the base)."""
+    t = self.config.train
+    if self.model_cfg.lora is not None:
+      state = state_lib.create(self.model, self.tx, self.state_sh, t.seq_len, jax.random.key(t.seed))
+      if not base_head:
+        return state
+      return state_lib.from_params(self.tx, {**state.params, "params": base_head}, self.state_sh)
+    if self.config.init.workdir:
+      return state_lib.from_params(self.tx, self._params_from_run(), self.state_sh)
+    if self.config.init.hf_dir:
+      params = hf_weights.load_params(self.config.init.hf_dir, self.model_cfg, self.abstract.params,
+                                      self.state_sh.params, fresh_head=lambda: self._fresh_head(self.state_sh.params))
+      return state_lib.from_params(self.tx, params, self.state_sh)
+    return state_lib.create(self.model, self.tx, self.state_sh, t.seq_len, jax.random.key(t.seed))
+
+  def load_frozen(self) -> tuple[dict, dict]:
+    """(frozen collections, head): a LoRA run's base from config.init.hf_dir, placed on its shards, and
+    the base's classifier head (fresh where it has none), which a new run starts training from."""
     if not self.frozen_abstract:
-      return {}
-    return {"params": hf_weights.load_params(self.config.init.hf_dir, self.model_cfg,
-                                             self.frozen_abstract["params"], self.frozen_sh["params"])}
+      return {}, {}
+    base = hf_weights.load_params(self.config.init.hf_dir, self.model_cfg, self.base_abstract, self.base_sh,
+                                  fresh_head=lambda: self._fresh_head(self.base_sh))
+    return {"params": lora.frozen_of(base)}, {k: v for k, v in base.items() if k in lora.HEAD}
 
   def inference_params(self, state, frozen):
     """Plain model parameters: LoRA adapters merged into the base."""
     if self.model_cfg.lora is None:
       return state.params
-    merge = jax.jit(lambda base, adapters: lora.merge(base, adapters, self.model_cfg.lora),
-                    out_shardings=self.frozen_sh["params"])
+    merge = jax.jit(lambda f, t: lora.merged_params(t, f, self.model_cfg.lora), out_shardings=self.base_sh)
     return merge(frozen["params"], state.params)
 
   def task_evaluator(self, make_evaluator):
@@ -227,14 +267,10 @@ class _Run:
                         f"evals.in_training.TaskEvaluator to trainer.loop.run")
       evaluator = make_evaluator(ev, self.model_cfg, self.meta["tokenizer_path"], self.mesh,
                                  self.config.train.seq_len)
-    kind, _, rest = ev.best_metric.partition("/")
-    if kind == "val" and ev.steps <= 0:
-      raise UserError(f"config.eval.best_metric={ev.best_metric!r} needs config.eval.steps > 0")
+    kind, _, rest = ev.best_metric.partition("/")  # its form is checked by EvalConfig
     if kind == "task" and rest.split("/")[0] not in [t.name for t in (evaluator.tasks if evaluator else [])]:
       raise UserError(f"config.eval.best_metric={ev.best_metric!r} names a task that config.eval.tasks="
                       f"{ev.tasks!r} does not run")
-    if kind not in ("val", "task") or not rest:
-      raise UserError(f"config.eval.best_metric={ev.best_metric!r}; expected 'val/METRIC' or 'task/NAME/METRIC'")
     return evaluator
 
   def eval_split(self, params, frozen, split: str, num_batches: int) -> dict:
@@ -304,6 +340,7 @@ def _lock_workdir(workdir: str) -> workdir_lock.WorkdirLock:
 
 def _train(config, workdir: str, devices, stop_after_step: int | None, make_task_evaluator) -> dict:
   r = _Run(config, workdir, devices)
+  config = r.config  # typed from here on
   t, ev = config.train, config.eval
   guard = steps_lib.NonfiniteGuard(t.on_nonfinite, t.max_skipped_steps)
   os.makedirs(workdir, exist_ok=True)
@@ -316,16 +353,15 @@ def _train(config, workdir: str, devices, stop_after_step: int | None, make_task
     uses_lora = r.model_cfg.lora is not None
     if uses_lora:
       base_reference.record_or_check(workdir, config.init.hf_dir, write=r.is_main)
-      log.info(f"LoRA rank {config.lora.rank} on {','.join(r.model_cfg.lora.targets)}; frozen base "
+      head = " and the classifier head" if r.model_cfg.num_labels else ""
+      log.info(f"LoRA rank {config.lora.rank} on {','.join(r.model_cfg.lora.names)}{head}; frozen base "
                f"{config.init.hf_dir} in {config.lora.base_dtype}")
-    frozen = r.load_frozen()
+    frozen, base_head = r.load_frozen()
     if start is None:
       start = 0
-      if config.init.hf_dir and not uses_lora:
-        log.info(f"initializing from {config.init.hf_dir}")
-        state = state_lib.from_params(r.tx, r.init_params(), r.state_sh)
-      else:
-        state = state_lib.create(r.model, r.tx, r.state_sh, t.seq_len, jax.random.key(t.seed))
+      if config.init.source and not uses_lora:
+        log.info(f"initializing from {config.init.source}")
+      state = r.initial_state(base_head)
     else:  # the newest checkpoint that restores; corrupt newer ones are reported and moved aside
       start, state = ckpt.restore_newest(state_lib.with_shardings(r.abstract, r.state_sh), r.train_iter,
                                          log.info)

@@ -3,10 +3,10 @@
 import jax
 import optax
 
-from errors import UserError
+from configs.schema import OptimizerConfig
 
 
-def learning_rate_schedule(opt_cfg, total_steps: int) -> optax.Schedule:
+def learning_rate_schedule(opt_cfg: OptimizerConfig, total_steps: int) -> optax.Schedule:
   peak, warmup = opt_cfg.learning_rate, opt_cfg.warmup_steps
   floor = peak * opt_cfg.min_lr_ratio
   after_warmup = max(1, total_steps - warmup)
@@ -18,10 +18,8 @@ def learning_rate_schedule(opt_cfg, total_steps: int) -> optax.Schedule:
     decay = optax.join_schedules(
         [optax.constant_schedule(peak), optax.linear_schedule(peak, floor, decay_steps)],
         [stable_steps])
-  elif opt_cfg.schedule == "constant":
+  else:  # "constant" (configs/schema.py OptimizerConfig.schedule)
     decay = optax.constant_schedule(peak)
-  else:
-    raise UserError(f"config.optimizer.schedule={opt_cfg.schedule!r}; expected 'cosine', 'wsd' or 'constant'")
   warm = optax.linear_schedule(peak / max(1, warmup), peak, max(1, warmup - 1))
   return optax.join_schedules([warm, decay], [warmup])
 

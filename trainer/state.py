@@ -1,8 +1,9 @@
 """Train state, its shardings, and sharded initialization.
 
-The train state holds the trainable variable collection: "params" for full
-training, "lora" (adapters only) under LoRA, where the base "params" stay
-frozen outside the state.
+The train state holds what trains: the model's "params" for full training;
+under LoRA, {"lora": adapters, "params": a classifier's head} (model/lora.py),
+while the rest of the base "params" stay frozen outside the state and are
+passed to every step beside it.
 """
 
 from typing import Any
@@ -24,8 +25,29 @@ class TrainState:
   opt_state: Any
 
 
-def trainable_collection(model: nn.Module) -> str:
-  return lora.COLLECTION if model.cfg.lora is not None else "params"
+def uses_lora(model: nn.Module) -> bool:
+  return model.cfg.lora is not None
+
+
+def trainable_of(model: nn.Module, variables: dict):
+  """The part of the model's variables (or of a tree shaped like them) that trains."""
+  return lora.trainable_of(variables) if uses_lora(model) else variables["params"]
+
+
+def variables_of(model: nn.Module, trainable, frozen: dict) -> dict:
+  """The variables the model applies: the trained part joined with the frozen collections."""
+  return lora.variables_of(trainable, frozen["params"]) if uses_lora(model) else {"params": trainable}
+
+
+def collections(model: nn.Module) -> tuple[str, ...]:
+  return ("params", lora.COLLECTION) if uses_lora(model) else ("params",)
+
+
+def trainable_shardings(model: nn.Module, mesh):
+  """(abstract trainable tree, its NamedShardings)."""
+  both = {c: sharding.abstract_variables(model, mesh, c) for c in collections(model)}
+  return (trainable_of(model, {c: shapes for c, (shapes, _) in both.items()}),
+          trainable_of(model, {c: sh for c, (_, sh) in both.items()}))
 
 
 def _init_variables(model: nn.Module, seq_len: int, rng):
@@ -34,7 +56,7 @@ def _init_variables(model: nn.Module, seq_len: int, rng):
 
 def init_fn(model: nn.Module, tx: optax.GradientTransformation, seq_len: int):
   def init(rng):
-    params = nn.meta.unbox(_init_variables(model, seq_len, rng)[trainable_collection(model)])
+    params = trainable_of(model, nn.meta.unbox(_init_variables(model, seq_len, rng)))
     return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
   return init
 
@@ -45,7 +67,7 @@ def state_shardings(model, tx, mesh, seq_len: int):
   Optimizer moments take their parameter's sharding; scalars are replicated.
   """
   abstract = jax.eval_shape(init_fn(model, tx, seq_len), jax.random.key(0))
-  _, param_sh = sharding.abstract_variables(model, mesh, trainable_collection(model))
+  _, param_sh = trainable_shardings(model, mesh)
   repl = sharding.replicated(mesh)
   opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract.opt_state, param_sh,
                                  transform_non_params=lambda _: repl)
@@ -53,10 +75,10 @@ def state_shardings(model, tx, mesh, seq_len: int):
 
 
 def init_params(model, shardings, seq_len: int, rng, only: tuple[str, ...] = ()):
-  """Fresh trainable parameters, initialized directly on their shards. With `only` (top-level names,
+  """Fresh model "params" (`shardings`: theirs), initialized directly on their shards. With `only` (top-level names,
   e.g. a new classifier head), just those: XLA drops the initialization of everything else."""
   def init(r):
-    params = nn.meta.unbox(_init_variables(model, seq_len, r)[trainable_collection(model)])
+    params = nn.meta.unbox(_init_variables(model, seq_len, r)["params"])
     return {k: v for k, v in params.items() if k in only} if only else params
   out = {k: v for k, v in shardings.items() if k in only} if only else shardings
   return jax.jit(init, out_shardings=out)(rng)

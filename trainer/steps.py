@@ -1,8 +1,9 @@
 """Jitted train and eval steps with explicit shardings, and the guard against non-finite steps.
 
-The model's variables are split in two: the trainable collection (the train
-state's `params`: the weights, or only the LoRA adapters) and `frozen`
-collections passed alongside (the base weights under LoRA; empty otherwise).
+The model's variables are split in two: what trains (the train state's
+`params`: the weights, or under LoRA the adapters and a classifier's head) and
+`frozen` collections passed alongside (the base weights under LoRA; empty
+otherwise); trainer/state.py joins them.
 
 A step whose loss, gradient norm or updated parameters are not finite is not
 applied: params and opt_state stay as they were (so the optimizer's count and
@@ -24,7 +25,7 @@ from errors import UserError
 from model import families
 from parallel import sharding
 from parallel.checkpoint import all_finite
-from trainer.state import TrainState
+from trainer.state import TrainState, variables_of
 
 
 def _uses_dropout(model) -> bool:
@@ -32,7 +33,7 @@ def _uses_dropout(model) -> bool:
 
 
 def make_train_step(model, objective, tx, schedule, state_sh, frozen_sh, batch_sh, metrics_sh,
-                    grad_accum_steps: int, trainable: str = "params", seed: int = 0):
+                    grad_accum_steps: int, seed: int = 0):
   """(state, frozen, batch) -> (state, metrics). The state buffer is donated.
 
   `objective` (trainer/objectives) gives the summed loss, weight and metrics of a
@@ -47,7 +48,7 @@ def make_train_step(model, objective, tx, schedule, state_sh, frozen_sh, batch_s
   def sums_and_grads(params, frozen, batch, rng):
     def loss(p):
       rngs = {"dropout": rng} if _uses_dropout(model) else None
-      total, weight, metric_sums = objective.sums(apply_fn, {**frozen, trainable: p}, batch, rngs)
+      total, weight, metric_sums = objective.sums(apply_fn, variables_of(model, p, frozen), batch, rngs)
       return total, (weight, metric_sums)
     (_, (weight, metric_sums)), grads = jax.value_and_grad(loss, has_aux=True)(params)
     return metric_sums, weight, grads
@@ -90,13 +91,13 @@ def make_train_step(model, objective, tx, schedule, state_sh, frozen_sh, batch_s
                  out_shardings=(state_sh, metrics_sh), donate_argnums=(0,))
 
 
-def make_eval_step(model, objective, params_sh, frozen_sh, batch_sh, metrics_sh, trainable: str = "params"):
+def make_eval_step(model, objective, params_sh, frozen_sh, batch_sh, metrics_sh):
   """(params, frozen, batch) -> the objective's metric sums and "count" (its weight), to add over batches."""
 
   apply_fn = families.batch_apply(model)
 
   def eval_step(params, frozen, batch):
-    _, weight, metric_sums = objective.sums(apply_fn, {**frozen, trainable: params}, batch, train=False)
+    _, weight, metric_sums = objective.sums(apply_fn, variables_of(model, params, frozen), batch, train=False)
     return {**metric_sums, "count": weight}
 
   return jax.jit(eval_step, in_shardings=(params_sh, frozen_sh, batch_sh), out_shardings=metrics_sh)
@@ -110,9 +111,6 @@ def evaluate(eval_step, objective, local_batches: list[dict], batch_sh, global_b
     for name, value in out.items():  # scalars, or arrays such as a confusion matrix
       totals[name] = totals.get(name, 0.0) + np.asarray(value, np.float64)
   return objective.eval_metrics({name: float(v) if v.ndim == 0 else v for name, v in totals.items()})
-
-
-ON_NONFINITE = ("stop", "skip")
 
 
 def _describe(step: int, m: dict) -> str:
@@ -133,10 +131,7 @@ class NonfiniteGuard:
   """
 
   def __init__(self, mode: str, max_skipped: int):
-    if mode not in ON_NONFINITE:
-      raise UserError(f"config.train.on_nonfinite={mode!r}; expected one of {list(ON_NONFINITE)}")
-    if max_skipped < 0:
-      raise UserError(f"config.train.max_skipped_steps={max_skipped}; expected 0 or more")
+    """`mode` and `max_skipped`: config.train's (TrainConfig checks them)."""
     self.mode, self.max_skipped = mode, max_skipped
     self.skipped = 0  # skipped steps checked so far in this run (a resume counts afresh)
     self._pending = []  # (step, device metrics) not read yet

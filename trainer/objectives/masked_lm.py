@@ -14,7 +14,6 @@ from typing import ClassVar
 import jax.numpy as jnp
 
 from data import masking as masking_lib
-from errors import UserError
 from trainer.objectives.causal_lm import cross_entropy_sums
 
 
@@ -30,14 +29,9 @@ class MaskedLM:
 
   @classmethod
   def from_config(cls, config) -> "MaskedLM":
-    mlm = config.train.mlm
-    if not 0.0 < mlm.rate <= 1.0:
-      raise UserError(f"config.train.mlm.rate={mlm.rate}; expected a fraction in (0, 1]")
-    if mlm.mask_fraction < 0 or mlm.random_fraction < 0 or mlm.mask_fraction + mlm.random_fraction > 1:
-      raise UserError(f"config.train.mlm.mask_fraction={mlm.mask_fraction} and random_fraction="
-                      f"{mlm.random_fraction}; expected non-negative fractions summing to at most 1")
-    return cls(rate=float(mlm.rate), whole_word=bool(mlm.whole_word), mask_fraction=float(mlm.mask_fraction),
-               random_fraction=float(mlm.random_fraction))
+    mlm = config.train.mlm  # configs/schema.py MlmConfig, checked there
+    return cls(rate=mlm.rate, whole_word=mlm.whole_word, mask_fraction=mlm.mask_fraction,
+               random_fraction=mlm.random_fraction)
 
   def masking(self, config, metadata: dict) -> masking_lib.MaskSpec:
     """How the pipeline masks rows: this objective's rates, the dataset's mask token, config.train.seed."""

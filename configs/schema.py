@@ -1,0 +1,181 @@
+"""The config of a training run: every section, typed, with its defaults and a comment per field.
+
+The model, LoRA, data, mesh and checkpoint sections are defined by the
+packages that read them (model/config.py, model/lora.py, data/config.py,
+parallel/mesh.py, parallel/checkpoint.py); the trainer's own sections are
+defined here. `RunConfig.from_config` is the one place a run's config is
+validated: field by field, then the rules that tie sections together.
+`configs/base.py` builds the locked ConfigDict that experiment files edit from
+`RunConfig.defaults()`.
+
+This module sits below the trainer and evals (it imports only the bottom
+packages), so every layer may read a run's typed config.
+"""
+
+import dataclasses
+from typing import Literal
+
+from data.config import DataConfig
+from errors import UserError
+from model.config import ModelConfig
+from model.lora import LoraConfig
+from parallel.checkpoint import CheckpointConfig
+from parallel.mesh import MeshConfig
+from typed_config import Section
+
+
+@dataclasses.dataclass(frozen=True)
+class InitConfig(Section):
+  """Where the starting weights come from; by default, a fresh random initialization."""
+  PATH = "config.init"
+  # A Hugging Face model directory (LlamaForCausalLM, GPT2LMHeadModel, BertModel, ...):
+  # config.model's architecture fields are taken from its config.json.
+  hf_dir: str = ""
+  # A Strata train.py workdir: its newest checkpoint's parameters, and its model architecture
+  # (a classifier started from a pretrained run gets a fresh head).
+  workdir: str = ""
+
+  def check(self) -> None:
+    self.require(not (self.hf_dir and self.workdir), "workdir", "'' when config.init.hf_dir is set (one source)")
+
+  @property
+  def source(self) -> str:
+    return self.hf_dir or self.workdir
+
+
+@dataclasses.dataclass(frozen=True)
+class MlmConfig(Section):
+  """objective="masked_lm" (data/masking.py): per row, `rate` of the maskable tokens are chosen
+  (whole words with whole_word); of those, mask_fraction become [MASK], random_fraction a random
+  token, the rest stay. Seeded by train.seed and the row, so resumption is exact."""
+  PATH = "config.train.mlm"
+  rate: float = 0.15
+  whole_word: bool = False
+  mask_fraction: float = 0.8
+  random_fraction: float = 0.1
+
+  def check(self) -> None:
+    self.require(0.0 < self.rate <= 1.0, "rate", "a fraction in (0, 1]")
+    self.require(self.mask_fraction >= 0 and self.random_fraction >= 0
+                 and self.mask_fraction + self.random_fraction <= 1, "mask_fraction",
+                 f"non-negative fractions with random_fraction={self.random_fraction}, summing to at most 1")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig(Section):
+  PATH = "config.train"
+  objective: str = "causal_lm"    # trainer/objectives: what the loss is (it must fit config.model.family)
+  steps: int = 1000
+  batch_size: int = 32            # global sequences per optimizer step
+  seq_len: int = 512
+  seed: int = 0
+  grad_accum_steps: int = 1       # micro-batches per step; batch_size must divide evenly
+  # A step whose loss, gradient norm or updated weights are NaN/Inf is never
+  # applied. "stop": the run then stops with an error, saving nothing more;
+  # "skip": it goes on, and stops once more than max_skipped_steps were skipped.
+  on_nonfinite: Literal["stop", "skip"] = "stop"
+  max_skipped_steps: int = 10
+  mlm: MlmConfig = dataclasses.field(default_factory=MlmConfig)
+
+  def check(self) -> None:
+    for field in ("steps", "batch_size", "seq_len", "grad_accum_steps"):
+      self.require(getattr(self, field) > 0, field, "a positive integer")
+    self.require(self.batch_size % self.grad_accum_steps == 0, "batch_size",
+                 f"a multiple of config.train.grad_accum_steps={self.grad_accum_steps}")
+    self.require(self.max_skipped_steps >= 0, "max_skipped_steps", "0 or more")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimizerConfig(Section):
+  """AdamW with global-norm clipping, after linear warmup (trainer/optimizer.py)."""
+  PATH = "config.optimizer"
+  learning_rate: float = 3e-4
+  schedule: Literal["cosine", "wsd", "constant"] = "cosine"  # all after linear warmup
+  warmup_steps: int = 100
+  min_lr_ratio: float = 0.1       # final lr as a fraction of the peak
+  wsd_decay_fraction: float = 0.2  # "wsd": fraction of steps spent decaying at the end
+  b1: float = 0.9
+  b2: float = 0.95
+  eps: float = 1e-8
+  weight_decay: float = 0.1       # applied to matrices only, not norms or biases
+  grad_clip_norm: float = 1.0     # 0 disables clipping
+  z_loss: float = 0.0             # weight of the log(Z)^2 penalty (causal_lm)
+
+  def check(self) -> None:
+    self.require(self.learning_rate >= 0, "learning_rate", "0 (frozen) or more")
+    self.require(self.warmup_steps >= 0, "warmup_steps", "0 or more")
+    for field in ("min_lr_ratio", "wsd_decay_fraction", "b1", "b2"):
+      self.require(0 <= getattr(self, field) <= 1, field, "a fraction in [0, 1]")
+    for field in ("eps", "weight_decay", "grad_clip_norm", "z_loss"):
+      self.require(getattr(self, field) >= 0, field, "0 or more")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalConfig(Section):
+  PATH = "config.eval"
+  every_steps: int = 500
+  steps: int = 10                 # validation batches per evaluation
+  at_start: bool = True           # evaluate the initial model, the baseline of the curve
+  patience: int = 0               # stop after this many evaluations without a new best best_metric; 0: never
+  # Task benchmarks (evals/tasks/NAME.yaml or spec paths, comma-separated)
+  # run at every evaluation; metrics log under the split "task/NAME".
+  tasks: str = ""
+  task_limit: int = 0             # examples per task; 0: all
+  task_batch_size: int = 8
+  best_metric: str = "val/loss"   # or e.g. "val/macro_f1", "task/sentiment/accuracy": drives keep_best and patience
+  best_mode: Literal["min", "max"] = "min"  # "max" for accuracy-like metrics
+  final_split: str = "test"       # held-out evaluation at the end; "" to skip
+  final_steps: int = 20
+  num_samples: int = 0            # sampled continuations printed at the end
+  sample_tokens: int = 64
+  sample_temperature: float = 0.8
+
+  def check(self) -> None:
+    self.require(self.every_steps > 0, "every_steps", "a positive number of steps")
+    for field in ("steps", "patience", "task_limit", "final_steps", "num_samples", "sample_tokens"):
+      self.require(getattr(self, field) >= 0, field, "0 or more")
+    self.require(self.task_batch_size > 0, "task_batch_size", "a positive integer")
+    kind, _, rest = self.best_metric.partition("/")
+    self.require(kind in ("val", "task") and bool(rest), "best_metric", "'val/METRIC' or 'task/NAME/METRIC'")
+    self.require(kind != "val" or self.steps > 0, "best_metric", "a task metric when config.eval.steps=0")
+
+
+@dataclasses.dataclass(frozen=True)
+class LogConfig(Section):
+  PATH = "config.log"
+  every_steps: int = 10
+  tensorboard: bool = True
+  peak_flops_per_device: float = 0.0  # 0: look it up from the device kind (for MFU)
+
+  def check(self) -> None:
+    self.require(self.every_steps > 0, "every_steps", "a positive number of steps")
+    self.require(self.peak_flops_per_device >= 0, "peak_flops_per_device", "0 (look it up) or more")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig(Section):
+  """A whole experiment: what train.py runs and what a workdir's config.json records."""
+  model: ModelConfig = dataclasses.field(default_factory=ModelConfig)
+  init: InitConfig = dataclasses.field(default_factory=InitConfig)
+  lora: LoraConfig = dataclasses.field(default_factory=LoraConfig)
+  data: DataConfig = dataclasses.field(default_factory=DataConfig)
+  train: TrainConfig = dataclasses.field(default_factory=TrainConfig)
+  optimizer: OptimizerConfig = dataclasses.field(default_factory=OptimizerConfig)
+  mesh: MeshConfig = dataclasses.field(default_factory=MeshConfig)
+  checkpoint: CheckpointConfig = dataclasses.field(default_factory=CheckpointConfig)
+  eval: EvalConfig = dataclasses.field(default_factory=EvalConfig)
+  log: LogConfig = dataclasses.field(default_factory=LogConfig)
+
+  def check(self) -> None:
+    """The rules that tie sections together (those that need the devices are checked with the mesh)."""
+    m, t = self.model, self.train
+    if m.position == "learned" and t.seq_len > m.max_seq_len:
+      raise UserError(f"config.train.seq_len={t.seq_len} exceeds config.model.max_seq_len={m.max_seq_len} "
+                      f"(the learned position table)")
+    if self.lora.enabled and not self.init.hf_dir:
+      raise UserError("config.lora.rank > 0 trains adapters on a frozen base model; set config.init.hf_dir "
+                      "(a train.py run exports to one with scripts/export_hf.py)")
+
+  def model_config(self) -> ModelConfig:
+    """The model the run builds: config.model with config.lora's adapters (None without LoRA)."""
+    return dataclasses.replace(self.model, lora=self.lora if self.lora.enabled else None)
