@@ -213,6 +213,13 @@ def test_a_classifier_starts_from_a_pretrained_masked_lm_run(runs, labelled_dir,
   with pytest.raises(UserError, match="trained 'encoder' model but config.model.family='decoder'"):
     loop.run(_config(labelled_dir, "classification", single, **{**start, "model.family": "decoder"}),
              str(tmp_path / "bad"))
+  other = str(tmp_path / "other_tokenizer")  # as if the MLM run had read data tokenized otherwise
+  shutil.copytree(out["single"], other)
+  record = json.load(open(f"{other}/data_tokenizer.json"))
+  json.dump({**record, "vocab_sha256": "0" * 64}, open(f"{other}/data_tokenizer.json", "w"))
+  with pytest.raises(UserError, match="not with the tokenizer config.init.workdir=.* trained with"):
+    loop.run(_config(labelled_dir, "classification", single, **{**start, "init.workdir": other}),
+             str(tmp_path / "bad2"), jax.devices()[:1])
   workdir = str(tmp_path / "classifier")
   loop.run(_config(labelled_dir, "classification", single, **{**start, "optimizer.learning_rate": 0.0}), workdir,
            jax.devices()[:1])

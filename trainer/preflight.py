@@ -35,6 +35,8 @@ def check(config, meta: dict, workdir: str, is_main: bool) -> None:
   fingerprint = tokenizer_fingerprint(tok)
   if config.init.hf_dir:
     check_hf_tokenizer(config, tok, fingerprint)
+  if config.init.workdir:
+    check_start_run_tokenizer(config, tok, fingerprint)
   record_or_check_run_tokenizer(workdir, config, tok, fingerprint, write=is_main)
 
 
@@ -117,6 +119,26 @@ def check_hf_tokenizer(config, tok: tokenizer_lib.Tokenizer, fingerprint: str) -
                     f"prepare the data with that tokenizer")
 
 
+def check_start_run_tokenizer(config, tok: tokenizer_lib.Tokenizer, fingerprint: str) -> None:
+  """The dataset's tokenizer must be the one config.init.workdir's run trained with (its record)."""
+  recorded = _recorded_tokenizer(config.init.workdir)
+  if recorded is None:
+    raise UserError(f"config.init.workdir={config.init.workdir} has no {DATA_TOKENIZER}; is it a train.py --workdir?")
+  if recorded.get("vocab_sha256") != fingerprint:
+    raise UserError(f"config.data.dir={config.data.mixture or config.data.dir} was tokenized with {tok.path}, "
+                    f"not with the tokenizer config.init.workdir={config.init.workdir} trained with "
+                    f"({recorded.get('tokenizer')}): their vocabularies differ; prepare the data with that tokenizer")
+
+
+def _recorded_tokenizer(workdir: str) -> dict | None:
+  """What a run recorded of the tokenizer its data was made with (None before its first start)."""
+  path = os.path.join(workdir, DATA_TOKENIZER)
+  if not os.path.isfile(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
 def _same_file(a: str, b: str) -> bool:
   return shards.file_sha256(a) == shards.file_sha256(b)
 
@@ -130,9 +152,8 @@ def record_or_check_run_tokenizer(workdir: str, config, tok: tokenizer_lib.Token
                                   write: bool) -> None:
   """A resumed run must read data tokenized as at its first start; a new run records its tokenizer."""
   path = os.path.join(workdir, DATA_TOKENIZER)
-  if _has_checkpoint(workdir) and os.path.isfile(path):
-    with open(path) as f:
-      recorded = json.load(f)
+  recorded = _recorded_tokenizer(workdir)
+  if _has_checkpoint(workdir) and recorded is not None:
     if recorded.get("vocab_sha256") != fingerprint:
       raise UserError(f"{workdir} was trained on data tokenized with {recorded.get('tokenizer')} ({path}); "
                       f"config.data.dir={config.data.mixture or config.data.dir} uses {tok.path}, a different "
