@@ -173,8 +173,9 @@ class RunConfig(Section):
       raise UserError(f"config.train.seq_len={t.seq_len} exceeds config.model.max_seq_len={m.max_seq_len} "
                       f"(the learned position table)")
     if self.lora.enabled and not self.init.hf_dir:
-      raise UserError("config.lora.rank > 0 trains adapters on a frozen base model; set config.init.hf_dir "
-                      "(a train.py run exports to one with scripts/export_hf.py)")
+      raise UserError("config.lora.rank > 0 trains adapters on a frozen Hugging Face base model; set "
+                      "config.init.hf_dir (a train.py run exports to one with scripts/export_hf.py; "
+                      "config.init.workdir is for full fine-tuning)")
 
   def model_config(self) -> ModelConfig:
     """The model the run builds: config.model with config.lora's adapters (None without LoRA)."""

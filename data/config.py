@@ -27,4 +27,3 @@ class DataConfig(Section):
 
   def check(self) -> None:
     self.require(self.worker_count >= 0, "worker_count", "0 (the main process) or more")
-    self.require(bool(self.dir or self.mixture), "dir", "a prepared dataset directory (or config.data.mixture)")

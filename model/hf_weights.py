@@ -306,7 +306,8 @@ def load_params(hf_dir: str, cfg: ModelConfig, abstract_params, shardings, fresh
   params: dict = {}
   for m in tensor_maps(cfg):  # one HF tensor (all its layers) on the host at a time
     by_path: dict = {}
-    if not m.per_layer and m.ours[0][0] not in abstract_params:
+    if not m.per_layer and m.ours[0][0] not in abstract_params:  # left out on purpose: counts as read
+      reader.used.add(_hf_name(reader, m.hf_name, cfg) or m.hf_name)
       continue
     if cfg.num_labels and not m.per_layer and m.ours[0][0] in CLASSIFIER_HEAD and fresh_head is not None \
         and _hf_name(reader, m.hf_name, cfg) is None:

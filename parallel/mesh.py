@@ -25,7 +25,9 @@ class MeshConfig(Section):
     sizes = [getattr(self, name) for name in MESH_AXES]
     for name, size in zip(MESH_AXES, sizes):
       self.require(size > 0 or size == -1, name, "a positive size, or -1 for the devices the others leave")
-    self.require(sizes.count(-1) <= 1, "fsdp", "at most one axis of size -1")
+    if sizes.count(-1) > 1:
+      raise UserError(f"config.mesh: {', '.join(f'{n}=-1' for n, s in zip(MESH_AXES, sizes) if s == -1)}; "
+                      f"expected at most one axis of size -1 (the devices the others leave)")
 
 
 def resolve_axis_sizes(mesh_cfg: MeshConfig, num_devices: int) -> tuple[int, ...]:

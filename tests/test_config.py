@@ -55,15 +55,14 @@ def test_the_shipped_experiments_are_valid(module):
     ({"eval.steps": 0}, "config.eval.best_metric='val/loss'; expected a task metric when config.eval.steps=0"),
     ({"checkpoint.every_steps": 0}, "config.checkpoint.every_steps=0; expected a positive number of steps"),
     ({"mesh.data": 0}, "config.mesh.data=0; expected a positive size, or -1"),
-    ({"mesh.data": -1}, "config.mesh.fsdp=-1; expected at most one axis of size -1"),
-    ({"lora.rank": 4}, "config.lora.rank > 0 trains adapters on a frozen base model; set config.init.hf_dir"),
+    ({"mesh.data": -1}, "config.mesh: data=-1, fsdp=-1; expected at most one axis of size -1"),
+    ({"lora.rank": 4}, "config.lora.rank > 0 trains adapters on a frozen Hugging Face base model; set config.init.hf_dir"),
     ({"lora.rank": 4, "init.hf_dir": "h", "lora.targets": "q,query"}, "config.lora.targets='q,query'"),
     ({"init.hf_dir": "h", "init.workdir": "w"}, "config.init.workdir='w'; expected '' when config.init.hf_dir"),
     ({"model.position": "learned", "model.max_seq_len": 128, "train.seq_len": 256},
      "config.train.seq_len=256 exceeds config.model.max_seq_len=128"),
     ({"model.num_labels": 1}, "config.model.num_labels=1; expected at least 2 labels"),
     ({"model.num_heads": 6, "model.num_kv_heads": 4}, "config.model.num_heads=6; expected a multiple of"),
-    ({"data.dir": ""}, "config.data.dir=''; expected a prepared dataset directory"),
 ])
 def test_a_bad_value_is_refused_in_one_line_naming_the_field(overrides, message):
   with pytest.raises(UserError, match=message):

@@ -210,7 +210,7 @@ def test_a_classifier_starts_from_a_pretrained_masked_lm_run(runs, labelled_dir,
     return
   single = dict(data=1, fsdp=1, tensor=1)
   start = {"init.workdir": out["single"], "model.num_labels": 3, "model.d_model": 64, "train.steps": 1}
-  with pytest.raises(UserError, match="trained 'encoder' model but config.model.family='decoder'"):
+  with pytest.raises(UserError, match="trained an 'encoder' model but config.model.family='decoder'"):
     loop.run(_config(labelled_dir, "classification", single, **{**start, "model.family": "decoder"}),
              str(tmp_path / "bad"))
   other = str(tmp_path / "other_tokenizer")  # as if the MLM run had read data tokenized otherwise
@@ -270,6 +270,14 @@ def test_a_lora_classifier_trains_adapters_and_head_on_a_frozen_base(bert_dir, l
       np.testing.assert_array_equal(last, base[base_name], err_msg=name)  # frozen: the base, bit for bit
   model = transformers.BertForSequenceClassification.from_pretrained(str(tmp_path / "hf3"))
   assert model.config.num_labels == 3 and model.classifier.weight.shape == (3, 32)
+  # A LoRA classifier's base may itself be a classifier: its frozen part is read without the head.
+  from model import families, hf_weights, lora
+  from parallel import mesh as mesh_lib
+  from parallel import restore
+  cfg = restore.load_run_config(workdir).model_config()
+  abstract, shardings = restore.lora_base_shardings(families.build(cfg), mesh_lib.mesh_of_sizes(), "float32")
+  frozen = hf_weights.load_params(str(tmp_path / "hf3"), cfg, lora.frozen_of(abstract), lora.frozen_of(shardings))
+  assert set(frozen) == set(abstract) - {"classifier", "pooler"}
   assert np.isfinite(train_losses(workdir)[3])
 
 

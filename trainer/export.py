@@ -93,12 +93,13 @@ def export(workdir: str, output: str, step: int | None = None, dtype: str = "flo
     raise UserError(f"--dtype={dtype!r}; expected one of {sorted(DTYPES)}")
   if os.path.exists(output):
     raise UserError(f"{output} already exists; remove it or choose another --output")
-  r = restore(workdir, step, best)
-  if as_peft and r.lora is None:
+  run_config = restore_lib.load_run_config(workdir)
+  if as_peft and not run_config.lora.enabled:
     raise UserError(f"--peft exports LoRA adapters, but {workdir} is not a LoRA run (config.lora.rank=0)")
-  if as_peft and r.cfg.num_labels:
+  if as_peft and run_config.model.num_labels:
     raise UserError(f"--peft exports adapters alone, but {workdir} is a LoRA classifier whose head trained "
                     f"in full; export the merged classifier (without --peft)")
+  r = restore(workdir, step, best)
   parent = os.path.dirname(os.path.abspath(output))
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=parent)

@@ -79,7 +79,8 @@ def _check_mesh(config: RunConfig, mesh) -> None:
 
 
 # config.model fields a run started from another run's workdir chooses itself: the task's head and how
-# it computes. The rest (the architecture) are the starting run's.
+# it computes. The rest (the architecture, scan_layers and max_seq_len included: they shape the
+# parameters) are the starting run's.
 _OWN_FIELDS = ("num_labels", "pooling", "pooler", "dtype", "param_dtype", "attention_impl", "remat")
 
 
@@ -93,7 +94,7 @@ def _take_init_architecture(config) -> None:
   elif config.init.workdir:
     source = restore_lib.load_run_config(config.init.workdir).model
     if source.family != config.model.family:
-      raise UserError(f"config.init.workdir={config.init.workdir} trained {source.family!r} model but "
+      raise UserError(f"config.init.workdir={config.init.workdir} trained an {source.family!r} model but "
                       f"config.model.family={config.model.family!r}")
     fields = {k: v for k, v in source.to_dict().items()
               if k not in _OWN_FIELDS or (k == "num_labels" and v)}  # a classifier keeps its labels
@@ -216,12 +217,14 @@ class _Run:
         fresh = fresh or self._fresh_head(self.state_sh.params)
         params[name] = fresh[name]
         continue
-      want = jax.tree.map(lambda a: a.shape, abstract)
-      have = jax.tree.map(lambda a: a.shape, restored[name])
-      if want != have:
-        raise UserError(f"config.init.workdir={source}: its {name!r} parameters have shapes {have}, but this "
-                        f"model's are {want}")
-      params[name] = jax.device_put(restored[name], self.state_sh.params[name])
+      have = dict(jax.tree_util.tree_flatten_with_path(restored[name])[0])
+      for path, want in jax.tree_util.tree_flatten_with_path(abstract)[0]:
+        if path not in have or have[path].shape != want.shape:
+          raise UserError(f"config.init.workdir={source}: parameter {name}{jax.tree_util.keystr(path)} has shape "
+                          f"{getattr(have.get(path), 'shape', None)}, but this model's is {want.shape}")
+      # In this run's parameter dtype: a LoRA run's merged weights, say, come partly in its base dtype.
+      params[name] = jax.device_put(jax.tree.map(lambda x, a: x.astype(a.dtype), restored[name], abstract),
+                                    self.state_sh.params[name])
     return params
 
   def initial_state(self, base_head: dict):

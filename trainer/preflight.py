@@ -6,8 +6,9 @@
   * every split holds what the run reads from it: one batch of
     train.batch_size x train.seq_len (one row for the test prompts of the samples);
   * the dataset was tokenized with the model's tokenizer: that of
-    config.init.hf_dir when it has one, and on resume the one the run started
-    with (recorded in WORKDIR/data_tokenizer.json at the first start).
+    config.init.hf_dir when it has one, that config.init.workdir's run trained
+    with, and on resume the one the run started with (recorded in
+    WORKDIR/data_tokenizer.json at the first start).
 
 Each failure is one UserError naming the file, split or config field.
 """
