@@ -62,6 +62,38 @@ class MlmConfig(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class DpoConfig(Section):
+  """objective="dpo" (trainer/objectives/preference.py), in TRL's formulas and beta convention."""
+  PATH = "config.train.dpo"
+  # "sigmoid" (DPO; cDPO with label_smoothing) | "ipo" (on per-token log-ratios) | "hinge" |
+  # "simpo" (reference-free, per-token log-probs, margin simpo_gamma) | "orpo" (reference-free: the
+  # chosen NLL minus beta, the paper's lambda, times the log-sigmoid of the log odds ratio).
+  loss_type: Literal["sigmoid", "ipo", "hinge", "simpo", "orpo"] = "sigmoid"
+  beta: float = 0.1
+  label_smoothing: float = 0.0    # sigmoid, simpo: the assumed share of flipped labels
+  simpo_gamma: float = 0.5        # simpo: the target reward margin
+  rpo_alpha: float = 0.0          # weight of an added NLL on the chosen completion (RPO); 0: none
+  # The reference policy: "policy_copy", a frozen copy of the starting model run alongside (under LoRA,
+  # always the base with the adapters off, at no extra memory).
+  reference: Literal["policy_copy"] = "policy_copy"
+
+  def check(self) -> None:
+    self.require(self.beta > 0, "beta", "a positive number")
+    self.require(0 <= self.label_smoothing < 0.5, "label_smoothing", "a fraction in [0, 0.5)")
+    self.require(self.rpo_alpha >= 0, "rpo_alpha", "0 or more")
+
+
+@dataclasses.dataclass(frozen=True)
+class RewardConfig(Section):
+  """objective="reward": a Bradley-Terry reward model (a scalar head, model.num_labels=1)."""
+  PATH = "config.train.reward"
+  center_coefficient: float = 0.0  # weight of TRL's reward centring term, mean (r_chosen + r_rejected)^2
+
+  def check(self) -> None:
+    self.require(self.center_coefficient >= 0, "center_coefficient", "0 or more")
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig(Section):
   PATH = "config.train"
   objective: str = "causal_lm"    # trainer/objectives: what the loss is (it must fit config.model.family)
@@ -76,6 +108,8 @@ class TrainConfig(Section):
   on_nonfinite: Literal["stop", "skip"] = "stop"
   max_skipped_steps: int = 10
   mlm: MlmConfig = dataclasses.field(default_factory=MlmConfig)
+  dpo: DpoConfig = dataclasses.field(default_factory=DpoConfig)
+  reward: RewardConfig = dataclasses.field(default_factory=RewardConfig)
 
   def check(self) -> None:
     for field in ("steps", "batch_size", "seq_len", "grad_accum_steps"):

@@ -16,6 +16,25 @@ from data import shards
 _MAX_EPOCHS = 1_000_000  # rows past the first epoch index further epochs; grain wants a finite length
 
 
+class EpochOrder:
+  """Row g -> example index: order_e[g mod n] of epoch e = g // n, a seeded permutation per epoch (or
+  stored order without shuffling)."""
+
+  def __init__(self, n: int, seed: int, shuffle: bool):
+    self.n, self.seed, self.shuffle = n, seed, shuffle
+    self._orders = {}
+
+  def __len__(self):
+    return self.n * _MAX_EPOCHS
+
+  def __getitem__(self, g: int) -> int:
+    epoch, row = divmod(int(g), self.n)
+    if epoch not in self._orders:
+      self._orders = {epoch: np.random.default_rng([self.seed, epoch]).permutation(self.n) if self.shuffle
+                      else np.arange(self.n)}
+    return int(self._orders[epoch][row])
+
+
 class ExampleRows:
   """Row g -> {"tokens", "segment_ids", "positions", "token_types"} int32 [seq_len], "label", "dataset"."""
 
@@ -23,24 +42,16 @@ class ExampleRows:
     if len(labels) != len(lengths):
       raise ValueError(f"{len(labels)} labels for {len(lengths)} examples")
     self.source, self.labels = source, np.asarray(labels, np.int32)
-    self.seq_len, self.seed, self.shuffle, self.dataset = seq_len, seed, shuffle, dataset
+    self.seq_len, self.dataset = seq_len, dataset
     self.rows_per_epoch = len(lengths)
     self.truncated_docs = int((np.asarray(lengths) > seq_len).sum())
-    self._orders = {}
+    self.order = EpochOrder(self.rows_per_epoch, seed, shuffle)
 
   def __len__(self):
-    return self.rows_per_epoch * _MAX_EPOCHS
-
-  def _order(self, epoch: int) -> np.ndarray:
-    if epoch not in self._orders:
-      n = self.rows_per_epoch
-      self._orders = {epoch: np.random.default_rng([self.seed, epoch]).permutation(n) if self.shuffle
-                      else np.arange(n)}
-    return self._orders[epoch]
+    return len(self.order)
 
   def __getitem__(self, g: int) -> dict:
-    epoch, row = divmod(int(g), self.rows_per_epoch)
-    k = int(self._order(epoch)[row])
+    k = self.order[g]
     ids, types = shards.decode_record(self.source[k], has_mask=True)
     return {**example_row(ids, types, self.seq_len), "label": self.labels[k], "dataset": np.int32(self.dataset)}
 

@@ -20,6 +20,7 @@ import numpy as np
 from data import masking as masking_lib
 from data import shards
 from data.examples import ExampleRows
+from data.pairs import PairRows
 from data.packing import PackedRows
 from errors import UserError
 
@@ -89,6 +90,9 @@ class RowStream:
       if meta.get("kind") == "classification":  # labelled examples: one per row, never packed
         self.rows.append(ExampleRows(source, lengths, shards.open_labels(directory, split, meta), seq_len,
                                      seed=seed + i, shuffle=shuffle, dataset=i))
+        continue
+      if meta.get("kind") == "preference":  # (chosen, rejected) pairs: one per row, never packed
+        self.rows.append(PairRows(source, lengths, seq_len, seed=seed + i, shuffle=shuffle, dataset=i))
         continue
       # Chat datasets hold exactly what the chat template rendered, BOS/EOS included.
       templated = meta.get("kind") == "chat"

@@ -46,7 +46,7 @@ class SftOptions:
       raise UserError(f"--max_len={self.max_len}; expected at least 2 tokens")
 
 
-def _template(model_dir: str, choice: str) -> tuple[str, str]:
+def chat_template(model_dir: str, choice: str) -> tuple[str, str]:
   """(template source, where it came from)."""
   if choice == "builtin":
     return chat.DEFAULT_TEMPLATE, "builtin"
@@ -59,7 +59,7 @@ def _template(model_dir: str, choice: str) -> tuple[str, str]:
     return f.read(), choice
 
 
-def _records(files: list[str], stats: collections.Counter, bad_lines: str, skipped: list):
+def json_records(files: list[str], stats: collections.Counter, bad_lines: str, skipped: list):
   """(where, record) for every non-blank line; undecodable lines raise or are skipped."""
   for path in files:
     for where, record in sources.jsonl_records(path):
@@ -74,7 +74,7 @@ def _records(files: list[str], stats: collections.Counter, bad_lines: str, skipp
 
 def encode_examples(files, tok, formatter, opts: SftOptions, stats: collections.Counter, skipped: list):
   """(tokens, loss mask) per usable example, after validation, truncation and dropping."""
-  for where, record in _records(files, stats, opts.bad_lines, skipped):
+  for where, record in json_records(files, stats, opts.bad_lines, skipped):
     stats["lines"] += 1
     try:
       messages = chat.parse_example(record, where)
@@ -118,7 +118,7 @@ def prepare_sft(inputs: list[str], model_dir: str, output: str, opts: SftOptions
     raise UserError(f"--input={','.join(inputs)} names no files")
   tok = tokenizer_lib.load_dir(model_dir)
   specials = tokenizer_lib.special_token_strings(model_dir)
-  source, template_from = _template(model_dir, opts.template)
+  source, template_from = chat_template(model_dir, opts.template)
   formatter = chat.ChatFormatter(source, specials["bos_token"], specials["eos_token"])
 
   stats, skipped = collections.Counter(), []

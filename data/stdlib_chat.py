@@ -53,3 +53,17 @@ def examples(files: list[str], min_answer_chars: int = 40) -> list[dict]:
       out.append({"messages": [{"role": "user", "content": question},
                                {"role": "assistant", "content": _first_paragraph(doc)}]})
   return out
+
+
+def preference_pairs(files: list[str], min_answer_chars: int = 40) -> list[dict]:
+  """{"prompt", "chosen", "rejected"}: each question about a function, its own docstring's answer
+  preferred to the answer about another function (from half the list away: usually another module)."""
+  conversations = examples(files, min_answer_chars)
+  n = len(conversations)
+  pairs = []
+  for i, conv in enumerate(conversations):
+    question, answer = conv["messages"][0]["content"], conv["messages"][1]["content"]
+    other = conversations[(i + n // 2) % n]["messages"][1]["content"]
+    if other != answer:
+      pairs.append({"prompt": question, "chosen": answer, "rejected": other})
+  return pairs

@@ -52,8 +52,8 @@ class ModelConfig(Section):
   position_offset: int = 0
   mlm_head: bool = True           # masked-LM head (dense, GELU, norm, tied projection + bias)
   pooler: bool = False            # BERT pooler: dense + tanh on the first token (BertModel has one)
-  # Classification head (objective "classification"): num_labels > 0 replaces the LM head by
-  # logits over the labels. A decoder reads its last non-padding token (LlamaForSequenceClassification);
+  # Classification head (objective "classification"; 1: a reward model's scalar): num_labels > 0
+  # replaces the LM head by logits over the labels. A decoder reads its last non-padding token (LlamaForSequenceClassification);
   # an encoder pools "cls" (the first token, through the pooler when it has one: BERT/RoBERTa's
   # heads) or "mean" (the mean of its tokens, as sentence-transformers embed).
   num_labels: int = 0
@@ -77,6 +77,5 @@ class ModelConfig(Section):
                  f"a multiple of config.model.num_kv_heads={self.num_kv_heads}")
     for field in ("type_vocab_size", "position_offset", "num_labels"):
       self.require(getattr(self, field) >= 0, field, "0 or more")
-    self.require(self.num_labels != 1, "num_labels", "at least 2 labels for a classifier (0: no classifier)")
     self.require(self.family != "encoder" or not self.mlm_head or self.tie_embeddings, "tie_embeddings",
                  "True: the encoder's MLM head always projects with the word embeddings (BERT/RoBERTa)")

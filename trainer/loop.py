@@ -29,6 +29,7 @@ from trainer import steps as steps_lib
 from trainer import workdir_lock
 from trainer.best import BestTracker
 from trainer.metrics import MetricsLogger, format_train_line
+from trainer.objectives.preference import REFERENCE
 
 
 class _StopRequest:
@@ -175,6 +176,9 @@ class _Run:
                                                                          self.config.lora.base_dtype)
       self.frozen_abstract = {"params": lora.frozen_of(self.base_abstract)}
       self.frozen_sh = {"params": lora.frozen_of(self.base_sh)}
+    elif getattr(self.objective, "needs_reference", False):  # DPO: a frozen copy of the starting policy
+      self.frozen_abstract = {REFERENCE: self.abstract.params}
+      self.frozen_sh = {REFERENCE: self.state_sh.params}
     self.batch_sh = sharding.batch_sharding(self.mesh)
     self.rows = sharding.process_batch_rows(self.batch_sh, (t.batch_size, t.seq_len))
     repl = sharding.replicated(self.mesh)
@@ -227,6 +231,16 @@ class _Run:
                                     self.state_sh.params[name])
     return params
 
+  def starting_params(self) -> dict:
+    """The model's parameters at step 0 (full training): from config.init, or fresh from the seed."""
+    t = self.config.train
+    if self.config.init.workdir:
+      return self._params_from_run()
+    if self.config.init.hf_dir:
+      return hf_weights.load_params(self.config.init.hf_dir, self.model_cfg, self.abstract.params,
+                                    self.state_sh.params, fresh_head=lambda: self._fresh_head(self.state_sh.params))
+    return state_lib.init_params(self.model, self.state_sh.params, t.seq_len, jax.random.key(t.seed))
+
   def initial_state(self, base_head: dict):
     """The train state at step 0: fresh, or from config.init (under LoRA: fresh adapters, and a classifier's
     head, `base_head`, from the base)."""
@@ -236,17 +250,15 @@ class _Run:
       if not base_head:
         return state
       return state_lib.from_params(self.tx, {**state.params, "params": base_head}, self.state_sh)
-    if self.config.init.workdir:
-      return state_lib.from_params(self.tx, self._params_from_run(), self.state_sh)
-    if self.config.init.hf_dir:
-      params = hf_weights.load_params(self.config.init.hf_dir, self.model_cfg, self.abstract.params,
-                                      self.state_sh.params, fresh_head=lambda: self._fresh_head(self.state_sh.params))
-      return state_lib.from_params(self.tx, params, self.state_sh)
+    if self.config.init.source:
+      return state_lib.from_params(self.tx, self.starting_params(), self.state_sh)
     return state_lib.create(self.model, self.tx, self.state_sh, t.seq_len, jax.random.key(t.seed))
 
   def load_frozen(self) -> tuple[dict, dict]:
     """(frozen collections, head): a LoRA run's base from config.init.hf_dir, placed on its shards, and
     the base's classifier head (fresh where it has none), which a new run starts training from."""
+    if REFERENCE in self.frozen_abstract:  # its own arrays: the train step donates the state's
+      return {REFERENCE: self.starting_params()}, {}
     if not self.frozen_abstract:
       return {}, {}
     base = hf_weights.load_params(self.config.init.hf_dir, self.model_cfg, self.base_abstract, self.base_sh,
@@ -416,7 +428,8 @@ def _train(config, workdir: str, devices, stop_after_step: int | None, make_task
       stop.finished = start
       while step < t.steps:
         local = next(r.train_iter)
-        mixture_tokens += np.bincount(local["dataset"], weights=(local["segment_ids"] != 0).sum(1),
+        real_tokens = (local["segment_ids"] != 0).reshape(len(local["dataset"]), -1).sum(1)  # pairs: both sides
+        mixture_tokens += np.bincount(local["dataset"], weights=real_tokens,
                                       minlength=len(mixture_tokens))
         batch = sharding.to_global_batch(r.model_fields([local])[0], r.batch_sh, t.batch_size)
         state, metrics = r.train_step(state, frozen, batch)

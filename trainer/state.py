@@ -36,7 +36,9 @@ def trainable_of(model: nn.Module, variables: dict):
 
 def variables_of(model: nn.Module, trainable, frozen: dict) -> dict:
   """The variables the model applies: the trained part joined with the frozen collections."""
-  return lora.variables_of(trainable, frozen["params"]) if uses_lora(model) else {"params": trainable}
+  if uses_lora(model):
+    return {**frozen, **lora.variables_of(trainable, frozen["params"])}
+  return {**frozen, "params": trainable}  # e.g. a DPO reference beside the policy
 
 
 def collections(model: nn.Module) -> tuple[str, ...]:

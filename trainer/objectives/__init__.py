@@ -12,13 +12,15 @@ Adding an objective means one module in this package and one entry in
 """
 
 from errors import UserError
-from trainer.objectives import causal_lm, classification, masked_lm
+from trainer.objectives import causal_lm, classification, masked_lm, preference
 from trainer.objectives.causal_lm import cross_entropy_sums, next_token_targets  # noqa: F401 (API)
 
 OBJECTIVES = {
     "causal_lm": causal_lm.CausalLM,
     "masked_lm": masked_lm.MaskedLM,
     "classification": classification.Classification,
+    "reward": preference.RewardModel,
+    "dpo": preference.DPO,
 }
 
 

@@ -1,0 +1,38 @@
+"""Random-access rows of preference pairs: one (chosen, rejected) pair per row, for reward models and DPO.
+
+Pair k of a split is its records 2k (chosen) and 2k+1 (rejected) (data/preferences.py). Row g is pair
+order_e[g mod n] of epoch e = g // n, in a seeded order that changes every epoch, as for labelled
+examples (data/examples.py): any process reads just its own rows, and resuming needs only the next
+row's index. Each field has a leading axis of 2, chosen then rejected.
+"""
+
+import numpy as np
+
+from data import shards
+from data.examples import EpochOrder, example_row
+
+
+class PairRows:
+  """Row g -> {"tokens", "loss_mask", "segment_ids", "positions"} int32 [2, seq_len], "dataset"."""
+
+  def __init__(self, source, lengths, seq_len: int, seed: int, shuffle: bool, dataset: int = 0):
+    if len(lengths) % 2:
+      raise ValueError(f"{len(lengths)} records cannot be (chosen, rejected) pairs")
+    self.source, self.seq_len, self.dataset = source, seq_len, dataset
+    self.rows_per_epoch = len(lengths) // 2
+    self.truncated_docs = int((np.asarray(lengths) > seq_len).sum())
+    self.order = EpochOrder(self.rows_per_epoch, seed, shuffle)
+
+  def __len__(self):
+    return len(self.order)
+
+  def _side(self, record: int) -> dict:
+    ids, mask = shards.decode_record(self.source[record], has_mask=True)
+    row = example_row(ids, np.zeros_like(ids), self.seq_len)
+    del row["token_types"]
+    return {**row, "loss_mask": example_row(mask, np.zeros_like(ids), self.seq_len)["tokens"]}
+
+  def __getitem__(self, g: int) -> dict:
+    k = self.order[int(g)]
+    chosen, rejected = self._side(2 * k), self._side(2 * k + 1)
+    return {**{f: np.stack([chosen[f], rejected[f]]) for f in chosen}, "dataset": np.int32(self.dataset)}

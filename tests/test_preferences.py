@@ -1,0 +1,248 @@
+"""Preference data, the DPO / reward losses against TRL's published formulas, and runs of both objectives."""
+
+import json
+import math
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import apply_overrides, read_metrics, sft_config
+from data import corpus, pipeline, preferences, shards, stdlib_chat
+from data import tokenizer as tokenizer_lib
+from errors import UserError
+from trainer import loop
+from trainer.objectives import preference
+
+ONE_DEVICE = {"mesh.data": 1, "mesh.fsdp": 1}
+
+
+def _write(path, rows):
+  path.write_text("".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in rows))
+  return str(path)
+
+
+@pytest.fixture(scope="module")
+def pref_dir(tiny_hf_base, tmp_path_factory):
+  """Questions about standard-library functions: their own docstring preferred to another function's."""
+  root = tmp_path_factory.mktemp("prefs")
+  data = _write(root / "pairs.jsonl", stdlib_chat.preference_pairs(corpus.stdlib_files()[:40]))
+  out = str(root / "prepared")
+  preferences.prepare_preferences([data], tiny_hf_base, out, preferences.PreferenceOptions(max_len=96,
+                                                                                           val_fraction=0.1))
+  return out
+
+
+def test_the_three_forms_keep_each_pair_together_with_loss_on_the_completions(tiny_hf_base, tmp_path):
+  chat = [{"role": "user", "content": "Name a prime."}]
+  rows = [{"prompt": "Two plus two?", "chosen": "Four.", "rejected": "Five."},
+          {"prompt": chat, "chosen": [{"role": "assistant", "content": "Seven."}],
+           "rejected": [{"role": "assistant", "content": "Eight."}]},
+          {"chosen": chat + [{"role": "assistant", "content": "Eleven."}],
+           "rejected": chat + [{"role": "assistant", "content": "Nine."}]}]
+  out = str(tmp_path / "out")
+  meta = preferences.prepare_preferences([_write(tmp_path / "p.jsonl", rows * 2)], tiny_hf_base, out,
+                                         preferences.PreferenceOptions(val_fraction=0.34))
+  assert meta["kind"] == "preference" and meta["counts"]["pairs"] == 6
+  assert {s: v["pairs"] for s, v in meta["splits"].items()} == {"train": 4, "val": 2}
+  assert (tmp_path / "out" / "report.md").read_text().startswith("# Preference data")
+  tok = tokenizer_lib.load_dir(tiny_hf_base)
+  completions = set()
+  for split in preferences.SPLITS:
+    source, lengths = shards.open_split(out, split)
+    assert len(lengths) == 2 * meta["splits"][split]["pairs"]
+    for k in range(0, len(lengths), 2):
+      (ids_c, mask_c), (ids_r, mask_r) = (shards.decode_record(source[k + i], has_mask=True) for i in (0, 1))
+      prompt_c, prompt_r = ids_c[mask_c == 0], ids_r[mask_r == 0]
+      np.testing.assert_array_equal(prompt_c, prompt_r)  # one prompt: the two records are one pair
+      completions.add((tok.decode(ids_c[mask_c == 1].tolist()), tok.decode(ids_r[mask_r == 1].tolist())))
+  assert completions == {("Four.<|im_end|>\n", "Five.<|im_end|>\n"), ("Seven.<|im_end|>\n", "Eight.<|im_end|>\n"),
+                         ("Eleven.<|im_end|>\n", "Nine.<|im_end|>\n")}
+
+
+@pytest.mark.parametrize("row, message", [
+    ({"prompt": "Q", "chosen": "A", "rejected": "A"}, "p.jsonl:2: 'chosen' and 'rejected' are the same completion"),
+    ({"prompt": "Q", "chosen": " ", "rejected": "A"}, "p.jsonl:2: 'chosen' is empty"),
+    ({"prompt": "Q", "chosen": "A"}, r"p.jsonl:2: missing field\(s\) \['rejected'\]"),
+    ({"chosen": "A", "rejected": "B"}, "p.jsonl:2: 'chosen' and 'rejected' are strings but there is no 'prompt'"),
+    ({"chosen": [{"role": "user", "content": "x"}], "rejected": [{"role": "user", "content": "y"}]},
+     "p.jsonl:2: the two conversations share no leading messages"),
+])
+def test_a_bad_line_is_named_or_skipped_and_counted(tiny_hf_base, tmp_path, row, message):
+  good = {"prompt": "Two plus two?", "chosen": "Four.", "rejected": "Five."}
+  data = _write(tmp_path / "p.jsonl", [good, row, good, good])
+  with pytest.raises(UserError, match=message):
+    preferences.prepare_preferences([data], tiny_hf_base, str(tmp_path / "out"))
+  assert not (tmp_path / "out").exists()
+  meta = preferences.prepare_preferences([data], tiny_hf_base, str(tmp_path / "out"),
+                                         preferences.PreferenceOptions(bad_lines="skip", val_fraction=0.4))
+  assert meta["counts"]["skipped_bad_line"] == 1 and meta["counts"]["pairs"] == 3
+
+
+def test_overlong_pairs_are_cut_at_the_end_or_dropped(tiny_hf_base, tmp_path):
+  rows = [{"prompt": "Two plus two?", "chosen": "Four.", "rejected": "Five."}] * 3
+  rows.append({"prompt": "Say it.", "chosen": "word " * 100, "rejected": "Five."})
+  data = _write(tmp_path / "p.jsonl", rows)
+  cut = preferences.prepare_preferences([data], tiny_hf_base, str(tmp_path / "cut"),
+                                        preferences.PreferenceOptions(max_len=80, val_fraction=0.25))
+  assert cut["counts"]["truncated"] == 1 and cut["counts"]["pairs"] == 4
+  assert max(cut["splits"][s]["chosen_max_len"] for s in preferences.SPLITS) == 80
+  dropped = preferences.prepare_preferences([data], tiny_hf_base, str(tmp_path / "drop"),
+                                            preferences.PreferenceOptions(max_len=80, overlong="drop",
+                                                                          val_fraction=0.34))
+  assert dropped["counts"]["dropped_overlong"] == 1 and dropped["counts"]["pairs"] == 3
+
+
+def test_rows_hold_whole_pairs_in_a_seeded_order(pref_dir):
+  config = sft_config("", pref_dir).data
+  rows = pipeline.RowStream(config, "train", 128, seed=3, shuffle=True)
+  again = pipeline.RowStream(config, "train", 128, seed=3, shuffle=True)
+  n = rows.rows_per_epoch
+  seen = set()
+  for g in range(n):
+    row = rows[g]
+    assert row["tokens"].shape == (2, 128) and row["loss_mask"].shape == (2, 128)
+    prompt = [row["tokens"][i][(row["loss_mask"][i] == 0) & (row["segment_ids"][i] == 1)] for i in (0, 1)]
+    np.testing.assert_array_equal(*prompt)
+    seen.add(tuple(prompt[0]))
+    np.testing.assert_array_equal(row["tokens"], again[g]["tokens"])  # a resume reads the same rows
+  assert len(seen) == n  # one epoch: every pair once
+
+
+# --- The losses against an independent numpy implementation of TRL's published formulas. ---
+
+def _logsig(x):
+  return -np.logaddexp(0.0, -x)
+
+
+def _trl(pc, pr, rc, rr, nc, nr, loss_type, beta, ls, gamma, rpo):
+  """TRL's DPO (sigmoid/cDPO, hinge, ipo), CPO (simpo) and ORPO losses and rewards, in numpy."""
+  if loss_type in ("simpo", "orpo"):
+    ac, ar = pc / nc, pr / nr
+    if loss_type == "simpo":
+      z = ac - ar - gamma / beta
+      loss = -_logsig(beta * z) * (1 - ls) - _logsig(-beta * z) * ls
+    else:
+      log_odds = (ac - ar) - (np.log(1 - np.exp(ac)) - np.log(1 - np.exp(ar)))
+      loss = -ac - beta * _logsig(log_odds)
+    rewards = beta * ac, beta * ar
+  else:
+    z = (pc - rc) - (pr - rr)
+    loss = {"sigmoid": -_logsig(beta * z) * (1 - ls) - _logsig(-beta * z) * ls,
+            "hinge": np.maximum(0.0, 1 - beta * z),
+            "ipo": ((pc - rc) / nc - (pr - rr) / nr - 1 / (2 * beta)) ** 2}[loss_type]
+    rewards = beta * (pc - rc), beta * (pr - rr)
+  return loss + rpo * (-pc / nc), rewards
+
+
+@pytest.mark.parametrize("loss_type, ls, rpo", [("sigmoid", 0.0, 0.0), ("sigmoid", 0.2, 0.0), ("sigmoid", 0.0, 0.5),
+                                                 ("hinge", 0.0, 0.0), ("ipo", 0.0, 0.0), ("simpo", 0.1, 0.0),
+                                                 ("orpo", 0.0, 0.0)])
+def test_pair_losses_follow_trl(loss_type, ls, rpo):
+  rng = np.random.default_rng(0)
+  nc, nr = rng.integers(3, 40, 16).astype(np.float64), rng.integers(3, 40, 16).astype(np.float64)
+  pc, pr = -rng.uniform(0.2, 3.0, 16) * nc, -rng.uniform(0.2, 3.0, 16) * nr
+  rc, rr = pc + rng.normal(0, 2, 16), pr + rng.normal(0, 2, 16)
+  beta, gamma = 0.3, 0.7
+  got, chosen, rejected, _ = preference.pair_losses(pc, pr, rc, rr, nc, nr, loss_type, beta, ls, gamma, rpo)
+  want, (want_c, want_r) = _trl(pc, pr, rc, rr, nc, nr, loss_type, beta, ls, gamma, rpo)
+  np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(chosen), want_c, rtol=1e-6, atol=1e-6)
+  np.testing.assert_allclose(np.asarray(rejected), want_r, rtol=1e-6, atol=1e-6)
+
+
+def test_reward_loss_follows_trl():
+  rng = np.random.default_rng(1)
+  rc, rr = rng.normal(0, 2, 32), rng.normal(0, 2, 32)
+  np.testing.assert_allclose(np.asarray(preference.reward_losses(rc, rr)), -_logsig(rc - rr), rtol=1e-6)
+  np.testing.assert_allclose(np.asarray(preference.reward_losses(rc, rr, 0.5, 0.01)),
+                             -_logsig(rc - rr - 0.5) + 0.01 * (rc + rr) ** 2, rtol=1e-6)
+
+
+# --- Runs. ---
+
+def _run(base, data, workdir, **overrides):
+  config = sft_config(base, data, **{**ONE_DEVICE, "train.steps": 4, "train.batch_size": 8,
+                                     "eval.final_split": "", **overrides})
+  return loop.run(config, workdir, jax.devices()[:1])
+
+
+MESH = {"mesh.data": 2, "mesh.fsdp": 2, "mesh.tensor": 2}
+STEPS, STOP = 4, 2
+OBJECTIVES = {"dpo": {"train.objective": "dpo", "train.dpo.beta": 0.5, "optimizer.learning_rate": 1e-2},
+              "reward": {"train.objective": "reward", "model.num_labels": 1, "optimizer.learning_rate": 3e-3}}
+
+
+@pytest.fixture(scope="module", params=sorted(OBJECTIVES))
+def pair_runs(request, tiny_hf_base, pref_dir, tmp_path_factory):
+  """One objective's {"single", "straight"} workdirs (one device; data x fsdp x tensor, checkpoints every
+  STOP steps) and a config maker."""
+  root = tmp_path_factory.mktemp(request.param)
+  def make(mesh):
+    return sft_config(tiny_hf_base, pref_dir, **{**OBJECTIVES[request.param], **mesh, "train.steps": STEPS,
+                                                 "train.batch_size": 8, "eval.final_split": "", "eval.steps": 2,
+                                                 "eval.every_steps": STEPS, "eval.at_start": True,
+                                                 "checkpoint.every_steps": STOP})
+  out = {"single": str(root / "single"), "straight": str(root / "straight")}
+  loop.run(make(ONE_DEVICE), out["single"], jax.devices()[:1])
+  loop.run(make(MESH), out["straight"])
+  return request.param, out, make
+
+
+def test_dpo_starts_at_log_2_and_widens_the_margin(pair_runs):
+  """With the reference equal to the policy, every pair's loss is -log sigmoid(0) = log 2 at step 0."""
+  objective, out, _ = pair_runs
+  if objective != "dpo":
+    return
+  train, val = read_metrics(out["single"]), read_metrics(out["single"], "val")
+  assert train[1]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+  assert train[1]["rewards/margins"] == pytest.approx(0.0, abs=1e-5)
+  assert val[0]["loss"] == pytest.approx(math.log(2), abs=1e-5) and val[0]["pairs"] > 0
+  assert train[4]["loss"] < train[1]["loss"] and train[4]["rewards/margins"] > 0.1  # on the pairs it trains on
+  for key in ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "logps/chosen", "logps/rejected"):
+    assert key in val[4]
+
+
+def test_a_mesh_matches_one_device_and_a_resume_repeats_the_straight_run(pair_runs, tmp_path):
+  """Losses and evaluation metrics on (data=2, fsdp=2, tensor=2) equal one device's (1e-4); a run stopped
+  at STOP and resumed repeats the straight one (1e-6)."""
+  import os
+  import shutil
+  _, out, make = pair_runs
+  single, straight = read_metrics(out["single"]), read_metrics(out["straight"])
+  for step in range(1, STEPS + 1):
+    assert straight[step]["loss"] == pytest.approx(single[step]["loss"], rel=1e-4), step
+  for name, value in read_metrics(out["single"], "val")[STEPS].items():
+    if isinstance(value, float):
+      assert read_metrics(out["straight"], "val")[STEPS][name] == pytest.approx(value, rel=1e-4, abs=1e-4), name
+  resumed = str(tmp_path / "resumed")
+  shutil.copytree(out["straight"], resumed)
+  shutil.rmtree(os.path.join(resumed, "checkpoints", str(STEPS)))  # as if the run had stopped at STOP
+  loop.run(make(MESH), resumed)
+  again = read_metrics(resumed)
+  for step in range(1, STEPS + 1):
+    assert again[step]["loss"] == pytest.approx(straight[step]["loss"], rel=1e-6, abs=1e-6), step
+
+
+def test_a_reward_model_needs_a_scalar_head_and_fits_its_pairs(tiny_hf_base, pref_dir, tmp_path):
+  with pytest.raises(UserError, match="config.train.objective='reward' needs a scalar head"):
+    _run(tiny_hf_base, pref_dir, str(tmp_path / "bad"), **{"train.objective": "reward"})
+  pairs = stdlib_chat.preference_pairs(corpus.stdlib_files()[:40])[:10]  # 8 train pairs: one batch, every step
+  data = str(tmp_path / "ten")
+  preferences.prepare_preferences([_write(tmp_path / "ten.jsonl", pairs)], tiny_hf_base, data,
+                                  preferences.PreferenceOptions(max_len=96, val_fraction=0.2))
+  workdir = str(tmp_path / "rm")
+  _run(tiny_hf_base, data, workdir, **{"train.objective": "reward", "model.num_labels": 1,
+                                       "optimizer.learning_rate": 3e-3, "train.steps": 8})
+  train = read_metrics(workdir)
+  assert train[8]["loss"] < train[1]["loss"] - 0.2 and train[8]["rewards/accuracies"] >= 0.75
+  assert set(train[1]) >= {"rewards/chosen", "rewards/rejected", "rewards/margins", "rewards/accuracies"}
+
+
+def test_dpo_is_refused_on_an_encoder(pref_dir):
+  from configs import base
+  from trainer import objectives
+  c = apply_overrides(base.base_config(), {"data.dir": pref_dir, "model.family": "encoder",
+                                           "train.objective": "dpo"})
+  with pytest.raises(UserError, match="config.train.objective='dpo' does not fit config.model.family='encoder'"):
+    objectives.build(c)
