@@ -18,14 +18,13 @@ appears atomically, in the format of data/shards.py.
 import collections
 import dataclasses
 import os
-import shutil
 
 import numpy as np
 
 from data import chat, sft, shards
 from data import tokenizer as tokenizer_lib
 from data.corpus import expand_inputs
-from data.prep_io import atomic_directory, file_sha256, write_json_atomic
+from data.prep_io import atomic_directory
 from errors import UserError
 
 SPLITS = ("train", "val")
@@ -174,26 +173,8 @@ def prepare_preferences(inputs: list[str], model_dir: str, output: str,
         lengths = np.array([len(p[k][0]) for p in in_split])
         splits[s][f"{side}_mean_len"] = float(lengths.mean())
         splits[s][f"{side}_max_len"] = int(lengths.max())
-    shutil.copyfile(tok.path, os.path.join(tmp, os.path.basename(tok.path)))
-    meta = {
-        "format": shards.FORMAT,
-        "kind": "preference",
-        "fields": ["tokens", "loss_mask"],
-        "tokenizer": os.path.basename(tok.path),
-        "tokenizer_kind": tok.kind,
-        "vocab_size": tok.vocab_size,
-        "bos_id": tok.bos_id,
-        "add_bos": tok.add_bos,
-        "eos_id": tok.eos_id,
-        "chat_template": source,
-        "chat_template_from": template_from,
-        "splits": splits,
-        "counts": dict(stats),
-        "skipped_examples": skipped[:20],
-        "inputs": {f: file_sha256(f) for f in files},
-        "options": dataclasses.asdict(opts),
-    }
-    write_json_atomic(os.path.join(tmp, shards.METADATA), meta)
+    meta = sft.write_chat_metadata(tmp, "preference", tok, source, template_from, splits, stats, skipped, files,
+                                   opts)
     with open(os.path.join(tmp, "report.md"), "w") as f:
       f.write(_report(meta))
   return meta

@@ -136,24 +136,31 @@ def prepare_sft(inputs: list[str], model_dir: str, output: str, opts: SftOptions
     for s in SPLITS:
       splits[s]["target_tokens"] = int(sum(sum(m[1:]) for (_, m), v in zip(examples, is_val)
                                            if v == (s == "val")))
-    shutil.copyfile(tok.path, os.path.join(tmp, os.path.basename(tok.path)))
-    meta = {
-        "format": shards.FORMAT,
-        "kind": "chat",
-        "fields": ["tokens", "loss_mask"],
-        "tokenizer": os.path.basename(tok.path),
-        "tokenizer_kind": tok.kind,
-        "vocab_size": tok.vocab_size,
-        "bos_id": tok.bos_id,
-        "add_bos": tok.add_bos,
-        "eos_id": tok.eos_id,
-        "chat_template": source,
-        "chat_template_from": template_from,
-        "splits": splits,
-        "counts": dict(stats),
-        "skipped_examples": skipped[:20],
-        "inputs": {f: file_sha256(f) for f in files},
-        "options": dataclasses.asdict(opts),
-    }
-    write_json_atomic(os.path.join(tmp, shards.METADATA), meta)
+    meta = write_chat_metadata(tmp, "chat", tok, source, template_from, splits, stats, skipped, files, opts)
+  return meta
+
+
+def write_chat_metadata(directory: str, kind: str, tok, template: str, template_from: str, splits: dict,
+                        stats: collections.Counter, skipped: list, files: list[str], opts) -> dict:
+  """The tokenizer file and metadata.json of a dataset rendered with a chat template; returns the metadata."""
+  shutil.copyfile(tok.path, os.path.join(directory, os.path.basename(tok.path)))
+  meta = {
+      "format": shards.FORMAT,
+      "kind": kind,
+      "fields": ["tokens", "loss_mask"],
+      "tokenizer": os.path.basename(tok.path),
+      "tokenizer_kind": tok.kind,
+      "vocab_size": tok.vocab_size,
+      "bos_id": tok.bos_id,
+      "add_bos": tok.add_bos,
+      "eos_id": tok.eos_id,
+      "chat_template": template,
+      "chat_template_from": template_from,
+      "splits": splits,
+      "counts": dict(stats),
+      "skipped_examples": skipped[:20],
+      "inputs": {f: file_sha256(f) for f in files},
+      "options": dataclasses.asdict(opts),
+  }
+  write_json_atomic(os.path.join(directory, shards.METADATA), meta)
   return meta

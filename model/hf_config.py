@@ -118,14 +118,19 @@ def _rope(hf: dict, path: str) -> dict:
 
 
 def _num_labels(hf: dict, path: str) -> int:
-  """Classes of a *ForSequenceClassification config: its id2label (transformers saves no num_labels)."""
-  if hf.get("problem_type") not in (None, "single_label_classification"):
-    raise UserError(f"{path}: problem_type={_show(hf['problem_type'])} is not supported (supported: "
-                    f"\"single_label_classification\": one label per example)")
+  """Classes of a *ForSequenceClassification config: its id2label (transformers saves no num_labels);
+  1 for a reward model's single score (problem_type "regression")."""
   labels = hf.get("id2label") or {}
   n = len(labels) if labels else hf.get("num_labels", 2)
-  if not isinstance(n, int) or n < 2:
-    raise UserError(f"{path}: {len(labels)} labels in id2label; a classifier needs at least 2")
+  problem = hf.get("problem_type")
+  if problem == "regression" and n == 1:
+    return 1
+  if problem not in (None, "single_label_classification"):
+    raise UserError(f"{path}: problem_type={_show(problem)} is not supported (supported: "
+                    f"\"single_label_classification\": one label per example; \"regression\" with one label: "
+                    f"a reward model)")
+  if not isinstance(n, int) or n < 1:
+    raise UserError(f"{path}: {len(labels)} labels in id2label; a classifier needs at least 1")
   return n
 
 
@@ -329,8 +334,10 @@ def _label_fields(c, labels) -> dict:
   names = list(labels) if labels else [f"LABEL_{i}" for i in range(c.num_labels)]
   if len(names) != c.num_labels:
     raise ValueError(f"{len(names)} label names for {c.num_labels} classes")
+  # One output is a reward model's score, as TRL's reward models are saved: a regression head.
+  problem = "regression" if c.num_labels == 1 else "single_label_classification"
   return {"id2label": {str(i): n for i, n in enumerate(names)}, "label2id": {n: i for i, n in enumerate(names)},
-          "problem_type": "single_label_classification"}
+          "problem_type": problem}
 
 
 def write(model_cfg, bos_id, eos_id, labels: list[str] | None = None) -> dict:

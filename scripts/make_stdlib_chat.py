@@ -1,6 +1,10 @@
 """Write the standard-library instruction dataset (data/stdlib_chat.py) as chat JSONL.
 
   python scripts/make_stdlib_chat.py --output=datasets/stdlib_chat.jsonl
+  python scripts/make_stdlib_chat.py --preferences --output=datasets/stdlib_prefs.jsonl
+
+With --preferences, {"prompt", "chosen", "rejected"} pairs instead: each question's own answer preferred
+to the answer about another function (for train.objective="reward" or "dpo").
 """
 
 import json
@@ -16,12 +20,14 @@ from data import corpus, stdlib_chat  # noqa: E402
 
 _OUTPUT = flags.DEFINE_string("output", None, "JSONL file to write.", required=True)
 _MAX_FILES = flags.DEFINE_integer("max_files", 0, "Use only the first N standard-library files (0 = all).")
+_PREFERENCES = flags.DEFINE_bool("preferences", False, "Write preference pairs instead of conversations.")
 
 
 def main(argv):
   del argv
   files = corpus.stdlib_files()
-  rows = stdlib_chat.examples(files[:_MAX_FILES.value] if _MAX_FILES.value else files)
+  make = stdlib_chat.preference_pairs if _PREFERENCES.value else stdlib_chat.examples
+  rows = make(files[:_MAX_FILES.value] if _MAX_FILES.value else files)
   directory = os.path.dirname(os.path.abspath(_OUTPUT.value))
   os.makedirs(directory, exist_ok=True)
   fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
@@ -29,7 +35,7 @@ def main(argv):
     for row in rows:
       f.write(json.dumps(row) + "\n")
   os.replace(tmp, _OUTPUT.value)
-  print(f"wrote {len(rows)} conversations to {_OUTPUT.value}")
+  print(f"wrote {len(rows)} {'pairs' if _PREFERENCES.value else 'conversations'} to {_OUTPUT.value}")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ import typing
 
 import pytest
 
-from configs import base, classify, mlm_quickstart, quickstart, schema
+from configs import base, classify, dpo, mlm_quickstart, quickstart, reward, schema
 from conftest import apply_overrides
 from errors import UserError
 from parallel import restore
@@ -31,7 +31,7 @@ def test_the_config_dict_is_built_from_the_typed_sections_and_reads_back_unchang
         assert type(getattr(section, field.name)) is hints[field.name], (name, field.name)
 
 
-@pytest.mark.parametrize("module", [quickstart, classify, mlm_quickstart])
+@pytest.mark.parametrize("module", [quickstart, classify, mlm_quickstart, dpo, reward])
 def test_the_shipped_experiments_are_valid(module):
   typed = schema.RunConfig.from_config(module.get_config())
   assert typed.train.steps > 0 and typed.model.family in ("decoder", "encoder")
@@ -61,7 +61,9 @@ def test_the_shipped_experiments_are_valid(module):
     ({"init.hf_dir": "h", "init.workdir": "w"}, "config.init.workdir='w'; expected '' when config.init.hf_dir"),
     ({"model.position": "learned", "model.max_seq_len": 128, "train.seq_len": 256},
      "config.train.seq_len=256 exceeds config.model.max_seq_len=128"),
-    ({"model.num_labels": 1}, "config.model.num_labels=1; expected at least 2 labels"),
+    ({"model.num_labels": -1}, "config.model.num_labels=-1; expected 0 or more"),
+    ({"train.dpo.beta": 0.0}, "config.train.dpo.beta=0.0; expected a positive number"),
+    ({"train.dpo.loss_type": "kto"}, "config.train.dpo.loss_type='kto'; expected one of 'sigmoid', 'ipo'"),
     ({"model.num_heads": 6, "model.num_kv_heads": 4}, "config.model.num_heads=6; expected a multiple of"),
 ])
 def test_a_bad_value_is_refused_in_one_line_naming_the_field(overrides, message):
@@ -76,7 +78,7 @@ def test_a_mapping_is_checked_field_by_field():
   with pytest.raises(UserError, match="config.train.seq_len=True; expected an integer"):
     schema.TrainConfig.from_config({"seq_len": True})
   with pytest.raises(UserError, match="unknown config key config.train.stepz; valid keys of config.train: "
-                                      "batch_size, grad_accum_steps"):
+                                      "batch_size, dpo, grad_accum_steps"):
     schema.TrainConfig.from_config({"stepz": 10})
   assert schema.OptimizerConfig.from_config({"learning_rate": 1}).learning_rate == 1.0  # an int is a number
   assert isinstance(schema.OptimizerConfig.from_config({"learning_rate": 1}).learning_rate, float)

@@ -283,7 +283,7 @@ def test_a_lora_classifier_trains_adapters_and_head_on_a_frozen_base(bert_dir, l
 
 def test_an_mlm_run_exports_a_tokenizer_that_knows_its_special_tokens(runs, tmp_path):
   """transformers reads the exported tokenizer as training tokenized: [CLS] text [SEP], with [PAD] and
-  [MASK] by role, so a fill-mask pipeline finds the mask."""
+  [MASK] by role (as a fill-mask pipeline looks for the mask)."""
   import transformers
   from data import tokenizer as tokenizer_lib
   from parallel import restore
@@ -298,5 +298,4 @@ def test_an_mlm_run_exports_a_tokenizer_that_knows_its_special_tokens(runs, tmp_
   assert (hf_tok.cls_token_id, hf_tok.sep_token_id, hf_tok.pad_token_id, hf_tok.mask_token_id) == (1, 2, 3, 4)
   text = "def read(self, path):\n    return open(path).read()"
   assert hf_tok(text)["input_ids"] == [1] + ours.encode(text) + [2]
-  fill = transformers.pipeline("fill-mask", model=str(tmp_path / "hf"), tokenizer=hf_tok)
-  assert len(fill(f"import {hf_tok.mask_token}")) == 5
+  assert hf_tok.mask_token == "[MASK]" and hf_tok(f"import {hf_tok.mask_token}")["input_ids"][-2] == 4

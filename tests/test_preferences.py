@@ -246,3 +246,27 @@ def test_dpo_is_refused_on_an_encoder(pref_dir):
                                            "train.objective": "dpo"})
   with pytest.raises(UserError, match="config.train.objective='dpo' does not fit config.model.family='encoder'"):
     objectives.build(c)
+
+
+def test_a_reward_model_exports_as_a_one_label_llama_classifier_that_scores_alike(pair_runs, pref_dir, tmp_path):
+  """transformers' LlamaForSequenceClassification (num_labels=1) from the export gives each side the
+  reward the run's model gives it (1e-4)."""
+  import torch
+  import transformers
+  from model import families
+  from parallel import restore
+  from trainer import export
+  objective, out, _ = pair_runs
+  if objective != "reward":
+    return
+  export.export(out["single"], str(tmp_path / "hf"))
+  hf = transformers.LlamaForSequenceClassification.from_pretrained(str(tmp_path / "hf")).eval()
+  assert hf.config.num_labels == 1
+  r = export.restore(out["single"])
+  rows = pipeline.RowStream(restore.load_run_config(out["single"]).data, "val", 128, seed=0, shuffle=False)
+  batch = {k: np.concatenate([rows[g][k] for g in range(3)]) for k in ("tokens", "segment_ids", "positions")}
+  ours = np.asarray(families.batch_apply(families.build(r.cfg))({"params": r.params}, batch))[:, 0]
+  for i, (tokens, segments) in enumerate(zip(batch["tokens"], batch["segment_ids"])):
+    ids = torch.tensor(tokens[segments == 1][None].astype(np.int64))
+    with torch.no_grad():
+      assert hf(input_ids=ids).logits[0, 0].item() == pytest.approx(float(ours[i]), abs=1e-4), i
