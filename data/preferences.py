@@ -22,8 +22,6 @@ import os
 import numpy as np
 
 from data import chat, sft, shards
-from data import tokenizer as tokenizer_lib
-from data.corpus import expand_inputs
 from data.prep_io import atomic_directory
 from errors import UserError
 
@@ -142,17 +140,8 @@ def _report(meta: dict) -> str:
 def prepare_preferences(inputs: list[str], model_dir: str, output: str,
                         opts: PreferenceOptions = PreferenceOptions(), overwrite: bool = False) -> dict:
   """Writes OUTPUT (atomically) and returns its metadata."""
-  opts.check()
-  if os.path.exists(output) and not overwrite:
-    raise UserError(f"output directory {output} already exists; pass --overwrite to replace it")
-  files = expand_inputs(inputs)
-  if not files:
-    raise UserError(f"--input={','.join(inputs)} names no files")
-  tok = tokenizer_lib.load_dir(model_dir)
-  specials = tokenizer_lib.special_token_strings(model_dir)
-  source, template_from = sft.chat_template(model_dir, opts.template)
-  formatter = chat.ChatFormatter(source, specials["bos_token"], specials["eos_token"])
-
+  files, tok, formatter, template_from = sft.open_chat_inputs(inputs, model_dir, output, opts, overwrite)
+  source = formatter.source
   stats, skipped = collections.Counter(), []
   pairs = list(encode_pairs(files, tok, formatter, opts, stats, skipped))
   if len(pairs) < 2:

@@ -107,9 +107,9 @@ def val_split(n: int, val_fraction: float, seed: int) -> np.ndarray:
   return is_val
 
 
-def prepare_sft(inputs: list[str], model_dir: str, output: str, opts: SftOptions = SftOptions(),
-                overwrite: bool = False) -> dict:
-  """Writes OUTPUT (atomically) and returns its metadata."""
+def open_chat_inputs(inputs: list[str], model_dir: str, output: str, opts, overwrite: bool):
+  """(input files, the model's tokenizer, its chat formatter, where the template came from), after
+  checking the options, that OUTPUT is free and that the inputs name files."""
   opts.check()
   if os.path.exists(output) and not overwrite:
     raise UserError(f"output directory {output} already exists; pass --overwrite to replace it")
@@ -119,8 +119,14 @@ def prepare_sft(inputs: list[str], model_dir: str, output: str, opts: SftOptions
   tok = tokenizer_lib.load_dir(model_dir)
   specials = tokenizer_lib.special_token_strings(model_dir)
   source, template_from = chat_template(model_dir, opts.template)
-  formatter = chat.ChatFormatter(source, specials["bos_token"], specials["eos_token"])
+  return files, tok, chat.ChatFormatter(source, specials["bos_token"], specials["eos_token"]), template_from
 
+
+def prepare_sft(inputs: list[str], model_dir: str, output: str, opts: SftOptions = SftOptions(),
+                overwrite: bool = False) -> dict:
+  """Writes OUTPUT (atomically) and returns its metadata."""
+  files, tok, formatter, template_from = open_chat_inputs(inputs, model_dir, output, opts, overwrite)
+  source = formatter.source
   stats, skipped = collections.Counter(), []
   examples = list(encode_examples(files, tok, formatter, opts, stats, skipped))
   if len(examples) < 2:
