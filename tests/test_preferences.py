@@ -224,15 +224,22 @@ def test_a_mesh_matches_one_device_and_a_resume_repeats_the_straight_run(pair_ru
     assert again[step]["loss"] == pytest.approx(straight[step]["loss"], rel=1e-6, abs=1e-6), step
 
 
-def test_a_reward_model_needs_a_scalar_head_and_fits_its_pairs(tiny_hf_base, pref_dir, tmp_path):
+@pytest.fixture(scope="module")
+def ten_pairs_dir(tiny_hf_base, tmp_path_factory):
+  """Ten pairs, eight to train on: one batch of 8 is the same pairs every step, so a loss there must fall."""
+  root = tmp_path_factory.mktemp("ten")
+  pairs = stdlib_chat.preference_pairs(corpus.stdlib_files()[:40])[:10]
+  out = str(root / "prepared")
+  preferences.prepare_preferences([_write(root / "ten.jsonl", pairs)], tiny_hf_base, out,
+                                  preferences.PreferenceOptions(max_len=96, val_fraction=0.2))
+  return out
+
+
+def test_a_reward_model_needs_a_scalar_head_and_fits_its_pairs(tiny_hf_base, pref_dir, ten_pairs_dir, tmp_path):
   with pytest.raises(UserError, match="config.train.objective='reward' needs a scalar head"):
     _run(tiny_hf_base, pref_dir, str(tmp_path / "bad"), **{"train.objective": "reward"})
-  pairs = stdlib_chat.preference_pairs(corpus.stdlib_files()[:40])[:10]  # 8 train pairs: one batch, every step
-  data = str(tmp_path / "ten")
-  preferences.prepare_preferences([_write(tmp_path / "ten.jsonl", pairs)], tiny_hf_base, data,
-                                  preferences.PreferenceOptions(max_len=96, val_fraction=0.2))
   workdir = str(tmp_path / "rm")
-  _run(tiny_hf_base, data, workdir, **{"train.objective": "reward", "model.num_labels": 1,
+  _run(tiny_hf_base, ten_pairs_dir, workdir, **{"train.objective": "reward", "model.num_labels": 1,
                                        "optimizer.learning_rate": 3e-3, "train.steps": 8})
   train = read_metrics(workdir)
   assert train[8]["loss"] < train[1]["loss"] - 0.2 and train[8]["rewards/accuracies"] >= 0.75
@@ -270,3 +277,13 @@ def test_a_reward_model_exports_as_a_one_label_llama_classifier_that_scores_alik
     ids = torch.tensor(tokens[segments == 1][None].astype(np.int64))
     with torch.no_grad():
       assert hf(input_ids=ids).logits[0, 0].item() == pytest.approx(float(ours[i]), abs=1e-4), i
+
+
+def test_dpo_under_lora_takes_the_base_as_its_reference(tiny_hf_base, ten_pairs_dir, tmp_path):
+  """No reference copy: the reference is the base with the adapters off, so step 0 is log 2 again."""
+  workdir = str(tmp_path / "lora_dpo")
+  _run(tiny_hf_base, ten_pairs_dir, workdir, **{"train.objective": "dpo", "train.dpo.beta": 0.5, "lora.rank": 4,
+                                           "lora.base_dtype": "float32", "optimizer.learning_rate": 1e-2})
+  train = read_metrics(workdir)
+  assert train[1]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+  assert train[4]["loss"] < train[1]["loss"] and train[4]["rewards/margins"] > 0
