@@ -164,6 +164,11 @@ class EvalConfig(Section):
   sample_tokens: int = 64
   sample_temperature: float = 0.8
 
+  @property
+  def task_names(self) -> list[str]:
+    """`tasks` split: task names or spec paths (none for "")."""
+    return [name.strip() for name in self.tasks.split(",") if name.strip()]
+
   def check(self) -> None:
     self.require(self.every_steps > 0, "every_steps", "a positive number of steps")
     for field in ("steps", "patience", "task_limit", "final_steps", "num_samples", "sample_tokens"):

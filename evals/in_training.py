@@ -16,15 +16,10 @@ from data import tokenizer as tokenizer_lib
 from evals import runner
 
 
-def task_names(spec: str) -> list[str]:
-  """config.eval.tasks: comma-separated task names or spec paths ("" for none)."""
-  return [name.strip() for name in spec.split(",") if name.strip()]
-
-
 class TaskEvaluator:
 
   def __init__(self, eval_cfg, model_cfg, tokenizer_path: str, mesh, seq_len: int):
-    self.tasks = runner.load_tasks(task_names(eval_cfg.tasks))
+    self.tasks = runner.load_tasks(eval_cfg.task_names)
     self.limit = eval_cfg.task_limit or None
     self._args = (dataclasses.replace(model_cfg, lora=None), tokenizer_path, mesh, eval_cfg.task_batch_size,
                   seq_len)

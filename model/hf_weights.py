@@ -20,6 +20,7 @@ from safetensors.numpy import save_file
 
 from errors import UserError
 from model.config import ModelConfig
+from model.lora import HEAD
 
 # Tensors HF checkpoints may carry that hold no weights (buffers).
 _BUFFER_SUFFIXES = (".attn.bias", ".attn.masked_bias", "rotary_emb.inv_freq", "embeddings.position_ids",
@@ -259,10 +260,9 @@ def _expected_hf_shape(m: TensorMap, our_shapes: list[tuple]) -> tuple:
   return m.to_hf(*[np.zeros(s, np.float32) for s in our_shapes]).shape
 
 
-# Parameters a classifier may start without: its head (and an encoder's pooler), when the
-# checkpoint is a language model or a bare base model; and the LM heads such a checkpoint holds,
-# which the classification head replaces.
-CLASSIFIER_HEAD = ("classifier", "score", "pooler")
+# A classifier may start without its head (model/lora.py HEAD: with an encoder's pooler), from a
+# language model or a bare base model; the LM heads such a checkpoint holds, which the
+# classification head replaces, are then left unused.
 _LM_HEADS = ("lm_head.", "cls.")
 # Heads an encoder checkpoint may carry that no Strata model uses, which transformers also leaves
 # unused when it loads one: BERT's next-sentence head, and the pooler of a model that has none.
@@ -309,7 +309,7 @@ def load_params(hf_dir: str, cfg: ModelConfig, abstract_params, shardings, fresh
     if not m.per_layer and m.ours[0][0] not in abstract_params:  # left out on purpose: counts as read
       reader.used.add(_hf_name(reader, m.hf_name, cfg) or m.hf_name)
       continue
-    if cfg.num_labels and not m.per_layer and m.ours[0][0] in CLASSIFIER_HEAD and fresh_head is not None \
+    if cfg.num_labels and not m.per_layer and m.ours[0][0] in HEAD and fresh_head is not None \
         and _hf_name(reader, m.hf_name, cfg) is None:
       fresh = fresh or fresh_head()
       for path in m.ours:

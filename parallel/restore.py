@@ -68,17 +68,21 @@ def lora_base_shardings(model, mesh, base_dtype: str):
   return {k: (v if k in lora.HEAD else cast(v)) for k, v in abstract.items()}, shardings
 
 
-def _trained_target(model, mesh, uses_lora: bool):
-  """ShapeDtypeStructs (with shardings) of what a run's checkpoint holds: its params, or under LoRA
-  {"lora": adapters, "params": head}."""
+def trained_shardings(model, mesh):
+  """(shapes, NamedShardings) of what a run trains and checkpoints: the model's params, or under LoRA
+  {"lora": adapters, "params": a classifier's head}."""
+  uses_lora = model.cfg.lora is not None
   both = {c: sharding.abstract_variables(model, mesh, c) for c in (("params", lora.COLLECTION) if uses_lora
                                                                    else ("params",))}
-  abstract = {c: a for c, (a, _) in both.items()}
-  shardings = {c: s for c, (_, s) in both.items()}
+  abstract, shardings = {c: a for c, (a, _) in both.items()}, {c: s for c, (_, s) in both.items()}
   if uses_lora:
-    abstract, shardings = lora.trainable_of(abstract), lora.trainable_of(shardings)
-  else:
-    abstract, shardings = abstract["params"], shardings["params"]
+    return lora.trainable_of(abstract), lora.trainable_of(shardings)
+  return abstract["params"], shardings["params"]
+
+
+def _trained_target(model, mesh):
+  """ShapeDtypeStructs (with shardings) of what a run's checkpoint holds."""
+  abstract, shardings = trained_shardings(model, mesh)
   sharding.check_divisible(abstract, shardings, "parameter")
   return jax.tree.map(lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s), abstract, shardings)
 
@@ -91,7 +95,7 @@ def restore(workdir: str, mesh, step: int | None = None, best: bool = False) -> 
   ckpt, step = _checkpoint_step(workdir, step, best)
   try:
     with sharding.activate(mesh):
-      trained = ckpt.restore_params(step, _trained_target(model, mesh, cfg.lora is not None))
+      trained = ckpt.restore_params(step, _trained_target(model, mesh))
       if cfg.lora is None:
         return Restored(config, cfg, trained, step, None, None)
       base_reference.check(workdir, base_reference.fingerprint(config.init.hf_dir))

@@ -32,9 +32,8 @@ def restore(workdir: str, step: int | None = None, best: bool = False) -> restor
   return restore_lib.restore(workdir, mesh_lib.mesh_of_sizes(), step, best)
 
 
-def _write_tokenizer(config, out_dir: str) -> tuple[int | None, int | None]:
-  """Tokenizer files (the base model's, or the dataset's); returns (bos_id, eos_id)."""
-  meta = pipeline.dataset_metadata(config.data)
+def _write_tokenizer(config, meta: dict, out_dir: str) -> tuple[int | None, int | None]:
+  """Tokenizer files (the base model's, or those of the dataset `meta` describes); returns (bos_id, eos_id)."""
   hf_dir = config.init.hf_dir
   if hf_dir and any(os.path.isfile(os.path.join(hf_dir, f)) for f in ("tokenizer.json", "tokenizer.model")):
     for name in TOKENIZER_FILES:
@@ -104,11 +103,12 @@ def export(workdir: str, output: str, step: int | None = None, dtype: str = "flo
   os.makedirs(parent, exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=".tmp-export-", dir=parent)
   try:
-    bos, eos = _write_tokenizer(r.config, tmp)
+    meta = pipeline.dataset_metadata(r.config.data)
+    bos, eos = _write_tokenizer(r.config, meta, tmp)
     if as_peft:
       peft.save(r.adapters, r.cfg, r.lora, r.config.init.hf_dir, tmp, DTYPES[dtype])
     else:
-      labels = pipeline.dataset_metadata(r.config.data).get("labels")  # a classifier's class names
+      labels = meta.get("labels")  # a classifier's class names
       hf_weights.save(r.params, r.cfg, tmp, DTYPES[dtype], bos_id=bos, eos_id=eos, labels=labels)
     os.chmod(tmp, hf_weights.umask_mode(directory=True))  # mkdtemp makes it 0700
     os.rename(tmp, output)

@@ -7,6 +7,7 @@ import threading
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.experimental import multihost_utils
 
@@ -29,7 +30,7 @@ from trainer import steps as steps_lib
 from trainer import workdir_lock
 from trainer.best import BestTracker
 from trainer.metrics import MetricsLogger, format_train_line
-from trainer.objectives.preference import REFERENCE
+from trainer.state import REFERENCE
 
 
 class _StopRequest:
@@ -176,7 +177,7 @@ class _Run:
                                                                          self.config.lora.base_dtype)
       self.frozen_abstract = {"params": lora.frozen_of(self.base_abstract)}
       self.frozen_sh = {"params": lora.frozen_of(self.base_sh)}
-    elif getattr(self.objective, "needs_reference", False):  # DPO: a frozen copy of the starting policy
+    elif self.objective.needs_reference:  # DPO: a frozen copy of the starting policy
       self.frozen_abstract = {REFERENCE: self.abstract.params}
       self.frozen_sh = {REFERENCE: self.state_sh.params}
     self.batch_sh = sharding.batch_sharding(self.mesh)
@@ -191,6 +192,8 @@ class _Run:
                                               seed=t.seed, masking=self.masking)
     self.mixture_names = [os.path.basename(os.path.normpath(d)) for d, _ in pipeline.datasets(self.config.data)]
     self.flops_per_token = flops.flops_per_token(self.model_cfg, t.seq_len)
+    if self.objective.needs_reference:  # plus the reference's forward pass: 8N per token, not 6N
+      self.flops_per_token *= 4 / 3
     self.peak_flops = mfu_lib.peak_flops_per_device(jax.devices()[0].device_kind,
                                                     self.config.log.peak_flops_per_device)
 
@@ -241,10 +244,12 @@ class _Run:
                                     self.state_sh.params, fresh_head=lambda: self._fresh_head(self.state_sh.params))
     return state_lib.init_params(self.model, self.state_sh.params, t.seq_len, jax.random.key(t.seed))
 
-  def initial_state(self, base_head: dict):
+  def initial_state(self, frozen: dict, base_head: dict):
     """The train state at step 0: fresh, or from config.init (under LoRA: fresh adapters, and a classifier's
-    head, `base_head`, from the base)."""
+    head, `base_head`, from the base; with a reference, a copy of it, read once)."""
     t = self.config.train
+    if REFERENCE in frozen:  # its own buffers: the train step donates the state's
+      return state_lib.from_params(self.tx, jax.tree.map(jnp.copy, frozen[REFERENCE]), self.state_sh)
     if self.model_cfg.lora is not None:
       state = state_lib.create(self.model, self.tx, self.state_sh, t.seq_len, jax.random.key(t.seed))
       if not base_head:
@@ -276,7 +281,7 @@ class _Run:
     """config.eval.tasks, loaded and checked now so a bad task file fails before training."""
     ev = self.config.eval
     evaluator = None
-    if any(name.strip() for name in ev.tasks.split(",")):
+    if ev.task_names:
       if make_evaluator is None:
         raise UserError(f"config.eval.tasks={ev.tasks!r} needs a task evaluator; train.py passes "
                         f"evals.in_training.TaskEvaluator to trainer.loop.run")
@@ -376,7 +381,7 @@ def _train(config, workdir: str, devices, stop_after_step: int | None, make_task
       start = 0
       if config.init.source and not uses_lora:
         log.info(f"initializing from {config.init.source}")
-      state = r.initial_state(base_head)
+      state = r.initial_state(frozen, base_head)
     else:  # the newest checkpoint that restores; corrupt newer ones are reported and moved aside
       start, state = ckpt.restore_newest(state_lib.with_shardings(r.abstract, r.state_sh), r.train_iter,
                                          log.info)
@@ -419,7 +424,7 @@ def _train(config, workdir: str, devices, stop_after_step: int | None, make_task
       evaluate(0)
     early_stopped = False
 
-    tokens_per_step = t.batch_size * t.seq_len
+    tokens_per_step = t.batch_size * t.seq_len * r.objective.sequences_per_row  # a pair's two sides
     step, last_saved, interrupted = start, start, False
     timer_start, timer_step, loop_start = None, start, time.perf_counter()
     mixture_tokens = np.zeros(len(r.mixture_names))

@@ -15,7 +15,11 @@ import jax.numpy as jnp
 import optax
 
 from model import families, lora
-from parallel import sharding
+from parallel import restore, sharding
+
+
+# The frozen collection holding a copy of the starting model beside the policy (DPO's reference).
+REFERENCE = "reference"
 
 
 @flax.struct.dataclass
@@ -41,17 +45,6 @@ def variables_of(model: nn.Module, trainable, frozen: dict) -> dict:
   return {**frozen, "params": trainable}  # e.g. a DPO reference beside the policy
 
 
-def collections(model: nn.Module) -> tuple[str, ...]:
-  return ("params", lora.COLLECTION) if uses_lora(model) else ("params",)
-
-
-def trainable_shardings(model: nn.Module, mesh):
-  """(abstract trainable tree, its NamedShardings)."""
-  both = {c: sharding.abstract_variables(model, mesh, c) for c in collections(model)}
-  return (trainable_of(model, {c: shapes for c, (shapes, _) in both.items()}),
-          trainable_of(model, {c: sh for c, (_, sh) in both.items()}))
-
-
 def _init_variables(model: nn.Module, seq_len: int, rng):
   return model.init(rng, *families.example_inputs(model, seq_len))
 
@@ -69,7 +62,7 @@ def state_shardings(model, tx, mesh, seq_len: int):
   Optimizer moments take their parameter's sharding; scalars are replicated.
   """
   abstract = jax.eval_shape(init_fn(model, tx, seq_len), jax.random.key(0))
-  _, param_sh = trainable_shardings(model, mesh)
+  _, param_sh = restore.trained_shardings(model, mesh)
   repl = sharding.replicated(mesh)
   opt_sh = optax.tree_map_params(tx, lambda _, s: s, abstract.opt_state, param_sh,
                                  transform_non_params=lambda _: repl)

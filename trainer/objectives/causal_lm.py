@@ -7,6 +7,8 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from trainer.objectives.base import Objective
+
 
 def next_token_targets(batch: dict):
   """Targets and weights for predicting token t+1 from position t.
@@ -38,7 +40,7 @@ def cross_entropy_sums(logits_BxTxV, targets_BxT, weights_BxT, z_loss: float = 0
 
 
 @dataclasses.dataclass(frozen=True)
-class CausalLM:
+class CausalLM(Objective):
   """Predict every next token of the same document (only `loss_mask` targets, when present)."""
   z_loss: float = 0.0  # weight of the log(Z)^2 penalty, in training only
   families: ClassVar[tuple[str, ...]] = ("decoder",)
@@ -47,10 +49,6 @@ class CausalLM:
   @classmethod
   def from_config(cls, config) -> "CausalLM":
     return cls(z_loss=config.optimizer.z_loss)
-
-  def masking(self, config, metadata: dict) -> None:
-    """Rows reach this objective as packed: no masking."""
-    return None
 
   def sums(self, apply_fn, variables, batch, rngs=None, train: bool = True):
     """(objective sum to differentiate, weight sum, metric sums); `loss_sum` is the reported loss."""

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from errors import UserError
+from trainer.objectives.base import Objective
 
 
 def expand_confusion(confusion_CxC: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -41,7 +42,7 @@ def classification_report(confusion_CxC: np.ndarray, names: list[str]) -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class Classification:
+class Classification(Objective):
   """Predict each row's `label` from its example."""
   num_labels: int
   names: tuple[str, ...] = ()  # class names in id order (the dataset's label set)
@@ -64,10 +65,6 @@ class Classification:
       raise UserError(f"config.model.num_labels={config.model.num_labels}, but {config.data.dir} has "
                       f"{len(names)} labels {names}; set --config.model.num_labels={len(names)}")
     return cls(num_labels=len(names), names=tuple(names))
-
-  def masking(self, config, metadata: dict) -> None:
-    """Examples reach the classifier whole: no masking."""
-    return None
 
   def sums(self, apply_fn, variables, batch, rngs=None, train: bool = True):
     """(summed cross-entropy, examples, metric sums); evaluation adds the confusion matrix."""

@@ -14,11 +14,12 @@ from typing import ClassVar
 import jax.numpy as jnp
 
 from data import masking as masking_lib
+from trainer.objectives.base import Objective
 from trainer.objectives.causal_lm import cross_entropy_sums
 
 
 @dataclasses.dataclass(frozen=True)
-class MaskedLM:
+class MaskedLM(Objective):
   """Cross-entropy over the masked positions of an encoder's logits; reports masked-token accuracy."""
   rate: float = 0.15              # config.train.mlm.rate: fraction of maskable tokens chosen per row
   whole_word: bool = False        # config.train.mlm.whole_word

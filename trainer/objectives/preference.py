@@ -18,9 +18,10 @@ import jax.numpy as jnp
 
 from errors import UserError
 from model import lora
+from trainer.objectives.base import Objective
+from trainer.state import REFERENCE
 from trainer.objectives.causal_lm import next_token_targets
 
-REFERENCE = "reference"  # the variable collection holding a frozen copy of the starting policy
 REFERENCE_FREE = ("simpo", "orpo")
 PAIR_FIELDS = ("tokens", "segment_ids", "positions", "loss_mask")
 
@@ -102,7 +103,7 @@ def _means(sums: dict) -> dict:
 
 
 @dataclasses.dataclass(frozen=True)
-class DPO:
+class DPO(Objective):
   """Direct preference optimisation and its variants (config.train.dpo)."""
   loss_type: str = "sigmoid"
   beta: float = 0.1
@@ -111,6 +112,7 @@ class DPO:
   rpo_alpha: float = 0.0
   families: ClassVar[tuple[str, ...]] = ("decoder",)
   batch_fields: ClassVar[tuple[str, ...]] = PAIR_FIELDS
+  sequences_per_row: ClassVar[int] = 2
 
   @classmethod
   def from_config(cls, config) -> "DPO":
@@ -120,9 +122,6 @@ class DPO:
   @property
   def needs_reference(self) -> bool:
     return self.loss_type not in REFERENCE_FREE
-
-  def masking(self, config, metadata: dict) -> None:
-    return None
 
   def sums(self, apply_fn, variables, batch, rngs=None, train: bool = True):
     """(sum of pair losses, pairs, metric sums)."""
@@ -149,12 +148,12 @@ class DPO:
 
 
 @dataclasses.dataclass(frozen=True)
-class RewardModel:
+class RewardModel(Objective):
   """A scalar head (model.num_labels=1) trained to score the chosen side above the rejected one."""
   center_coefficient: float = 0.0
   families: ClassVar[tuple[str, ...]] = ("decoder", "encoder")
   batch_fields: ClassVar[tuple[str, ...]] = PAIR_FIELDS
-  needs_reference: ClassVar[bool] = False
+  sequences_per_row: ClassVar[int] = 2
 
   @classmethod
   def from_config(cls, config) -> "RewardModel":
@@ -162,9 +161,6 @@ class RewardModel:
       raise UserError(f"config.train.objective='reward' needs a scalar head: config.model.num_labels=1, not "
                       f"{config.model.num_labels}")
     return cls(config.train.reward.center_coefficient)
-
-  def masking(self, config, metadata: dict) -> None:
-    return None
 
   def sums(self, apply_fn, variables, batch, rngs=None, train: bool = True):
     rows = pair_rows(batch)
