@@ -102,6 +102,9 @@ class TrainConfig(Section):
   seq_len: int = 512
   seed: int = 0
   grad_accum_steps: int = 1       # micro-batches per step; batch_size must divide evenly
+  # Decoder losses on token log-probabilities (causal_lm, dpo) go over the vocabulary this many
+  # columns at a time, never holding [batch, length, vocabulary] logits; 0: all at once (fastest).
+  vocab_chunk: int = 0
   # A step whose loss, gradient norm or updated weights are NaN/Inf is never
   # applied. "stop": the run then stops with an error, saving nothing more;
   # "skip": it goes on, and stops once more than max_skipped_steps were skipped.
@@ -117,6 +120,7 @@ class TrainConfig(Section):
     self.require(self.batch_size % self.grad_accum_steps == 0, "batch_size",
                  f"a multiple of config.train.grad_accum_steps={self.grad_accum_steps}")
     self.require(self.max_skipped_steps >= 0, "max_skipped_steps", "0 or more")
+    self.require(self.vocab_chunk >= 0, "vocab_chunk", "0 (the whole vocabulary at once) or a positive size")
 
 
 @dataclasses.dataclass(frozen=True)

@@ -67,8 +67,9 @@ def batch_inputs(model: nn.Module, batch: dict) -> tuple:
 
 
 def batch_apply(model: nn.Module):
-  """(variables, batch, rngs=None) -> the model's output: how objectives call a model of any family."""
-  def apply(variables, batch, rngs=None):
-    return model.apply(variables, *batch_inputs(model, batch), rngs=rngs)
+  """(variables, batch, rngs=None, **options) -> the model's output: how objectives call a model of any
+  family (options, e.g. return_features, go to the module)."""
+  def apply(variables, batch, rngs=None, **options):
+    return model.apply(variables, *batch_inputs(model, batch), rngs=rngs, **options)
   return apply
 

@@ -115,11 +115,16 @@ class DecoderLM(nn.Module):
   A classifier (`cfg.num_labels` > 0) returns logits [B, C] from each row's
   last non-padding token, which has seen the whole example (as
   LlamaForSequenceClassification's `score`, a projection without bias).
+
+  `return_features` returns (final hidden states [B, T, D], the output
+  projection [D, V]) instead of logits, for losses that go over the
+  vocabulary in chunks and never hold [B, T, V] at once.
   """
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, tokens_BxT, positions_BxT, segments_BxT, cache=None, logits_at_BxK=None):
+  def __call__(self, tokens_BxT, positions_BxT, segments_BxT, cache=None, logits_at_BxK=None,
+               return_features=False):
     cfg = self.cfg
     embed = Embed(cfg, name="embed")
     x_BxTxD = embed(tokens_BxT)
@@ -135,12 +140,13 @@ class DecoderLM(nn.Module):
       x_BxTxD = jax.numpy.take_along_axis(x_BxTxD, logits_at_BxK[:, :, None], axis=1)
     x_BxTxD = Norm(cfg, name="final_norm")(x_BxTxD)
     if cfg.tie_embeddings:
-      logits_BxTxV = embed.attend(x_BxTxD)
+      w_DxV = embed.table_VxD.astype(cfg.compute_dtype).T
     else:
-      w = self.param("lm_head", param_init(cfg, ("embed", "vocab")), (cfg.d_model, cfg.vocab_size),
-                     cfg.weight_dtype)
-      logits_BxTxV = jax.numpy.einsum("btd,dv->btv", x_BxTxD, w.astype(cfg.compute_dtype),
-                                      preferred_element_type=jax.numpy.float32)
+      w_DxV = self.param("lm_head", param_init(cfg, ("embed", "vocab")), (cfg.d_model, cfg.vocab_size),
+                         cfg.weight_dtype).astype(cfg.compute_dtype)
+    if return_features:
+      return x_BxTxD, w_DxV
+    logits_BxTxV = jax.numpy.einsum("btd,dv->btv", x_BxTxD, w_DxV, preferred_element_type=jax.numpy.float32)
     logits_BxTxV = nn.with_logical_constraint(logits_BxTxV, ("batch", "length", "act_vocab"))
     return logits_BxTxV if cache is None else (logits_BxTxV, cache)
 

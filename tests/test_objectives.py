@@ -46,6 +46,20 @@ def test_masked_tokens_get_zero_gradient():
   assert np.any(np.asarray(g[0, 0]) != 0)
 
 
+def test_chunked_vocabulary_gives_the_full_logits_log_z_and_gradients():
+  """logsumexp over chunks of 7 columns of a 30-token vocabulary (the last chunk padded) equals the
+  full one, and so do its gradients with respect to the hidden states and the output projection."""
+  x = jax.random.normal(jax.random.key(1), (2, 5, 8))
+  w = jax.random.normal(jax.random.key(2), (8, 30))
+  full = lambda x, w: jax.nn.logsumexp(jnp.einsum("ntd,dv->ntv", x, w), -1)
+  chunked = lambda x, w: objectives.chunked_log_z(x, w, 7)
+  np.testing.assert_allclose(chunked(x, w), full(x, w), rtol=1e-6, atol=1e-6)
+  cotangent = jax.random.normal(jax.random.key(3), (2, 5))
+  grads = [jax.grad(lambda x, w: jnp.sum(f(x, w) * cotangent), argnums=(0, 1))(x, w) for f in (full, chunked)]
+  for g_full, g_chunked in zip(*grads):
+    np.testing.assert_allclose(g_chunked, g_full, rtol=1e-5, atol=1e-6)
+
+
 def test_weight_decay_mask_spares_norms_and_biases():
   params = {"mlp": {"up": 1.0, "up_bias": 1.0}, "attention_norm": {"scale": 1.0, "bias": 1.0}}
   assert optimizer_lib.decay_mask(params) == {"mlp": {"up": True, "up_bias": False},

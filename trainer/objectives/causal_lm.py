@@ -26,35 +26,82 @@ def next_token_targets(batch: dict):
   return targets_BxT, weights_BxT
 
 
-def cross_entropy_sums(logits_BxTxV, targets_BxT, weights_BxT, z_loss: float = 0.0):
-  """Returns (weighted sum of NLL, weighted sum of z-loss, sum of weights).
+def chunked_log_z(x_NxTxD, w_DxV, chunk: int):
+  """logsumexp over the vocabulary of x @ w, [N, T], taking `chunk` vocabulary columns at a time.
+
+  A running (max, sum of exponentials) pair goes across the chunks, and each chunk's logits are
+  recomputed in the backward pass (jax.checkpoint), so neither pass holds more than [N, T, chunk].
+  """
+  dim, vocab = w_DxV.shape
+  n_chunks = -(-vocab // chunk)
+  w_CxDxK = jnp.pad(w_DxV, ((0, 0), (0, n_chunks * chunk - vocab))).reshape(dim, n_chunks, chunk).transpose(1, 0, 2)
+  valid_CxK = (jnp.arange(n_chunks * chunk) < vocab).reshape(n_chunks, chunk)
+
+  @jax.checkpoint
+  def add_chunk(carry, chunk_inputs):
+    max_NxT, sum_NxT = carry
+    w_DxK, valid_K = chunk_inputs
+    logits_NxTxK = jnp.einsum("ntd,dk->ntk", x_NxTxD, w_DxK, preferred_element_type=jnp.float32)
+    logits_NxTxK = jnp.where(valid_K, logits_NxTxK, -jnp.inf)
+    new_max_NxT = jnp.maximum(max_NxT, jnp.max(logits_NxTxK, axis=-1))
+    sum_NxT = sum_NxT * jnp.exp(max_NxT - new_max_NxT) + jnp.sum(jnp.exp(logits_NxTxK - new_max_NxT[..., None]), -1)
+    return (new_max_NxT, sum_NxT), None
+
+  shape = x_NxTxD.shape[:-1]
+  start = (jnp.full(shape, jnp.finfo(jnp.float32).min), jnp.zeros(shape, jnp.float32))
+  (max_NxT, sum_NxT), _ = jax.lax.scan(add_chunk, start, (w_CxDxK, valid_CxK))
+  return max_NxT + jnp.log(sum_NxT)
+
+
+def target_logits_and_log_z(apply_fn, variables, batch: dict, targets_BxT, vocab_chunk: int = 0, rngs=None):
+  """(logit of each target token [B, T], logsumexp over the vocabulary [B, T]), in float32.
+
+  vocab_chunk=0 computes the full logits [B, T, V]; a positive chunk goes over the vocabulary
+  `vocab_chunk` columns at a time (chunked_log_z), so memory never grows with batch x vocabulary.
+  """
+  if not vocab_chunk:
+    logits = apply_fn(variables, batch, rngs=rngs).astype(jnp.float32)
+    return jnp.take_along_axis(logits, targets_BxT[..., None], axis=-1)[..., 0], jax.nn.logsumexp(logits, -1)
+  x_BxTxD, w_DxV = apply_fn(variables, batch, rngs=rngs, return_features=True)
+  target_w_BxTxD = jnp.take(w_DxV.T, targets_BxT, axis=0)
+  target_BxT = jnp.sum(x_BxTxD.astype(jnp.float32) * target_w_BxTxD.astype(jnp.float32), axis=-1)
+  return target_BxT, chunked_log_z(x_BxTxD, w_DxV, vocab_chunk)
+
+
+def nll_sums(target_BxT, log_z_BxT, weights_BxT, z_loss: float = 0.0):
+  """(weighted sum of NLL, weighted sum of z-loss, sum of weights) from target logits and log Z.
 
   Sums, not means, so micro-batches and devices combine exactly.
   """
-  logits = logits_BxTxV.astype(jnp.float32)
-  log_z_BxT = jax.nn.logsumexp(logits, axis=-1)
-  target_logit_BxT = jnp.take_along_axis(logits, targets_BxT[..., None], axis=-1)[..., 0]
-  nll_sum = jnp.sum((log_z_BxT - target_logit_BxT) * weights_BxT)
+  nll_sum = jnp.sum((log_z_BxT - target_BxT) * weights_BxT)
   z_sum = z_loss * jnp.sum(jnp.square(log_z_BxT) * weights_BxT)
   return nll_sum, z_sum, jnp.sum(weights_BxT)
+
+
+def cross_entropy_sums(logits_BxTxV, targets_BxT, weights_BxT, z_loss: float = 0.0):
+  """nll_sums of full logits [B, T, V]."""
+  logits = logits_BxTxV.astype(jnp.float32)
+  target_BxT = jnp.take_along_axis(logits, targets_BxT[..., None], axis=-1)[..., 0]
+  return nll_sums(target_BxT, jax.nn.logsumexp(logits, axis=-1), weights_BxT, z_loss)
 
 
 @dataclasses.dataclass(frozen=True)
 class CausalLM(Objective):
   """Predict every next token of the same document (only `loss_mask` targets, when present)."""
   z_loss: float = 0.0  # weight of the log(Z)^2 penalty, in training only
+  vocab_chunk: int = 0  # >0: the loss goes over the vocabulary this many columns at a time
   families: ClassVar[tuple[str, ...]] = ("decoder",)
   batch_fields: ClassVar[tuple[str, ...]] = ("tokens", "segment_ids", "positions", "loss_mask")
 
   @classmethod
   def from_config(cls, config) -> "CausalLM":
-    return cls(z_loss=config.optimizer.z_loss)
+    return cls(z_loss=config.optimizer.z_loss, vocab_chunk=config.train.vocab_chunk)
 
   def sums(self, apply_fn, variables, batch, rngs=None, train: bool = True):
     """(objective sum to differentiate, weight sum, metric sums); `loss_sum` is the reported loss."""
-    logits_BxTxV = apply_fn(variables, batch, rngs=rngs)
     targets_BxT, weights_BxT = next_token_targets(batch)
-    nll, z, count = cross_entropy_sums(logits_BxTxV, targets_BxT, weights_BxT, self.z_loss if train else 0.0)
+    target_BxT, log_z_BxT = target_logits_and_log_z(apply_fn, variables, batch, targets_BxT, self.vocab_chunk, rngs)
+    nll, z, count = nll_sums(target_BxT, log_z_BxT, weights_BxT, self.z_loss if train else 0.0)
     return nll + z, count, {"loss_sum": nll}
 
   def eval_metrics(self, sums: dict) -> dict:

@@ -20,7 +20,7 @@ from errors import UserError
 from model import lora
 from trainer.objectives.base import Objective
 from trainer.state import REFERENCE
-from trainer.objectives.causal_lm import next_token_targets
+from trainer.objectives.causal_lm import next_token_targets, target_logits_and_log_z
 
 REFERENCE_FREE = ("simpo", "orpo")
 PAIR_FIELDS = ("tokens", "segment_ids", "positions", "loss_mask")
@@ -31,12 +31,11 @@ def pair_rows(batch: dict) -> dict:
   return {k: v.reshape((-1,) + v.shape[2:]) for k, v in batch.items() if k in PAIR_FIELDS}
 
 
-def sequence_logps(logits_NxTxV, rows: dict):
+def sequence_logps(apply_fn, variables, rows: dict, vocab_chunk: int = 0, rngs=None):
   """(sum of the completion tokens' log-probabilities [N], their count [N]) per row."""
   targets_NxT, weights_NxT = next_token_targets(rows)
-  logits = logits_NxTxV.astype(jnp.float32)
-  token_logps = jnp.take_along_axis(logits, targets_NxT[..., None], axis=-1)[..., 0] - jax.nn.logsumexp(logits, -1)
-  return jnp.sum(token_logps * weights_NxT, axis=1), jnp.sum(weights_NxT, axis=1)
+  target_NxT, log_z_NxT = target_logits_and_log_z(apply_fn, variables, rows, targets_NxT, vocab_chunk, rngs)
+  return jnp.sum((target_NxT - log_z_NxT) * weights_NxT, axis=1), jnp.sum(weights_NxT, axis=1)
 
 
 def _log1mexp(x):
@@ -110,6 +109,7 @@ class DPO(Objective):
   label_smoothing: float = 0.0
   simpo_gamma: float = 0.5
   rpo_alpha: float = 0.0
+  vocab_chunk: int = 0
   families: ClassVar[tuple[str, ...]] = ("decoder",)
   batch_fields: ClassVar[tuple[str, ...]] = PAIR_FIELDS
   sequences_per_row: ClassVar[int] = 2
@@ -117,7 +117,7 @@ class DPO(Objective):
   @classmethod
   def from_config(cls, config) -> "DPO":
     d = config.train.dpo
-    return cls(d.loss_type, d.beta, d.label_smoothing, d.simpo_gamma, d.rpo_alpha)
+    return cls(d.loss_type, d.beta, d.label_smoothing, d.simpo_gamma, d.rpo_alpha, config.train.vocab_chunk)
 
   @property
   def needs_reference(self) -> bool:
@@ -127,14 +127,14 @@ class DPO(Objective):
     """(sum of pair losses, pairs, metric sums)."""
     rows = pair_rows(batch)
     policy = {k: v for k, v in variables.items() if k != REFERENCE}
-    logps, counts = sequence_logps(apply_fn(policy, rows, rngs=rngs), rows)
+    logps, counts = sequence_logps(apply_fn, policy, rows, self.vocab_chunk, rngs)
     ref_chosen = ref_rejected = None
     if self.needs_reference:
       if REFERENCE in variables:  # a frozen copy of the starting policy
         reference = {"params": variables[REFERENCE]}
       else:  # LoRA: the base with the adapters off (zero adapters add nothing), at no extra memory
         reference = {**policy, lora.COLLECTION: jax.tree.map(jnp.zeros_like, policy[lora.COLLECTION])}
-      ref_logps = jax.lax.stop_gradient(sequence_logps(apply_fn(reference, rows), rows)[0])
+      ref_logps = jax.lax.stop_gradient(sequence_logps(apply_fn, reference, rows, self.vocab_chunk)[0])
       ref_chosen, ref_rejected = ref_logps[0::2], ref_logps[1::2]
     losses, chosen_rewards, rejected_rewards, (logp_c, logp_r) = pair_losses(
         logps[0::2], logps[1::2], ref_chosen, ref_rejected, counts[0::2], counts[1::2], self.loss_type,
