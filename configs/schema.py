@@ -94,6 +94,33 @@ class RewardConfig(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class DistillConfig(Section):
+  """objective="distill" (trainer/objectives/distill.py): per target token,
+  alpha * T^2 * divergence(teacher_T, student_T) + (1 - alpha) * cross-entropy, at temperature T."""
+  PATH = "config.train.distill"
+  teacher_hf_dir: str = ""        # the teacher: an HF model directory ...
+  teacher_workdir: str = ""       # ... or a train.py workdir (its newest checkpoint); same tokenizer as the data
+  temperature: float = 2.0
+  alpha: float = 0.5              # weight of the divergence; 1 - alpha on the cross-entropy with the data
+  # "forward_kl": KL(teacher || student) | "reverse_kl": KL(student || teacher) |
+  # "jsd": generalised Jensen-Shannon with jsd_beta, in TRL's GKD convention (0: forward KL, 1: reverse KL)
+  divergence: Literal["forward_kl", "reverse_kl", "jsd"] = "forward_kl"
+  jsd_beta: float = 0.5
+
+  def check(self) -> None:
+    self.require(not (self.teacher_hf_dir and self.teacher_workdir), "teacher_workdir",
+                 "'' when config.train.distill.teacher_hf_dir is set (one teacher)")
+    self.require(self.temperature > 0, "temperature", "a positive number")
+    self.require(0 <= self.alpha <= 1, "alpha", "a fraction in [0, 1]")
+    self.require(0 < self.jsd_beta < 1 or self.divergence != "jsd", "jsd_beta",
+                 "a fraction in (0, 1) (0 and 1 are divergence='forward_kl' and 'reverse_kl')")
+
+  @property
+  def teacher(self) -> str:
+    return self.teacher_hf_dir or self.teacher_workdir
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig(Section):
   PATH = "config.train"
   objective: str = "causal_lm"    # trainer/objectives: what the loss is (it must fit config.model.family)
@@ -113,6 +140,7 @@ class TrainConfig(Section):
   mlm: MlmConfig = dataclasses.field(default_factory=MlmConfig)
   dpo: DpoConfig = dataclasses.field(default_factory=DpoConfig)
   reward: RewardConfig = dataclasses.field(default_factory=RewardConfig)
+  distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
 
   def check(self) -> None:
     for field in ("steps", "batch_size", "seq_len", "grad_accum_steps"):

@@ -8,6 +8,7 @@ parsed with `ast`, never imported.
 
 import ast
 import os
+import random
 import sysconfig
 
 _QUESTIONS = ("What does `{name}` do?", "Explain `{name}` in Python.", "What is `{name}` for?")
@@ -55,15 +56,33 @@ def examples(files: list[str], min_answer_chars: int = 40) -> list[dict]:
   return out
 
 
-def preference_pairs(files: list[str], min_answer_chars: int = 40) -> list[dict]:
-  """{"prompt", "chosen", "rejected"}: each question about a function, its own docstring's answer
-  preferred to the answer about another function (from half the list away: usually another module)."""
+REJECTED = ("shuffled", "other")
+
+
+def _shuffled_words(text: str, seed: int) -> str:
+  """The same words in another order (a different one whenever the words allow)."""
+  words = text.split()
+  order = random.Random(seed).sample(range(len(words)), len(words))
+  if order == sorted(order) and len(set(words)) > 1:
+    order = order[1:] + order[:1]
+  return " ".join(words[i] for i in order)
+
+
+def preference_pairs(files: list[str], rejected: str = "shuffled", min_answer_chars: int = 40) -> list[dict]:
+  """{"prompt", "chosen", "rejected"}: each question about a function with its own docstring's answer
+  chosen, and rejected either
+    "shuffled": the same answer with its words in a random order (same length and words: only the
+      language differs, which a pretrained model knows), or
+    "other": the answer about another function (from half the list away: usually another module;
+      only the meaning differs, a much harder preference for a small model)."""
+  if rejected not in REJECTED:
+    raise ValueError(f"rejected={rejected!r}; expected one of {REJECTED}")
   conversations = examples(files, min_answer_chars)
   n = len(conversations)
   pairs = []
   for i, conv in enumerate(conversations):
     question, answer = conv["messages"][0]["content"], conv["messages"][1]["content"]
-    other = conversations[(i + n // 2) % n]["messages"][1]["content"]
-    if other != answer:
-      pairs.append({"prompt": question, "chosen": answer, "rejected": other})
+    worse = _shuffled_words(answer, i) if rejected == "shuffled" else conversations[(i + n // 2) % n]["messages"][1]["content"]
+    if worse != answer:
+      pairs.append({"prompt": question, "chosen": answer, "rejected": worse})
   return pairs

@@ -31,6 +31,7 @@ from trainer import workdir_lock
 from trainer.best import BestTracker
 from trainer.metrics import MetricsLogger, format_train_line
 from trainer.state import REFERENCE
+from trainer.teacher import TEACHER
 
 
 class _StopRequest:
@@ -180,6 +181,9 @@ class _Run:
     elif self.objective.needs_reference:  # DPO: a frozen copy of the starting policy
       self.frozen_abstract = {REFERENCE: self.abstract.params}
       self.frozen_sh = {REFERENCE: self.state_sh.params}
+    teacher = self.objective.teacher
+    if teacher is not None:  # distillation: the teacher's parameters beside the student's
+      self.frozen_abstract[TEACHER], self.frozen_sh[TEACHER] = teacher.shardings(self.mesh)
     self.batch_sh = sharding.batch_sharding(self.mesh)
     self.rows = sharding.process_batch_rows(self.batch_sh, (t.batch_size, t.seq_len))
     repl = sharding.replicated(self.mesh)
@@ -194,6 +198,8 @@ class _Run:
     self.flops_per_token = flops.flops_per_token(self.model_cfg, t.seq_len)
     if self.objective.needs_reference:  # plus the reference's forward pass: 8N per token, not 6N
       self.flops_per_token *= 4 / 3
+    if teacher is not None:  # plus the teacher's forward pass: a third of its training FLOPs
+      self.flops_per_token += flops.flops_per_token(teacher.cfg, t.seq_len) / 3
     self.peak_flops = mfu_lib.peak_flops_per_device(jax.devices()[0].device_kind,
                                                     self.config.log.peak_flops_per_device)
 
@@ -261,14 +267,19 @@ class _Run:
 
   def load_frozen(self) -> tuple[dict, dict]:
     """(frozen collections, head): a LoRA run's base from config.init.hf_dir, placed on its shards, and
-    the base's classifier head (fresh where it has none), which a new run starts training from."""
+    the base's classifier head (fresh where it has none), which a new run starts training from; a DPO
+    reference; a distillation teacher."""
+    frozen, head = {}, {}
     if REFERENCE in self.frozen_abstract:  # its own arrays: the train step donates the state's
-      return {REFERENCE: self.starting_params()}, {}
-    if not self.frozen_abstract:
-      return {}, {}
-    base = hf_weights.load_params(self.config.init.hf_dir, self.model_cfg, self.base_abstract, self.base_sh,
-                                  fresh_head=lambda: self._fresh_head(self.base_sh))
-    return {"params": lora.frozen_of(base)}, {k: v for k, v in base.items() if k in lora.HEAD}
+      frozen[REFERENCE] = self.starting_params()
+    if TEACHER in self.frozen_abstract:
+      frozen[TEACHER] = self.objective.teacher.load(self.mesh)
+    if "params" in self.frozen_abstract:
+      base = hf_weights.load_params(self.config.init.hf_dir, self.model_cfg, self.base_abstract, self.base_sh,
+                                    fresh_head=lambda: self._fresh_head(self.base_sh))
+      frozen["params"] = lora.frozen_of(base)
+      head = {k: v for k, v in base.items() if k in lora.HEAD}
+    return frozen, head
 
   def inference_params(self, state, frozen):
     """Plain model parameters: LoRA adapters merged into the base."""

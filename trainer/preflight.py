@@ -7,7 +7,7 @@
     train.batch_size x train.seq_len (one row for the test prompts of the samples);
   * the dataset was tokenized with the model's tokenizer: that of
     config.init.hf_dir when it has one, that config.init.workdir's run trained
-    with, and on resume the one the run started with (recorded in
+    with, a distillation teacher's, and on resume the one the run started with (recorded in
     WORKDIR/data_tokenizer.json at the first start).
 
 Each failure is one UserError naming the file, split or config field.
@@ -38,6 +38,12 @@ def check(config, meta: dict, workdir: str, is_main: bool) -> None:
     check_hf_tokenizer(config, tok, fingerprint)
   if config.init.workdir:
     check_start_run_tokenizer(config, tok, fingerprint)
+  d = config.train.distill
+  if config.train.objective == "distill":  # the teacher's predictions are over the same token ids
+    if d.teacher_hf_dir:
+      check_hf_tokenizer(config, tok, fingerprint, "config.train.distill.teacher_hf_dir")
+    if d.teacher_workdir:
+      check_start_run_tokenizer(config, tok, fingerprint, "config.train.distill.teacher_workdir")
   record_or_check_run_tokenizer(workdir, config, tok, fingerprint, write=is_main)
 
 
@@ -105,9 +111,10 @@ def tokenizer_fingerprint(tok: tokenizer_lib.Tokenizer) -> str:
   return hashlib.sha256(json.dumps(pieces).encode()).hexdigest()
 
 
-def check_hf_tokenizer(config, tok: tokenizer_lib.Tokenizer, fingerprint: str) -> None:
-  """The dataset's tokenizer must be init.hf_dir's (when that directory has one)."""
-  hf_dir = config.init.hf_dir
+def check_hf_tokenizer(config, tok: tokenizer_lib.Tokenizer, fingerprint: str,
+                       field: str = "config.init.hf_dir") -> None:
+  """The dataset's tokenizer must be that of the HF directory `field` names (when it has one)."""
+  hf_dir = config_value(config, field)
   found = [os.path.join(hf_dir, n) for n in HF_TOKENIZER_FILES if os.path.isfile(os.path.join(hf_dir, n))]
   if not found:
     return  # weights only: nothing to compare against
@@ -116,19 +123,29 @@ def check_hf_tokenizer(config, tok: tokenizer_lib.Tokenizer, fingerprint: str) -
   model_tok = tokenizer_lib.load(found[0])
   if tokenizer_fingerprint(model_tok) != fingerprint:
     raise UserError(f"config.data.dir={config.data.mixture or config.data.dir} was tokenized with {tok.path}, "
-                    f"not with the tokenizer of config.init.hf_dir ({found[0]}): their vocabularies differ; "
+                    f"not with the tokenizer of {field}={hf_dir} ({found[0]}): their vocabularies differ; "
                     f"prepare the data with that tokenizer")
 
 
-def check_start_run_tokenizer(config, tok: tokenizer_lib.Tokenizer, fingerprint: str) -> None:
-  """The dataset's tokenizer must be the one config.init.workdir's run trained with (its record)."""
-  recorded = _recorded_tokenizer(config.init.workdir)
+def check_start_run_tokenizer(config, tok: tokenizer_lib.Tokenizer, fingerprint: str,
+                              field: str = "config.init.workdir") -> None:
+  """The dataset's tokenizer must be the one the run in the workdir `field` names trained with (its record)."""
+  workdir = config_value(config, field)
+  recorded = _recorded_tokenizer(workdir)
   if recorded is None:
-    raise UserError(f"config.init.workdir={config.init.workdir} has no {DATA_TOKENIZER}; is it a train.py --workdir?")
+    raise UserError(f"{field}={workdir} has no {DATA_TOKENIZER}; is it a train.py --workdir?")
   if recorded.get("vocab_sha256") != fingerprint:
     raise UserError(f"config.data.dir={config.data.mixture or config.data.dir} was tokenized with {tok.path}, "
-                    f"not with the tokenizer config.init.workdir={config.init.workdir} trained with "
+                    f"not with the tokenizer {field}={workdir} trained with "
                     f"({recorded.get('tokenizer')}): their vocabularies differ; prepare the data with that tokenizer")
+
+
+def config_value(config, field: str):
+  """The value of a dotted config field such as "config.init.hf_dir"."""
+  value = config
+  for part in field.split(".")[1:]:
+    value = getattr(value, part)
+  return value
 
 
 def _recorded_tokenizer(workdir: str) -> dict | None:

@@ -12,7 +12,7 @@ Adding an objective means one module in this package and one entry in
 """
 
 from errors import UserError
-from trainer.objectives import causal_lm, classification, masked_lm, preference
+from trainer.objectives import causal_lm, classification, distill, masked_lm, preference
 from trainer.objectives.causal_lm import cross_entropy_sums, next_token_targets  # noqa: F401 (API)
 
 OBJECTIVES = {
@@ -21,6 +21,7 @@ OBJECTIVES = {
     "classification": classification.Classification,
     "reward": preference.RewardModel,
     "dpo": preference.DPO,
+    "distill": distill.Distill,
 }
 
 

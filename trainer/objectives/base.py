@@ -10,6 +10,7 @@ class Objective:
   batch_fields: ClassVar[tuple[str, ...]] = ()      # the batch fields it reads
   needs_reference: ClassVar[bool] = False           # a frozen copy of the starting model beside the policy
   sequences_per_row: ClassVar[int] = 1              # sequences a batch row holds (a preference pair: 2)
+  teacher = None                                    # a frozen trainer.teacher.Teacher beside the student (distill)
 
   def masking(self, config, metadata: dict):
     """How the data pipeline corrupts rows for this objective (masked LM); None: rows arrive as read."""

@@ -1,0 +1,81 @@
+"""Knowledge distillation: a student decoder learns a frozen teacher's next-token distributions.
+
+Per target token (next_token_targets: the same tokens, and loss mask, a causal LM trains on),
+    loss = alpha * T^2 * D(teacher_T, student_T) + (1 - alpha) * cross-entropy(student, data)
+where x_T = log_softmax(logits / T) and D is
+    forward_kl  KL(teacher || student)      (Hinton et al.; TRL GKD beta=0)
+    reverse_kl  KL(student || teacher)      (TRL GKD beta=1)
+    jsd         beta KL(teacher || M) + (1 - beta) KL(student || M), M = beta teacher + (1 - beta) student
+                (TRL GKD's generalized_jsd_loss; beta = config.train.distill.jsd_beta)
+The T^2 factor keeps the divergence's gradients on the cross-entropy's scale as T grows (Hinton et al.).
+`divergences` is that formula on logits, a pure function the tests compare with an independent one.
+"""
+
+import dataclasses
+import math
+from typing import ClassVar
+
+import jax
+import jax.numpy as jnp
+
+from trainer.objectives.base import Objective
+from trainer.objectives.causal_lm import next_token_targets
+from trainer.teacher import TEACHER, Teacher
+
+
+def _kl(log_p, log_q):
+  """KL(p || q) over the last axis, from log-probabilities."""
+  return jnp.sum(jnp.exp(log_p) * (log_p - log_q), axis=-1)
+
+
+def divergence(student_logits, teacher_logits, kind: str, temperature: float = 1.0, jsd_beta: float = 0.5):
+  """Per-position divergence between teacher and student at `temperature` ([..., V] -> [...])."""
+  student = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature)
+  teacher = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / temperature)
+  if kind == "forward_kl":
+    return _kl(teacher, student)
+  if kind == "reverse_kl":
+    return _kl(student, teacher)
+  mixture = jnp.logaddexp(student + math.log1p(-jsd_beta), teacher + math.log(jsd_beta))
+  return jsd_beta * _kl(teacher, mixture) + (1 - jsd_beta) * _kl(student, mixture)
+
+
+@dataclasses.dataclass(frozen=True)
+class Distill(Objective):
+  """config.train.distill: a student decoder trained on a frozen teacher's predictions and the data."""
+  teacher: Teacher
+  temperature: float = 2.0
+  alpha: float = 0.5
+  kind: str = "forward_kl"
+  jsd_beta: float = 0.5
+  families: ClassVar[tuple[str, ...]] = ("decoder",)
+  batch_fields: ClassVar[tuple[str, ...]] = ("tokens", "segment_ids", "positions", "loss_mask")
+
+  @classmethod
+  def from_config(cls, config) -> "Distill":
+    d = config.train.distill
+    return cls(Teacher.from_config(d, config.model), d.temperature, d.alpha, d.divergence, d.jsd_beta)
+
+  def sums(self, apply_fn, variables, batch, rngs=None, train: bool = True):
+    """(summed loss, target tokens, metric sums): cross-entropy, the divergence trained on, and the
+    forward KL at T and at T=1."""
+    student = {k: v for k, v in variables.items() if k != TEACHER}
+    student_BxTxV = apply_fn(student, batch, rngs=rngs).astype(jnp.float32)
+    teacher_BxTxV = jax.lax.stop_gradient(self.teacher.apply_fn()({"params": variables[TEACHER]}, batch))
+    targets_BxT, weights_BxT = next_token_targets(batch)
+    log_probs_BxTxV = jax.nn.log_softmax(student_BxTxV)
+    ce_BxT = -jnp.take_along_axis(log_probs_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
+    div_BxT = divergence(student_BxTxV, teacher_BxTxV, self.kind, self.temperature, self.jsd_beta)
+    kl_t_BxT = div_BxT if self.kind == "forward_kl" else divergence(student_BxTxV, teacher_BxTxV, "forward_kl",
+                                                                      self.temperature)
+    kl1_BxT = divergence(student_BxTxV, teacher_BxTxV, "forward_kl")
+    loss_BxT = self.alpha * self.temperature ** 2 * div_BxT + (1 - self.alpha) * ce_BxT
+    total = lambda x: jnp.sum(x * weights_BxT)  # noqa: E731
+    return total(loss_BxT), jnp.sum(weights_BxT), {
+        "loss_sum": total(loss_BxT), "ce_sum": total(ce_BxT), "divergence_sum": total(div_BxT),
+        "kl_t_sum": total(kl_t_BxT), "kl_t1_sum": total(kl1_BxT)}
+
+  def eval_metrics(self, sums: dict) -> dict:
+    tokens = max(sums["count"], 1.0)
+    means = {k.removesuffix("_sum"): v / tokens for k, v in sums.items() if k.endswith("_sum")}
+    return {**means, "perplexity": math.exp(min(means["ce"], 50.0)), "tokens": sums["count"]}
