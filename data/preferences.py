@@ -43,7 +43,7 @@ class PreferenceOptions:
                    bad_lines=self.bad_lines, template=self.template, seed=self.seed).check()
 
 
-def _messages(value, where: str, field: str, role: str) -> list[dict]:
+def as_messages(value, where: str, field: str, role: str) -> list[dict]:
   """A side or prompt as messages: a string is one `role` turn; a list is checked turn by turn."""
   if isinstance(value, str):
     if not value.strip():
@@ -66,13 +66,13 @@ def parse_pair(record, where: str) -> tuple[list[dict], list[dict], list[dict]]:
     raise UserError(f"{where}: missing field(s) {missing}; expected 'chosen' and 'rejected' (and 'prompt', "
                     f"unless both are whole conversations)")
   if "prompt" in record:
-    prompt = _messages(record["prompt"], where, "prompt", "user")
-    chosen, rejected = (_messages(record[s], where, s, "assistant") for s in SIDES)
+    prompt = as_messages(record["prompt"], where, "prompt", "user")
+    chosen, rejected = (as_messages(record[s], where, s, "assistant") for s in SIDES)
   else:
     if isinstance(record["chosen"], str) or isinstance(record["rejected"], str):
       raise UserError(f"{where}: 'chosen' and 'rejected' are strings but there is no 'prompt'; give a prompt, "
                       f"or two whole conversations (lists of messages)")
-    whole_c, whole_r = (_messages(record[s], where, s, "assistant") for s in SIDES)
+    whole_c, whole_r = (as_messages(record[s], where, s, "assistant") for s in SIDES)
     shared = 0
     while shared < min(len(whole_c), len(whole_r)) and whole_c[shared] == whole_r[shared]:
       shared += 1

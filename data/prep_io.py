@@ -36,7 +36,7 @@ def list_inputs(cfg, output: str):
   return sources.list_inputs(cfg.sources, exclude=(out + os.sep, work_dir(output) + os.sep, tmp))
 
 
-def write_json_atomic(path: str, obj) -> None:
+def write_text_atomic(path: str, text: str) -> None:
   """Writes a temporary file beside `path`, then renames it over `path`: never half-written.
 
   The temporary name is unique (concurrent writers don't collide) and, unlike
@@ -46,12 +46,17 @@ def write_json_atomic(path: str, obj) -> None:
   fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
   try:
     with os.fdopen(fd, "w") as f:
-      json.dump(obj, f, indent=1, sort_keys=True)
+      f.write(text)
     os.replace(tmp, path)
   except BaseException:
     if os.path.exists(tmp):
       os.remove(tmp)
     raise
+
+
+def write_json_atomic(path: str, obj) -> None:
+  """`obj` as indented JSON, written atomically (write_text_atomic)."""
+  write_text_atomic(path, json.dumps(obj, indent=1, sort_keys=True))
 
 
 @contextlib.contextmanager

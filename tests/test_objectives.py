@@ -46,16 +46,23 @@ def test_masked_tokens_get_zero_gradient():
   assert np.any(np.asarray(g[0, 0]) != 0)
 
 
-def test_chunked_vocabulary_gives_the_full_logits_log_z_and_gradients():
-  """logsumexp over chunks of 7 columns of a 30-token vocabulary (the last chunk padded) equals the
-  full one, and so do its gradients with respect to the hidden states and the output projection."""
+def test_chunked_vocabulary_gives_the_full_logits_target_log_z_and_gradients():
+  """Over chunks of 7 columns of a 30-token vocabulary (the last chunk padded), the target logit and
+  logsumexp equal the full logits', and so do their gradients for the hidden states and the projection."""
   x = jax.random.normal(jax.random.key(1), (2, 5, 8))
   w = jax.random.normal(jax.random.key(2), (8, 30))
-  full = lambda x, w: jax.nn.logsumexp(jnp.einsum("ntd,dv->ntv", x, w), -1)
-  chunked = lambda x, w: objectives.chunked_log_z(x, w, 7)
-  np.testing.assert_allclose(chunked(x, w), full(x, w), rtol=1e-6, atol=1e-6)
-  cotangent = jax.random.normal(jax.random.key(3), (2, 5))
-  grads = [jax.grad(lambda x, w: jnp.sum(f(x, w) * cotangent), argnums=(0, 1))(x, w) for f in (full, chunked)]
+  targets = jax.random.randint(jax.random.key(4), (2, 5), 0, 30).at[0, 0].set(29)  # in the padded chunk
+
+  def full(x, w):
+    logits = jnp.einsum("ntd,dv->ntv", x, w)
+    return jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0], jax.nn.logsumexp(logits, -1)
+
+  chunked = lambda x, w: objectives.chunked_target_and_log_z(x, w, targets, 7)  # noqa: E731
+  for got, want in zip(chunked(x, w), full(x, w)):
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+  c1, c2 = jax.random.normal(jax.random.key(3), (2, 2, 5))
+  loss = lambda f: lambda x, w: jnp.sum(f(x, w)[0] * c1 + f(x, w)[1] * c2)  # noqa: E731
+  grads = [jax.grad(loss(f), argnums=(0, 1))(x, w) for f in (full, chunked)]
   for g_full, g_chunked in zip(*grads):
     np.testing.assert_allclose(g_chunked, g_full, rtol=1e-5, atol=1e-6)
 

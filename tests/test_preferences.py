@@ -258,7 +258,7 @@ def test_dpo_is_refused_on_an_encoder(pref_dir):
     objectives.build(c)
 
 
-def test_a_reward_model_exports_as_a_one_label_llama_classifier_that_scores_alike(pair_runs, pref_dir, tmp_path):
+def test_a_reward_model_exports_as_a_one_label_llama_classifier_that_scores_alike_and_scores_raw_text(pair_runs, pref_dir, tmp_path):
   """transformers' LlamaForSequenceClassification (num_labels=1) from the export gives each side the
   reward the run's model gives it (1e-4)."""
   import torch
@@ -280,6 +280,24 @@ def test_a_reward_model_exports_as_a_one_label_llama_classifier_that_scores_alik
     ids = torch.tensor(tokens[segments == 1][None].astype(np.int64))
     with torch.no_grad():
       assert hf(input_ids=ids).logits[0, 0].item() == pytest.approx(float(ours[i]), abs=1e-4), i
+  # scripts/score.py's scorer renders the raw pairs into the same rewards, from the run and from the export
+  # (cut where preparation cut them, at its max_len of 96).
+  from trainer.reward_scorer import RewardScorer
+  from_run = RewardScorer.load(workdir=out["single"])
+  cut = lambda side: tuple(preferences.encode_side(from_run.tokenizer, from_run.formatter, *side)[0][:96])  # noqa
+  row_of = {tuple(rows[g]["tokens"][0][rows[g]["segment_ids"][0] == 1]): g for g in range(rows.rows_per_epoch)}
+  found = {}  # val row -> its raw pair's (prompt, chosen) and (prompt, rejected), found by their tokens
+  for p in stdlib_chat.preference_pairs(corpus.stdlib_files()[:40]):
+    sides = [([{"role": "user", "content": p["prompt"]}], [{"role": "assistant", "content": p[s]}])
+             for s in ("chosen", "rejected")]
+    if cut(sides[0]) in row_of:
+      found[row_of[cut(sides[0])]] = sides
+  assert len(found) == rows.rows_per_epoch  # every val pair tokenizes as preparation tokenized it
+  batch = {k: np.concatenate([rows[g][k] for g in sorted(found)]) for k in ("tokens", "segment_ids", "positions")}
+  ours = np.asarray(families.batch_apply(families.build(r.cfg))({"params": r.params}, batch))[:, 0]
+  import dataclasses
+  for scorer in (from_run, dataclasses.replace(RewardScorer.load(hf_dir=str(tmp_path / "hf")), seq_len=96)):
+    np.testing.assert_allclose(scorer.score([s for g in sorted(found) for s in found[g]]), ours, atol=1e-4)
 
 
 def test_dpo_under_lora_takes_the_base_as_its_reference(tiny_hf_base, ten_pairs_dir, tmp_path):

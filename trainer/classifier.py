@@ -51,29 +51,13 @@ class Classifier:
 
   @functools.cached_property
   def _forward(self):
-    """(params, batch of rows) -> class probabilities, compiled once per batch shape."""
-    rows_sh, params_sh = sharding.batch_sharding(self.mesh), jax.tree.map(lambda a: a.sharding, self.params)
-
-    def probabilities(params, batch):
-      logits_BxC = self.model.apply({"params": params}, *families.batch_inputs(self.model, batch))
-      return jax.nn.softmax(logits_BxC.astype(np.float32), axis=-1)
-
-    fields = {k: rows_sh for k in ("tokens", "segment_ids", "positions", "token_types")}
-    return jax.jit(probabilities, in_shardings=(params_sh, fields), out_shardings=sharding.replicated(self.mesh))
+    return compiled_head(self.model, self.params, self.mesh)
 
   def probabilities(self, examples: list[labelled.Example]) -> np.ndarray:
     """[N, classes]: the softmax of the classifier's logits for each example."""
     rows = [examples_lib.example_row(ids, types, self.seq_len) for ids, types, _ in map(self.encode, examples)]
-    empty = examples_lib.example_row([], [], self.seq_len)
-    out = []
-    with sharding.activate(self.mesh):
-      rows_sh = sharding.batch_sharding(self.mesh)
-      for start in range(0, len(rows), self.batch_size):
-        batch = rows[start:start + self.batch_size]
-        batch += [empty] * (self.batch_size - len(batch))  # the last batch, padded with empty rows
-        stacked = {k: sharding.from_host(np.stack([row[k] for row in batch]), rows_sh) for k in empty}
-        out.append(np.asarray(self._forward(self.params, stacked))[:len(rows) - start])
-    return np.concatenate(out) if out else np.zeros((0, len(self.names)), np.float32)
+    logits = head_outputs(self._forward, self.params, self.mesh, rows, self.seq_len, self.batch_size)
+    return np.asarray(jax.nn.softmax(logits, axis=-1)) if len(rows) else np.zeros((0, len(self.names)), np.float32)
 
   def evaluate(self, files: list[str]) -> tuple[dict, list[dict]]:
     """(metrics, per-example predictions) on labelled JSONL files, against the run's label set."""
@@ -88,3 +72,28 @@ class Classifier:
     details = [{"where": e.where, "label": e.label, "predicted": self.names[int(k)], "probability": float(p[k])}
                for e, p, k in zip(examples, probs, predicted)]
     return {**classification_report(confusion, self.names), "examples": len(examples)}, details
+
+
+def compiled_head(model, params, mesh):
+  """jitted (params, batch of rows) -> the model's head outputs [B, C] in float32 (logits; rewards)."""
+  rows_sh, params_sh = sharding.batch_sharding(mesh), jax.tree.map(lambda a: a.sharding, params)
+
+  def outputs(params, batch):
+    return model.apply({"params": params}, *families.batch_inputs(model, batch)).astype(np.float32)
+
+  fields = {k: rows_sh for k in ("tokens", "segment_ids", "positions", "token_types")}
+  return jax.jit(outputs, in_shardings=(params_sh, fields), out_shardings=sharding.replicated(mesh))
+
+
+def head_outputs(forward, params, mesh, rows: list[dict], seq_len: int, batch_size: int) -> np.ndarray:
+  """[N, C]: `forward` (compiled_head) over example rows, batch_size at a time (the last batch padded)."""
+  empty = examples_lib.example_row([], [], seq_len)
+  out = []
+  with sharding.activate(mesh):
+    rows_sh = sharding.batch_sharding(mesh)
+    for start in range(0, len(rows), batch_size):
+      batch = rows[start:start + batch_size]
+      batch += [empty] * (batch_size - len(batch))
+      stacked = {k: sharding.from_host(np.stack([row[k] for row in batch]), rows_sh) for k in empty}
+      out.append(np.asarray(forward(params, stacked))[:len(rows) - start])
+  return np.concatenate(out) if out else np.zeros((0, 1), np.float32)

@@ -26,46 +26,47 @@ def next_token_targets(batch: dict):
   return targets_BxT, weights_BxT
 
 
-def chunked_log_z(x_NxTxD, w_DxV, chunk: int):
-  """logsumexp over the vocabulary of x @ w, [N, T], taking `chunk` vocabulary columns at a time.
+def chunked_target_and_log_z(x_NxTxD, w_DxV, targets_NxT, chunk: int):
+  """(target logit, logsumexp over the vocabulary) of x @ w, both [N, T], `chunk` vocabulary columns at a time.
 
   A running (max, sum of exponentials) pair goes across the chunks, and each chunk's logits are
-  recomputed in the backward pass (jax.checkpoint), so neither pass holds more than [N, T, chunk].
+  recomputed in the backward pass (jax.checkpoint), so neither pass holds more than [N, T, chunk]. The
+  target's logit is read from the chunk that holds it (no gather across a vocabulary-sharded matrix).
   """
   dim, vocab = w_DxV.shape
   n_chunks = -(-vocab // chunk)
   w_CxDxK = jnp.pad(w_DxV, ((0, 0), (0, n_chunks * chunk - vocab))).reshape(dim, n_chunks, chunk).transpose(1, 0, 2)
-  valid_CxK = (jnp.arange(n_chunks * chunk) < vocab).reshape(n_chunks, chunk)
 
   @jax.checkpoint
   def add_chunk(carry, chunk_inputs):
-    max_NxT, sum_NxT = carry
-    w_DxK, valid_K = chunk_inputs
+    max_NxT, sum_NxT, target_NxT = carry
+    w_DxK, start = chunk_inputs
     logits_NxTxK = jnp.einsum("ntd,dk->ntk", x_NxTxD, w_DxK, preferred_element_type=jnp.float32)
-    logits_NxTxK = jnp.where(valid_K, logits_NxTxK, -jnp.inf)
+    logits_NxTxK = jnp.where(start + jnp.arange(chunk) < vocab, logits_NxTxK, -jnp.inf)
     new_max_NxT = jnp.maximum(max_NxT, jnp.max(logits_NxTxK, axis=-1))
     sum_NxT = sum_NxT * jnp.exp(max_NxT - new_max_NxT) + jnp.sum(jnp.exp(logits_NxTxK - new_max_NxT[..., None]), -1)
-    return (new_max_NxT, sum_NxT), None
+    offset_NxT = targets_NxT - start
+    here_NxT = (offset_NxT >= 0) & (offset_NxT < chunk)
+    picked_NxT = jnp.take_along_axis(logits_NxTxK, jnp.clip(offset_NxT, 0, chunk - 1)[..., None], axis=-1)[..., 0]
+    return (new_max_NxT, sum_NxT, jnp.where(here_NxT, picked_NxT, target_NxT)), None
 
   shape = x_NxTxD.shape[:-1]
-  start = (jnp.full(shape, jnp.finfo(jnp.float32).min), jnp.zeros(shape, jnp.float32))
-  (max_NxT, sum_NxT), _ = jax.lax.scan(add_chunk, start, (w_CxDxK, valid_CxK))
-  return max_NxT + jnp.log(sum_NxT)
+  start = (jnp.full(shape, jnp.finfo(jnp.float32).min), jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32))
+  (max_NxT, sum_NxT, target_NxT), _ = jax.lax.scan(add_chunk, start, (w_CxDxK, jnp.arange(n_chunks) * chunk))
+  return target_NxT, max_NxT + jnp.log(sum_NxT)
 
 
 def target_logits_and_log_z(apply_fn, variables, batch: dict, targets_BxT, vocab_chunk: int = 0, rngs=None):
   """(logit of each target token [B, T], logsumexp over the vocabulary [B, T]), in float32.
 
   vocab_chunk=0 computes the full logits [B, T, V]; a positive chunk goes over the vocabulary
-  `vocab_chunk` columns at a time (chunked_log_z), so memory never grows with batch x vocabulary.
+  `vocab_chunk` columns at a time (chunked_target_and_log_z), so memory never grows with batch x vocabulary.
   """
   if not vocab_chunk:
     logits = apply_fn(variables, batch, rngs=rngs).astype(jnp.float32)
     return jnp.take_along_axis(logits, targets_BxT[..., None], axis=-1)[..., 0], jax.nn.logsumexp(logits, -1)
   x_BxTxD, w_DxV = apply_fn(variables, batch, rngs=rngs, return_features=True)
-  target_w_BxTxD = jnp.take(w_DxV.T, targets_BxT, axis=0)
-  target_BxT = jnp.sum(x_BxTxD.astype(jnp.float32) * target_w_BxTxD.astype(jnp.float32), axis=-1)
-  return target_BxT, chunked_log_z(x_BxTxD, w_DxV, vocab_chunk)
+  return chunked_target_and_log_z(x_BxTxD, w_DxV, targets_BxT, vocab_chunk)
 
 
 def nll_sums(target_BxT, log_z_BxT, weights_BxT, z_loss: float = 0.0):

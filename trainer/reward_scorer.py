@@ -1,0 +1,74 @@
+"""A trained reward model: score (prompt, response) conversations (scripts/score.py).
+
+It reads a reward run's workdir (train.objective="reward") or an HF directory holding a one-label
+sequence classifier (what scripts/export_hf.py writes for a reward run). A conversation is rendered
+with the chat template and tokenized as data/preferences.py prepared the training pairs, and cut at
+the end to the run's sequence length as they were, so a score here is the reward the run's
+validation computed for the same text.
+"""
+
+import dataclasses
+import functools
+
+import numpy as np
+
+from data import chat, pipeline, preferences, sft
+from data import examples as examples_lib
+from data import tokenizer as tokenizer_lib
+from errors import UserError
+from model import families, hf_weights
+from parallel import mesh as mesh_lib
+from parallel import restore
+from trainer.classifier import compiled_head, head_outputs
+
+
+@dataclasses.dataclass
+class RewardScorer:
+  model: object
+  params: dict
+  mesh: object
+  tokenizer: tokenizer_lib.Tokenizer
+  formatter: chat.ChatFormatter
+  seq_len: int
+  batch_size: int = 32
+
+  @classmethod
+  def load(cls, workdir: str | None = None, hf_dir: str | None = None, best: bool = False,
+           batch_size: int = 32, mesh_config: dict | None = None) -> "RewardScorer":
+    if bool(workdir) == bool(hf_dir):
+      raise UserError("give exactly one of --workdir (a reward run) and --hf_dir (an exported reward model)")
+    mesh = mesh_lib.mesh_of_sizes(mesh_config)
+    if workdir:
+      r = restore.restore(workdir, mesh, best=best)
+      cfg, params, seq_len = r.cfg, r.params, r.config.train.seq_len
+      meta = pipeline.dataset_metadata(r.config.data)
+      seq_len = min(seq_len, meta.get("options", {}).get("max_len") or seq_len)  # where preparation cut pairs
+      tok = tokenizer_lib.load(meta["tokenizer_path"])
+      specials = {k: tok.id_to_token(i) if i is not None else ""
+                  for k, i in (("bos_token", tok.bos_id), ("eos_token", tok.eos_id))}
+      formatter = chat.ChatFormatter(meta.get("chat_template"), specials["bos_token"], specials["eos_token"])
+    else:
+      cfg, params = hf_weights.load(hf_dir, mesh)
+      seq_len = cfg.max_seq_len
+      tok = tokenizer_lib.load_dir(hf_dir)
+      specials = tokenizer_lib.special_token_strings(hf_dir)
+      formatter = chat.ChatFormatter(sft.chat_template(hf_dir, "model")[0], specials["bos_token"],
+                                     specials["eos_token"])
+    if cfg.num_labels != 1:
+      raise UserError(f"{workdir or hf_dir} is not a reward model: it has {cfg.num_labels} output labels, "
+                      f"a reward model has one (train.objective='reward', model.num_labels=1)")
+    rows_split = mesh.shape["data"] * mesh.shape["fsdp"]
+    return cls(families.build(cfg), params, mesh, tok, formatter, seq_len,
+               -(-batch_size // rows_split) * rows_split)
+
+  @functools.cached_property
+  def _forward(self):
+    return compiled_head(self.model, self.params, self.mesh)
+
+  def score(self, conversations: list[tuple[list[dict], list[dict]]]) -> np.ndarray:
+    """[N] rewards of (prompt messages, response messages) conversations."""
+    rows = []
+    for prompt, response in conversations:
+      ids, _, _ = preferences.encode_side(self.tokenizer, self.formatter, prompt, response)
+      rows.append(examples_lib.example_row(ids, np.zeros(len(ids), np.int32), self.seq_len))  # cut at the end
+    return head_outputs(self._forward, self.params, self.mesh, rows, self.seq_len, self.batch_size)[:, 0]
