@@ -15,7 +15,7 @@ from configs import overrides
 from configs.schema import RunConfig
 from data import pipeline, prep_io, prepare, shards, tokenizer
 from errors import UserError
-from model import base_reference, decode, families, flops, hf_config, hf_weights, lora
+from model import base_reference, decode, families, hf_config, hf_weights, lora
 from model.sampling import SamplingConfig
 from parallel import mesh as mesh_lib
 from parallel import restore as restore_lib
@@ -87,7 +87,7 @@ def _check_mesh(config: RunConfig, mesh) -> None:
 _OWN_FIELDS = ("num_labels", "pooling", "pooler", "dtype", "param_dtype", "attention_impl", "remat")
 
 
-def _take_init_architecture(config) -> None:
+def take_init_architecture(config) -> None:
   """config.model's architecture, from config.init's checkpoint (an HF directory or a workdir)."""
   if config.init.hf_dir and config.init.workdir:
     return  # RunConfig refuses two sources
@@ -145,7 +145,7 @@ class _Run:
   def __init__(self, config, workdir: str, devices=None):
     """`config`: the experiment's ConfigDict; the run reads it as typed sections (self.config)."""
     self.workdir = workdir
-    _take_init_architecture(config)  # the architecture comes from the checkpoint, not the config
+    take_init_architecture(config)  # the architecture comes from the checkpoint, not the config
     self.config = config = RunConfig.from_config(config)
     self.model_cfg = config.model_config()
     self.mesh = mesh_lib.make_mesh(config.mesh, devices)
@@ -195,11 +195,7 @@ class _Run:
     self.train_iter = pipeline.train_iterator(self.config.data, t.seq_len, t.batch_size, *self.rows,
                                               seed=t.seed, masking=self.masking)
     self.mixture_names = [os.path.basename(os.path.normpath(d)) for d, _ in pipeline.datasets(self.config.data)]
-    self.flops_per_token = flops.flops_per_token(self.model_cfg, t.seq_len)
-    if self.objective.needs_reference:  # plus the reference's forward pass: 8N per token, not 6N
-      self.flops_per_token *= 4 / 3
-    if teacher is not None:  # plus the teacher's forward pass: a third of its training FLOPs
-      self.flops_per_token += flops.flops_per_token(teacher.cfg, t.seq_len) / 3
+    self.flops_per_token = self.objective.flops_per_token(self.model_cfg, t.seq_len)
     self.peak_flops = mfu_lib.peak_flops_per_device(jax.devices()[0].device_kind,
                                                     self.config.log.peak_flops_per_device)
 

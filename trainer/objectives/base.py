@@ -2,6 +2,8 @@
 
 from typing import ClassVar
 
+from model import flops
+
 
 class Objective:
   """An objective (frozen dataclass) maps (apply_fn, variables, batch, rngs) to (loss sum, weight sum,
@@ -15,3 +17,13 @@ class Objective:
   def masking(self, config, metadata: dict):
     """How the data pipeline corrupts rows for this objective (masked LM); None: rows arrive as read."""
     return None
+
+  def flops_per_token(self, model_cfg, seq_len: int) -> float:
+    """Model FLOPs a training step spends per token: 6N + attention (model/flops.py), plus a reference's
+    forward pass (8N in all, as DPO counts it) and a teacher's (a third of its own training FLOPs)."""
+    total = flops.flops_per_token(model_cfg, seq_len)
+    if self.needs_reference:
+      total *= 4 / 3
+    if self.teacher is not None:
+      total += flops.flops_per_token(self.teacher.cfg, seq_len) / 3
+    return total
