@@ -43,6 +43,19 @@ def test_divergences_follow_trl_gkd(kind, beta, temperature):
   np.testing.assert_allclose(got, _trl_gkd(student, teacher, beta, temperature), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind,beta", [("forward_kl", 0.0), ("reverse_kl", 1.0), ("jsd", 0.3)])
+def test_divergences_match_trl_itself(kind, beta, monkeypatch):
+  """TRL's GKDTrainer.generalized_jsd_loss, live, on the same logits at T=2."""
+  import torch
+  monkeypatch.setenv("TRL_EXPERIMENTAL_SILENCE", "1")
+  from trl.experimental.gkd import GKDTrainer
+  rng = np.random.default_rng(1)
+  student, teacher = (rng.normal(size=(2, 4, 33)) * 2).astype(np.float32)
+  theirs = GKDTrainer.generalized_jsd_loss(torch.tensor(student), torch.tensor(teacher), beta=beta,
+                                           temperature=2.0, reduction="none").sum(-1).numpy()
+  np.testing.assert_allclose(distill.divergence(student, teacher, kind, 2.0, beta), theirs, rtol=1e-5, atol=1e-6)
+
+
 # --- Runs. ---
 
 STUDENT = {"model.vocab_size": 512, "model.d_model": 32, "model.num_layers": 1, "model.num_heads": 2,
