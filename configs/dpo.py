@@ -22,10 +22,13 @@ def get_config():
   c.train.objective = "dpo"
   c.train.dpo.loss_type = "sigmoid"
   c.train.dpo.beta = 0.1
-  c.train.steps = 200
+  c.train.steps = 60
   c.train.batch_size = 16
-  c.optimizer.learning_rate = 5e-5
+  c.train.vocab_chunk = 1024            # log-probs over the vocabulary in chunks: no [2B, T, V] logits
+  c.optimizer.learning_rate = 1e-4
   c.optimizer.warmup_steps = 10
+  c.eval.every_steps = 20
+  c.eval.steps = 6                       # 96 of the 180 validation pairs
   c.eval.best_metric = "val/rewards/accuracies"
   c.eval.best_mode = "max"
   return c

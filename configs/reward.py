@@ -18,10 +18,12 @@ def get_config():
   c.data.dir = "datasets/stdlib_prefs_qs"
   c.model.num_labels = 1
   c.train.objective = "reward"
-  c.train.steps = 200
+  c.train.steps = 150
   c.train.batch_size = 16
   c.optimizer.learning_rate = 1e-4
   c.optimizer.warmup_steps = 10
+  c.eval.every_steps = 25
+  c.eval.steps = 6                       # 96 of the 180 validation pairs
   c.eval.best_metric = "val/rewards/accuracies"
   c.eval.best_mode = "max"
   return c

@@ -13,12 +13,13 @@ from data.examples import EpochOrder, example_row
 
 
 class PairRows:
-  """Row g -> {"tokens", "loss_mask", "segment_ids", "positions"} int32 [2, seq_len], "dataset"."""
+  """Row g -> {"tokens", "loss_mask", "segment_ids", "positions"} int32 [2, seq_len], "dataset", and the
+  pair's float32 "margin" when the split has margins."""
 
-  def __init__(self, source, lengths, seq_len: int, seed: int, shuffle: bool, dataset: int = 0):
+  def __init__(self, source, lengths, seq_len: int, seed: int, shuffle: bool, dataset: int = 0, margins=None):
     if len(lengths) % 2:
       raise ValueError(f"{len(lengths)} records cannot be (chosen, rejected) pairs")
-    self.source, self.seq_len, self.dataset = source, seq_len, dataset
+    self.source, self.seq_len, self.dataset, self.margins = source, seq_len, dataset, margins
     self.rows_per_epoch = len(lengths) // 2
     self.truncated_docs = int((np.asarray(lengths) > seq_len).sum())
     self.order = EpochOrder(self.rows_per_epoch, seed, shuffle)
@@ -35,4 +36,7 @@ class PairRows:
   def __getitem__(self, g: int) -> dict:
     k = self.order[int(g)]
     chosen, rejected = self._side(2 * k), self._side(2 * k + 1)
-    return {**{f: np.stack([chosen[f], rejected[f]]) for f in chosen}, "dataset": np.int32(self.dataset)}
+    row = {**{f: np.stack([chosen[f], rejected[f]]) for f in chosen}, "dataset": np.int32(self.dataset)}
+    if self.margins is not None:
+      row["margin"] = self.margins[2 * k]
+    return row

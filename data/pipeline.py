@@ -92,7 +92,8 @@ class RowStream:
                                      seed=seed + i, shuffle=shuffle, dataset=i))
         continue
       if meta.get("kind") == "preference":  # (chosen, rejected) pairs: one per row, never packed
-        self.rows.append(PairRows(source, lengths, seq_len, seed=seed + i, shuffle=shuffle, dataset=i))
+        self.rows.append(PairRows(source, lengths, seq_len, seed=seed + i, shuffle=shuffle, dataset=i,
+                                  margins=shards.open_margins(directory, split, meta)))
         continue
       # Chat datasets hold exactly what the chat template rendered, BOS/EOS included.
       templated = meta.get("kind") == "chat"

@@ -5,6 +5,8 @@ Each line is one of the common forms:
   {"prompt": [messages], "chosen": [messages], "rejected": [messages]}  chat-message lists;
   {"chosen": [messages], "rejected": [messages]}                        implicit prompt: two whole
       conversations, whose shared leading messages are the prompt.
+Any form may add "margin": a number, how much better chosen is (a reward model trains on
+-log sigmoid(r_chosen - r_rejected - margin)); stored per pair, 0 for lines without one.
 Both sides are rendered with the model's chat template (as SFT renders a
 conversation) and tokenized whole; the loss mask covers the completion (what
 follows the prompt) only. Pair k is stored as records 2k (chosen) and 2k+1
@@ -17,6 +19,7 @@ appears atomically, in the format of data/shards.py.
 
 import collections
 import dataclasses
+import math
 import os
 
 import numpy as np
@@ -87,6 +90,16 @@ def parse_pair(record, where: str) -> tuple[list[dict], list[dict], list[dict]]:
   return prompt, chosen, rejected
 
 
+def margin_of(record: dict, where: str) -> float | None:
+  """A pair's optional "margin" (how much better chosen is: the reward model's -log sigmoid(r_c - r_r - margin))."""
+  value = record.get("margin")
+  if value is None:
+    return None
+  if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+    raise UserError(f"{where}: 'margin' must be a finite number, not {value!r}")
+  return float(value)
+
+
 def encode_side(tok, formatter: chat.ChatFormatter, prompt: list[dict], completion: list[dict]):
   """(token ids, loss mask over the completion's tokens, prompt length in tokens)."""
   before = formatter.render(prompt, add_generation_prompt=True)
@@ -99,11 +112,13 @@ def encode_side(tok, formatter: chat.ChatFormatter, prompt: list[dict], completi
 
 
 def encode_pairs(files, tok, formatter, opts: PreferenceOptions, stats: collections.Counter, skipped: list):
-  """((chosen ids, mask), (rejected ids, mask)) per usable pair, after validation, truncation and dropping."""
+  """([(chosen ids, mask), (rejected ids, mask)], margin or None) per usable pair, after validation,
+  truncation and dropping."""
   for where, record in sft.json_records(files, stats, opts.bad_lines, skipped):
     stats["lines"] += 1
     try:
       prompt, chosen, rejected = parse_pair(record, where)
+      margin = margin_of(record, where)
     except UserError as e:
       if opts.bad_lines == "error":
         raise UserError(f"{e}; pass --bad_lines=skip to skip such lines") from None
@@ -122,7 +137,7 @@ def encode_pairs(files, tok, formatter, opts: PreferenceOptions, stats: collecti
       stats["truncated"] += 1
     stats["pairs"] += 1
     stats["prompt_tokens"] += sides[0][2]
-    yield [(ids, mask) for ids, mask, _ in sides]
+    yield [(ids, mask) for ids, mask, _ in sides], margin
 
 
 def _report(meta: dict) -> str:
@@ -151,12 +166,13 @@ def prepare_preferences(inputs: list[str], model_dir: str, output: str,
 
   with atomic_directory(output) as tmp:
     writers = {s: shards.SplitWriter(tmp, s) for s in SPLITS}
-    for sides, val in zip(pairs, is_val):
+    has_margins = any(margin is not None for _, margin in pairs)  # then 0 where a line gives none
+    for (sides, margin), val in zip(pairs, is_val):
       for ids, mask in sides:  # records 2k and 2k+1: the pair stays together
-        writers["val" if val else "train"].write(ids, mask)
+        writers["val" if val else "train"].write(ids, mask, margin=(margin or 0.0) if has_margins else None)
     splits = {s: w.close() for s, w in writers.items()}
     for s in SPLITS:
-      in_split = [p for p, v in zip(pairs, is_val) if v == (s == "val")]
+      in_split = [sides for (sides, _), v in zip(pairs, is_val) if v == (s == "val")]
       splits[s]["pairs"] = len(in_split)
       for k, side in enumerate(SIDES):
         lengths = np.array([len(p[k][0]) for p in in_split])

@@ -7,6 +7,7 @@
                                   (classification datasets) one uint8 token-type byte
     DIR/SPLIT.lengths.npy         tokens per document, in record order
     DIR/SPLIT.labels.npy          (classification datasets) the label id of each document
+    DIR/SPLIT.margins.npy         (preference datasets, optional) each document's pair's reward margin
 
 The lengths file lets the packer place documents into rows without reading them.
 `metadata["fields"]` says whether records carry a loss mask.
@@ -39,11 +40,12 @@ class SplitWriter:
 
   def __init__(self, directory: str, split: str, docs_per_shard: int = 2048):
     self.directory, self.split, self.docs_per_shard = directory, split, docs_per_shard
-    self.files, self.lengths, self.labels, self.shards = [], [], [], []
+    self.files, self.lengths, self.labels, self.margins, self.shards = [], [], [], [], []
     self._writer, self._in_shard = None, 0
 
-  def write(self, token_ids, loss_mask=None, label: int | None = None) -> None:
-    """One document; `loss_mask` is its per-token uint8 field (a loss mask, or token types)."""
+  def write(self, token_ids, loss_mask=None, label: int | None = None, margin: float | None = None) -> None:
+    """One document; `loss_mask` is its per-token uint8 field (a loss mask, or token types); `label` its
+    class, `margin` its preference pair's margin (given for every document of a split, or none)."""
     if self._writer is None or self._in_shard == self.docs_per_shard:
       self._close_shard()
       name = f"{self.split}-{len(self.files):05d}.array_record"
@@ -56,6 +58,8 @@ class SplitWriter:
     self.lengths.append(len(token_ids))
     if label is not None:
       self.labels.append(label)
+    if margin is not None:
+      self.margins.append(margin)
     self._in_shard += 1
 
   def _close_shard(self):
@@ -77,6 +81,11 @@ class SplitWriter:
         raise ValueError(f"{len(self.labels)} labels for {lengths.size} documents")
       np.save(os.path.join(self.directory, f"{self.split}.labels.npy"), np.asarray(self.labels, dtype=np.int32))
       info["labels"] = _file_record(self.directory, f"{self.split}.labels.npy")
+    if self.margins:
+      if len(self.margins) != lengths.size:
+        raise ValueError(f"{len(self.margins)} margins for {lengths.size} documents")
+      np.save(os.path.join(self.directory, f"{self.split}.margins.npy"), np.asarray(self.margins, dtype=np.float32))
+      info["margins"] = _file_record(self.directory, f"{self.split}.margins.npy")
     return info
 
 
@@ -262,9 +271,24 @@ def verify_split(directory: str, split: str, meta: dict | None = None) -> bool:
       logging.warning("%s/metadata.json records no shard checksums (written by an older version); only "
                       "record counts are checked; %s to have its contents verified", directory, hint)
     return False
-  for record in info["shards"] + [info["lengths"]] + ([info["labels"]] if "labels" in info else []):
+  for record in info["shards"] + [info["lengths"]] + [info[k] for k in ("labels", "margins") if k in info]:
     _check_file(directory, record, hint)
   return True
+
+
+def open_margins(directory: str, split: str, meta: dict) -> np.ndarray | None:
+  """Each document's pair margin (float32) of a preference split, or None when it has none."""
+  if "margins" not in meta["splits"][split]:
+    return None
+  path = os.path.join(directory, f"{split}.margins.npy")
+  try:
+    margins = np.load(path)
+  except (OSError, ValueError, EOFError) as e:
+    raise UserError(f"{path} is corrupt ({e}); {_rewrite_hint(meta)}") from None
+  if margins.shape != (meta["splits"][split]["num_docs"],) or margins.dtype != np.float32:
+    raise UserError(f"{path} holds {margins.dtype} {margins.shape}, expected one float32 per document of "
+                    f"{split}; the dataset is corrupt ({_rewrite_hint(meta)})")
+  return margins
 
 
 def open_labels(directory: str, split: str, meta: dict) -> np.ndarray:

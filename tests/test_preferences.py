@@ -67,6 +67,7 @@ def test_the_three_forms_keep_each_pair_together_with_loss_on_the_completions(ti
     ({"chosen": "A", "rejected": "B"}, "p.jsonl:2: 'chosen' and 'rejected' are strings but there is no 'prompt'"),
     ({"chosen": [{"role": "user", "content": "x"}], "rejected": [{"role": "user", "content": "y"}]},
      "p.jsonl:2: the two conversations share no leading messages"),
+    ({"prompt": "Q", "chosen": "A", "rejected": "B", "margin": "big"}, "p.jsonl:2: 'margin' must be a finite number"),
 ])
 def test_a_bad_line_is_named_or_skipped_and_counted(tiny_hf_base, tmp_path, row, message):
   good = {"prompt": "Two plus two?", "chosen": "Four.", "rejected": "Five."}
@@ -149,6 +150,29 @@ def test_pair_losses_follow_trl(loss_type, ls, rpo):
   np.testing.assert_allclose(np.asarray(got), want, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(np.asarray(chosen), want_c, rtol=1e-6, atol=1e-6)
   np.testing.assert_allclose(np.asarray(rejected), want_r, rtol=1e-6, atol=1e-6)
+
+
+def test_margins_ride_with_their_pairs_into_the_reward_loss(tiny_hf_base, tmp_path):
+  """Lines' margins (0 where a line has none) reach each pair's row, and the reward model's loss subtracts them."""
+  rows = [{"prompt": f"Q{i}?", "chosen": f"Yes {i}.", "rejected": f"No {i}.", **({"margin": i / 2} if i % 2 else {})}
+          for i in range(6)]
+  out = str(tmp_path / "out")
+  preferences.prepare_preferences([_write(tmp_path / "p.jsonl", rows)], tiny_hf_base, out,
+                                  preferences.PreferenceOptions(val_fraction=0.34))
+  tok = tokenizer_lib.load_dir(tiny_hf_base)
+  data = sft_config("", out).data
+  seen = {}
+  for split in preferences.SPLITS:
+    stream = pipeline.RowStream(data, split, 64, seed=0, shuffle=False)
+    for g in range(stream.rows_per_epoch):
+      row = stream[g]
+      seen[tok.decode(row["tokens"][0][row["loss_mask"][0] == 1].tolist())] = float(row["margin"])
+  assert seen == {f"Yes {i}.<|im_end|>\n": (i / 2 if i % 2 else 0.0) for i in range(6)}
+  rewards = np.array([[1.0], [0.5], [0.2], [0.9]], np.float32)  # chosen, rejected of two pairs
+  batch = {f: np.zeros((2, 2, 4), np.int32) for f in preference.PAIR_FIELDS}
+  batch["margin"] = np.array([0.25, 1.5], np.float32)
+  loss, pairs, _ = preference.RewardModel().sums(lambda variables, rows, rngs=None: rewards, {}, batch)
+  assert float(pairs) == 2 and float(loss) == pytest.approx(-_logsig(0.5 - 0.25) - _logsig(-0.7 - 1.5), rel=1e-6)
 
 
 def test_reward_loss_follows_trl():

@@ -135,8 +135,9 @@ def _global_sum(x: np.ndarray) -> np.ndarray:
   return np.asarray(multihost_utils.process_allgather(x)).sum(0)
 
 
-# Batch fields an objective reads when a dataset has them (a chat dataset's loss mask, token types).
-OPTIONAL_FIELDS = ("loss_mask", "token_types")
+# Batch fields an objective reads when a dataset has them (a chat dataset's loss mask, token types, a
+# preference pair's margin).
+OPTIONAL_FIELDS = ("loss_mask", "token_types", "margin")
 
 
 class _Run:

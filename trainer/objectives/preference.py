@@ -149,10 +149,11 @@ class DPO(Objective):
 
 @dataclasses.dataclass(frozen=True)
 class RewardModel(Objective):
-  """A scalar head (model.num_labels=1) trained to score the chosen side above the rejected one."""
+  """A scalar head (model.num_labels=1) trained to score the chosen side above the rejected one, by the
+  pair's margin when the data gives one."""
   center_coefficient: float = 0.0
   families: ClassVar[tuple[str, ...]] = ("decoder", "encoder")
-  batch_fields: ClassVar[tuple[str, ...]] = PAIR_FIELDS
+  batch_fields: ClassVar[tuple[str, ...]] = PAIR_FIELDS + ("margin",)
   sequences_per_row: ClassVar[int] = 2
 
   @classmethod
@@ -166,7 +167,7 @@ class RewardModel(Objective):
     rows = pair_rows(batch)
     rewards = apply_fn(variables, rows, rngs=rngs)[:, 0].astype(jnp.float32)  # [2B]
     chosen, rejected = rewards[0::2], rewards[1::2]
-    losses = reward_losses(chosen, rejected, 0.0, self.center_coefficient)
+    losses = reward_losses(chosen, rejected, batch.get("margin", 0.0), self.center_coefficient)
     return jnp.sum(losses), jnp.asarray(losses.shape[0], jnp.float32), _pair_metrics(losses, chosen, rejected)
 
   def eval_metrics(self, sums: dict) -> dict:
