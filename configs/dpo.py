@@ -1,7 +1,7 @@
 """Direct preference optimisation of a chat model (train.objective="dpo", trainer/objectives/preference.py).
 
 The defaults start from the SFT model of the README's fine-tuning section, exported to HF format, and
-prefer each standard-library question's own answer to another function's:
+prefer each standard-library question's own answer to its words shuffled:
 
   python scripts/make_stdlib_chat.py --preferences --output=datasets/stdlib_prefs.jsonl
   python scripts/prepare_preferences.py --input=datasets/stdlib_prefs.jsonl \\

@@ -24,6 +24,10 @@ from parallel.mesh import MeshConfig
 from typed_config import Section
 
 
+# Objectives whose token log-probabilities go over the vocabulary in chunks with train.vocab_chunk.
+VOCAB_CHUNKED = ("causal_lm", "dpo")
+
+
 @dataclasses.dataclass(frozen=True)
 class InitConfig(Section):
   """Where the starting weights come from; by default, a fresh random initialization."""
@@ -243,6 +247,9 @@ class RunConfig(Section):
     if m.position == "learned" and t.seq_len > m.max_seq_len:
       raise UserError(f"config.train.seq_len={t.seq_len} exceeds config.model.max_seq_len={m.max_seq_len} "
                       f"(the learned position table)")
+    if t.vocab_chunk and t.objective not in VOCAB_CHUNKED:
+      raise UserError(f"config.train.vocab_chunk={t.vocab_chunk} applies to objectives {VOCAB_CHUNKED}, not "
+                      f"config.train.objective={t.objective!r}; set it to 0")
     if self.lora.enabled and not self.init.hf_dir:
       raise UserError("config.lora.rank > 0 trains adapters on a frozen Hugging Face base model; set "
                       "config.init.hf_dir (a train.py run exports to one with scripts/export_hf.py; "

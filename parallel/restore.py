@@ -58,6 +58,13 @@ def _checkpoint_step(workdir: str, step: int | None, best: bool) -> tuple[Checkp
   return ckpt, step
 
 
+def latest_step(workdir: str) -> int:
+  """The step of a run's newest checkpoint (a UserError when it has none)."""
+  ckpt, step = _checkpoint_step(workdir, None, False)
+  ckpt.close()
+  return step
+
+
 def lora_base_shardings(model, mesh, base_dtype: str):
   """(abstract, NamedShardings) of a LoRA run's base "params": stored in `base_dtype`, except a
   classifier's head, which trains and so keeps the parameters' dtype."""

@@ -32,6 +32,9 @@ _RESPONSE = flags.DEFINE_multi_string("response", [], "A response to --prompt (r
 _OUTPUT = flags.DEFINE_string("output", None, "Write the scored lines here (JSONL) instead of printing them.")
 _BEST = flags.DEFINE_bool("best", False, "With --workdir: the best checkpoint, not the newest.")
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 32, "Conversations per model call.", lower_bound=1)
+_MAX_LEN = flags.DEFINE_integer("max_len", 0, "Tokens kept per conversation, cut at the end; 0: where the run's "
+                                "preparation cut its pairs (--workdir), or min(1024, the model's positions).",
+                                lower_bound=0)
 
 
 def _conversation(record, where: str) -> tuple[list[dict], list[dict]]:
@@ -54,6 +57,8 @@ def _conversation(record, where: str) -> tuple[list[dict], list[dict]]:
 
 def _inputs() -> list[tuple[list[dict], list[dict]]]:
   if _INPUT.value:
+    if not os.path.isfile(_INPUT.value):
+      raise UserError(f"--input={_INPUT.value}: no such file")
     out = []
     for where, record in jsonl_records(_INPUT.value):
       if isinstance(record, json.JSONDecodeError):
@@ -74,7 +79,8 @@ def main(argv):
     if not conversations:
       raise UserError(f"{_INPUT.value} holds no lines to score")
     from trainer.reward_scorer import RewardScorer
-    scorer = RewardScorer.load(_WORKDIR.value, _HF_DIR.value, best=_BEST.value, batch_size=_BATCH_SIZE.value)
+    scorer = RewardScorer.load(_WORKDIR.value, _HF_DIR.value, best=_BEST.value, batch_size=_BATCH_SIZE.value,
+                               max_len=_MAX_LEN.value)
     rewards = scorer.score(conversations)
   except UserError as e:
     sys.exit(f"error: {e}")

@@ -78,10 +78,15 @@ def test_a_mapping_is_checked_field_by_field():
   with pytest.raises(UserError, match="config.train.seq_len=True; expected an integer"):
     schema.TrainConfig.from_config({"seq_len": True})
   with pytest.raises(UserError, match="unknown config key config.train.stepz; valid keys of config.train: "
-                                      "batch_size, dpo, grad_accum_steps"):
+                                      "batch_size, distill, dpo, grad_accum_steps"):
     schema.TrainConfig.from_config({"stepz": 10})
   assert schema.OptimizerConfig.from_config({"learning_rate": 1}).learning_rate == 1.0  # an int is a number
   assert isinstance(schema.OptimizerConfig.from_config({"learning_rate": 1}).learning_rate, float)
+
+
+def test_vocab_chunk_is_refused_where_the_objective_ignores_it():
+  with pytest.raises(UserError, match="config.train.vocab_chunk=64 applies to objectives"):
+    _run_config(**{"train.vocab_chunk": 64, "train.objective": "masked_lm", "model.family": "encoder"})
 
 
 def test_a_run_config_json_reads_back_typed_with_todays_defaults_for_keys_it_predates(tmp_path):

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import read_metrics, small_config
+from configs.schema import RunConfig
 from errors import UserError
 from trainer import loop
 from trainer.objectives import distill
@@ -87,13 +88,16 @@ def test_a_mesh_matches_one_device_and_a_resume_repeats_the_straight_run(distill
   out, make = distill_runs
   single, mesh = read_metrics(out["single"]), read_metrics(out["mesh"])
   for step in range(1, STEPS + 1):
-    for key in ("loss", "ce", "kl_t", "kl_t1"):
+    for key in ("loss", "ce", "divergence"):
       assert mesh[step][key] == pytest.approx(single[step][key], rel=1e-4), (step, key)
   # alpha T^2 KL_T + (1 - alpha) CE, per token
-  assert single[1]["loss"] == pytest.approx(0.7 * 4 * single[1]["kl_t"] + 0.3 * single[1]["ce"], rel=1e-5)
-  assert single[STEPS]["kl_t"] < single[1]["kl_t"]  # the student moves towards the teacher
-  val = read_metrics(out["single"], "val")[STEPS]
+  assert single[1]["loss"] == pytest.approx(0.7 * 4 * single[1]["divergence"] + 0.3 * single[1]["ce"], rel=1e-5)
+  assert single[STEPS]["divergence"] < single[1]["divergence"]  # the student moves towards the teacher
+  val, mesh_val = read_metrics(out["single"], "val")[STEPS], read_metrics(out["mesh"], "val")[STEPS]
   assert val["perplexity"] == pytest.approx(math.exp(val["ce"]), rel=1e-6)
+  assert val["kl_t"] == pytest.approx(val["divergence"], rel=1e-6) and val["kl_t1"] > 0  # forward KL at T
+  for key in ("loss", "ce", "kl_t", "kl_t1"):
+    assert mesh_val[key] == pytest.approx(val[key], rel=1e-4), key
   resumed = str(tmp_path / "resumed")
   shutil.copytree(out["mesh"], resumed)
   shutil.rmtree(os.path.join(resumed, "checkpoints", str(STEPS)))  # as if the run had stopped at STOP
@@ -104,13 +108,14 @@ def test_a_mesh_matches_one_device_and_a_resume_repeats_the_straight_run(distill
 
 
 def test_a_student_that_is_its_teacher_has_zero_divergence(dataset_dir, tiny_hf_base, tmp_path):
-  """Started from the teacher's own weights, every divergence is 0 at step 1 and the loss is (1 - alpha) CE."""
+  """Started from the teacher's own weights, every divergence is 0 at step 0 and the loss is (1 - alpha) CE."""
   config = _config(dataset_dir, tiny_hf_base, **ONE_DEVICE,
-                   **{"init.hf_dir": tiny_hf_base, "train.steps": 1, "train.distill.divergence": "jsd"})
+                   **{"init.hf_dir": tiny_hf_base, "train.steps": 1, "train.distill.divergence": "jsd",
+                      "eval.at_start": True, "eval.steps": 1})
   loop.run(config, str(tmp_path / "self"), jax.devices()[:1])
-  first = read_metrics(str(tmp_path / "self"))[1]
-  assert abs(first["kl_t1"]) < 1e-6 and abs(first["kl_t"]) < 1e-6 and abs(first["divergence"]) < 1e-6
-  assert first["loss"] == pytest.approx(0.3 * first["ce"], rel=1e-5)
+  first, val = read_metrics(str(tmp_path / "self"))[1], read_metrics(str(tmp_path / "self"), "val")[0]
+  assert abs(first["divergence"]) < 1e-6 and first["loss"] == pytest.approx(0.3 * first["ce"], rel=1e-5)
+  assert max(abs(val["kl_t1"]), abs(val["kl_t"]), abs(val["divergence"])) < 1e-6
 
 
 def test_a_teacher_of_another_vocabulary_or_none_is_refused(dataset_dir, tiny_hf_base, tmp_path):
@@ -129,7 +134,19 @@ def test_a_teacher_workdir_teaches_unless_its_tokenizer_differs(distill_runs, da
   shutil.copytree(out["single"], teacher)
   config = _config(dataset_dir, "", **ONE_DEVICE, **{"train.distill.teacher_workdir": teacher, "train.steps": 1})
   loop.run(config, str(tmp_path / "student"), jax.devices()[:1])
-  assert read_metrics(str(tmp_path / "student"))[1]["kl_t1"] >= 0
+  assert read_metrics(str(tmp_path / "student"))[1]["divergence"] >= 0
+  # The student pinned the teacher's checkpoint; a resume takes that one even once the teacher trains on.
+  with open(os.path.join(tmp_path, "student", "teacher.json")) as f:
+    pinned = json.load(f)
+  assert pinned["source"] == os.path.abspath(teacher) and pinned["step"] == STEPS
+  student = distill.Distill.from_config(RunConfig.from_config(config)).teacher
+  with open(os.path.join(tmp_path, "student", "teacher.json"), "w") as f:
+    json.dump({**pinned, "step": STOP}, f)
+  assert student.pin(str(tmp_path / "student"), resuming=True, write=False) == STOP
+  with open(os.path.join(tmp_path, "student", "teacher.json"), "w") as f:
+    json.dump({**pinned, "source": "/elsewhere"}, f)
+  with pytest.raises(UserError, match="was distilled from the teacher /elsewhere"):
+    student.pin(str(tmp_path / "student"), resuming=True, write=False)
   record = os.path.join(teacher, "data_tokenizer.json")
   with open(record) as f:
     recorded = json.load(f)

@@ -24,7 +24,7 @@ def _write(path, rows):
 
 @pytest.fixture(scope="module")
 def pref_dir(tiny_hf_base, tmp_path_factory):
-  """Questions about standard-library functions: their own docstring preferred to another function's."""
+  """Questions about standard-library functions: their own docstring preferred to its words shuffled."""
   root = tmp_path_factory.mktemp("prefs")
   data = _write(root / "pairs.jsonl", stdlib_chat.preference_pairs(corpus.stdlib_files()[:40]))
   out = str(root / "prepared")
@@ -319,8 +319,7 @@ def test_a_reward_model_exports_as_a_one_label_llama_classifier_that_scores_alik
   assert len(found) == rows.rows_per_epoch  # every val pair tokenizes as preparation tokenized it
   batch = {k: np.concatenate([rows[g][k] for g in sorted(found)]) for k in ("tokens", "segment_ids", "positions")}
   ours = np.asarray(families.batch_apply(families.build(r.cfg))({"params": r.params}, batch))[:, 0]
-  import dataclasses
-  for scorer in (from_run, dataclasses.replace(RewardScorer.load(hf_dir=str(tmp_path / "hf")), seq_len=96)):
+  for scorer in (from_run, RewardScorer.load(hf_dir=str(tmp_path / "hf"), max_len=96)):
     np.testing.assert_allclose(scorer.score([s for g in sorted(found) for s in found[g]]), ours, atol=1e-4)
 
 

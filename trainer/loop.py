@@ -168,6 +168,7 @@ class _Run:
     self.masking = self.objective.masking(config, self.meta)  # masked LM: how the pipeline masks rows
     self.tx, self.schedule = optimizer_lib.make_optimizer(config.optimizer, t.steps)
     self._eval_batches: dict = {}
+    self.teacher_step = None  # a distillation teacher's pinned checkpoint (Teacher.pin)
 
   def build(self):
     t = self.config.train
@@ -270,7 +271,7 @@ class _Run:
     if REFERENCE in self.frozen_abstract:  # its own arrays: the train step donates the state's
       frozen[REFERENCE] = self.starting_params()
     if TEACHER in self.frozen_abstract:
-      frozen[TEACHER] = self.objective.teacher.load(self.mesh)
+      frozen[TEACHER] = self.objective.teacher.load(self.mesh, self.teacher_step)
     if "params" in self.frozen_abstract:
       base = hf_weights.load_params(self.config.init.hf_dir, self.model_cfg, self.base_abstract, self.base_sh,
                                     fresh_head=lambda: self._fresh_head(self.base_sh))
@@ -384,6 +385,8 @@ def _train(config, workdir: str, devices, stop_after_step: int | None, make_task
       head = " and the classifier head" if r.model_cfg.num_labels else ""
       log.info(f"LoRA rank {config.lora.rank} on {','.join(r.model_cfg.lora.names)}{head}; frozen base "
                f"{config.init.hf_dir} in {config.lora.base_dtype}")
+    if r.objective.teacher is not None:  # the teacher checkpoint this run learns from, the same on resume
+      r.teacher_step = r.objective.teacher.pin(workdir, resuming=start is not None, write=r.is_main)
     frozen, base_head = r.load_frozen()
     if start is None:
       start = 0

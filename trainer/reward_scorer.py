@@ -3,8 +3,8 @@
 It reads a reward run's workdir (train.objective="reward") or an HF directory holding a one-label
 sequence classifier (what scripts/export_hf.py writes for a reward run). A conversation is rendered
 with the chat template and tokenized as data/preferences.py prepared the training pairs, and cut at
-the end to the run's sequence length as they were, so a score here is the reward the run's
-validation computed for the same text.
+the end where they were cut (a run's preparation --max_len; give max_len for an export), so a score
+here is the reward the run's validation computed for the same text.
 """
 
 import dataclasses
@@ -34,7 +34,9 @@ class RewardScorer:
 
   @classmethod
   def load(cls, workdir: str | None = None, hf_dir: str | None = None, best: bool = False,
-           batch_size: int = 32, mesh_config: dict | None = None) -> "RewardScorer":
+           batch_size: int = 32, mesh_config: dict | None = None, max_len: int = 0) -> "RewardScorer":
+    """max_len: tokens kept per conversation (cut at the end); 0: where the run's preparation cut its
+    pairs (--workdir), or the smaller of 1024 and the model's positions (--hf_dir)."""
     if bool(workdir) == bool(hf_dir):
       raise UserError("give exactly one of --workdir (a reward run) and --hf_dir (an exported reward model)")
     mesh = mesh_lib.mesh_of_sizes(mesh_config)
@@ -49,7 +51,7 @@ class RewardScorer:
       formatter = chat.ChatFormatter(meta.get("chat_template"), specials["bos_token"], specials["eos_token"])
     else:
       cfg, params = hf_weights.load(hf_dir, mesh)
-      seq_len = cfg.max_seq_len
+      seq_len = min(cfg.max_seq_len, 1024)
       tok = tokenizer_lib.load_dir(hf_dir)
       specials = tokenizer_lib.special_token_strings(hf_dir)
       formatter = chat.ChatFormatter(sft.chat_template(hf_dir, "model")[0], specials["bos_token"],
@@ -57,6 +59,8 @@ class RewardScorer:
     if cfg.num_labels != 1:
       raise UserError(f"{workdir or hf_dir} is not a reward model: it has {cfg.num_labels} output labels, "
                       f"a reward model has one (train.objective='reward', model.num_labels=1)")
+    if max_len:
+      seq_len = max_len
     rows_split = mesh.shape["data"] * mesh.shape["fsdp"]
     return cls(families.build(cfg), params, mesh, tok, formatter, seq_len,
                -(-batch_size // rows_split) * rows_split)

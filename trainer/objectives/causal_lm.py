@@ -4,6 +4,7 @@ import dataclasses
 import math
 from typing import ClassVar
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
@@ -30,29 +31,32 @@ def chunked_target_and_log_z(x_NxTxD, w_DxV, targets_NxT, chunk: int):
   """(target logit, logsumexp over the vocabulary) of x @ w, both [N, T], `chunk` vocabulary columns at a time.
 
   A running (max, sum of exponentials) pair goes across the chunks, and each chunk's logits are
-  recomputed in the backward pass (jax.checkpoint), so neither pass holds more than [N, T, chunk]. The
-  target's logit is read from the chunk that holds it (no gather across a vocabulary-sharded matrix).
+  recomputed in the backward pass (jax.checkpoint), so neither pass holds more than [N, T, chunk].
+  Chunk c holds the strided columns c, c + C, c + 2C, ... (C chunks): splitting the vocabulary axis
+  as [chunk, C] keeps its sharding on the chunk's own columns, so under tensor parallelism every
+  device computes its share of each chunk. The target's logit is read from the chunk that holds it.
   """
   dim, vocab = w_DxV.shape
   n_chunks = -(-vocab // chunk)
-  w_CxDxK = jnp.pad(w_DxV, ((0, 0), (0, n_chunks * chunk - vocab))).reshape(dim, n_chunks, chunk).transpose(1, 0, 2)
+  w_DxKxC = jnp.pad(w_DxV, ((0, 0), (0, n_chunks * chunk - vocab))).reshape(dim, chunk, n_chunks)
+  column_K = jnp.arange(chunk) * n_chunks  # column k of chunk c is vocabulary entry k * C + c
+  target_chunk_NxT, target_k_NxT = targets_NxT % n_chunks, targets_NxT // n_chunks
 
   @jax.checkpoint
-  def add_chunk(carry, chunk_inputs):
+  def add_chunk(carry, c):
     max_NxT, sum_NxT, target_NxT = carry
-    w_DxK, start = chunk_inputs
+    w_DxK = jax.lax.dynamic_index_in_dim(w_DxKxC, c, axis=2, keepdims=False)
     logits_NxTxK = jnp.einsum("ntd,dk->ntk", x_NxTxD, w_DxK, preferred_element_type=jnp.float32)
-    logits_NxTxK = jnp.where(start + jnp.arange(chunk) < vocab, logits_NxTxK, -jnp.inf)
+    logits_NxTxK = nn.with_logical_constraint(logits_NxTxK, ("batch", "length", "act_vocab"))
+    logits_NxTxK = jnp.where(column_K + c < vocab, logits_NxTxK, -jnp.inf)
     new_max_NxT = jnp.maximum(max_NxT, jnp.max(logits_NxTxK, axis=-1))
     sum_NxT = sum_NxT * jnp.exp(max_NxT - new_max_NxT) + jnp.sum(jnp.exp(logits_NxTxK - new_max_NxT[..., None]), -1)
-    offset_NxT = targets_NxT - start
-    here_NxT = (offset_NxT >= 0) & (offset_NxT < chunk)
-    picked_NxT = jnp.take_along_axis(logits_NxTxK, jnp.clip(offset_NxT, 0, chunk - 1)[..., None], axis=-1)[..., 0]
-    return (new_max_NxT, sum_NxT, jnp.where(here_NxT, picked_NxT, target_NxT)), None
+    picked_NxT = jnp.sum(jnp.where(jnp.arange(chunk) == target_k_NxT[..., None], logits_NxTxK, 0.0), axis=-1)
+    return (new_max_NxT, sum_NxT, jnp.where(target_chunk_NxT == c, picked_NxT, target_NxT)), None
 
   shape = x_NxTxD.shape[:-1]
   start = (jnp.full(shape, jnp.finfo(jnp.float32).min), jnp.zeros(shape, jnp.float32), jnp.zeros(shape, jnp.float32))
-  (max_NxT, sum_NxT, target_NxT), _ = jax.lax.scan(add_chunk, start, (w_CxDxK, jnp.arange(n_chunks) * chunk))
+  (max_NxT, sum_NxT, target_NxT), _ = jax.lax.scan(add_chunk, start, jnp.arange(n_chunks))
   return target_NxT, max_NxT + jnp.log(sum_NxT)
 
 

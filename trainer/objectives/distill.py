@@ -8,7 +8,7 @@ where x_T = log_softmax(logits / T) and D is
     jsd         beta KL(teacher || M) + (1 - beta) KL(student || M), M = beta teacher + (1 - beta) student
                 (TRL GKD's generalized_jsd_loss; beta = config.train.distill.jsd_beta)
 The T^2 factor keeps the divergence's gradients on the cross-entropy's scale as T grows (Hinton et al.).
-`divergences` is that formula on logits, a pure function the tests compare with an independent one.
+`divergence` is that formula on logits, a pure function the tests compare with an independent one.
 """
 
 import dataclasses
@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from trainer.objectives.base import Objective
-from trainer.objectives.causal_lm import next_token_targets
+from trainer.objectives.causal_lm import next_token_targets, nll_sums
 from trainer.teacher import TEACHER, Teacher
 
 
@@ -36,6 +36,8 @@ def divergence(student_logits, teacher_logits, kind: str, temperature: float = 1
     return _kl(teacher, student)
   if kind == "reverse_kl":
     return _kl(student, teacher)
+  if kind != "jsd":
+    raise ValueError(f"divergence kind {kind!r}; expected forward_kl, reverse_kl or jsd")
   mixture = jnp.logaddexp(student + math.log1p(-jsd_beta), teacher + math.log(jsd_beta))
   return jsd_beta * _kl(teacher, mixture) + (1 - jsd_beta) * _kl(student, mixture)
 
@@ -54,26 +56,26 @@ class Distill(Objective):
   @classmethod
   def from_config(cls, config) -> "Distill":
     d = config.train.distill
-    return cls(Teacher.from_config(d, config.model), d.temperature, d.alpha, d.divergence, d.jsd_beta)
+    return cls(Teacher.from_config(d, config.model, config.train.seq_len), d.temperature, d.alpha, d.divergence,
+               d.jsd_beta)
 
   def sums(self, apply_fn, variables, batch, rngs=None, train: bool = True):
-    """(summed loss, target tokens, metric sums): cross-entropy, the divergence trained on, and the
-    forward KL at T and at T=1."""
+    """(summed loss, target tokens, metric sums): cross-entropy and the divergence trained on; in
+    evaluation also the forward KL at T and at T=1."""
     student = {k: v for k, v in variables.items() if k != TEACHER}
     student_BxTxV = apply_fn(student, batch, rngs=rngs).astype(jnp.float32)
     teacher_BxTxV = jax.lax.stop_gradient(self.teacher.apply_fn()({"params": variables[TEACHER]}, batch))
     targets_BxT, weights_BxT = next_token_targets(batch)
-    log_probs_BxTxV = jax.nn.log_softmax(student_BxTxV)
-    ce_BxT = -jnp.take_along_axis(log_probs_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
+    target_BxT = jnp.take_along_axis(student_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
+    nll, _, tokens = nll_sums(target_BxT, jax.nn.logsumexp(student_BxTxV, -1), weights_BxT)
     div_BxT = divergence(student_BxTxV, teacher_BxTxV, self.kind, self.temperature, self.jsd_beta)
-    kl_t_BxT = div_BxT if self.kind == "forward_kl" else divergence(student_BxTxV, teacher_BxTxV, "forward_kl",
-                                                                      self.temperature)
-    kl1_BxT = divergence(student_BxTxV, teacher_BxTxV, "forward_kl")
-    loss_BxT = self.alpha * self.temperature ** 2 * div_BxT + (1 - self.alpha) * ce_BxT
-    total = lambda x: jnp.sum(x * weights_BxT)  # noqa: E731
-    return total(loss_BxT), jnp.sum(weights_BxT), {
-        "loss_sum": total(loss_BxT), "ce_sum": total(ce_BxT), "divergence_sum": total(div_BxT),
-        "kl_t_sum": total(kl_t_BxT), "kl_t1_sum": total(kl1_BxT)}
+    div = jnp.sum(div_BxT * weights_BxT)
+    loss = self.alpha * self.temperature ** 2 * div + (1 - self.alpha) * nll
+    metrics = {"loss_sum": loss, "ce_sum": nll, "divergence_sum": div}
+    if not train:  # the forward KL at T and at T=1, for evaluations only: two more passes over [B, T, V]
+      for name, t in (("kl_t_sum", self.temperature), ("kl_t1_sum", 1.0)):
+        metrics[name] = jnp.sum(divergence(student_BxTxV, teacher_BxTxV, "forward_kl", t) * weights_BxT)
+    return loss, tokens, metrics
 
   def eval_metrics(self, sums: dict) -> dict:
     tokens = max(sums["count"], 1.0)
