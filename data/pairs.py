@@ -29,9 +29,9 @@ class PairRows:
 
   def _side(self, record: int) -> dict:
     ids, mask = shards.decode_record(self.source[record], has_mask=True)
-    row = example_row(ids, np.zeros_like(ids), self.seq_len)
-    del row["token_types"]
-    return {**row, "loss_mask": example_row(mask, np.zeros_like(ids), self.seq_len)["tokens"]}
+    row = example_row(ids, mask, self.seq_len)  # the mask rides, padded alike, where token types go
+    row["loss_mask"] = row.pop("token_types")
+    return row
 
   def __getitem__(self, g: int) -> dict:
     k = self.order[int(g)]

@@ -52,7 +52,8 @@ def _tokenizer_identity(directory: str, tokenizer_file: str) -> tuple:
 
 
 def dataset_metadata(data_cfg) -> dict:
-  """Metadata of the (first) dataset, after checking all mixture members share its tokenizer."""
+  """Metadata of the (first) dataset, after checking all mixture members share its tokenizer (and, for
+  labelled data, its label set)."""
   metas = [(d, shards.load_metadata(d)) for d, _ in datasets(data_cfg)]
   first_dir, first = metas[0]
   first["tokenizer_path"] = os.path.join(first_dir, first["tokenizer"])
@@ -61,6 +62,9 @@ def dataset_metadata(data_cfg) -> dict:
     if _tokenizer_identity(d, meta["tokenizer"]) != want:
       raise UserError(f"config.data.mixture: {d} and {first_dir} were tokenized with different "
                       f"tokenizers; prepare them with the same --config.tokenizer.path")
+    if meta.get("labels") != first.get("labels"):
+      raise UserError(f"config.data.mixture: {d} has labels {meta.get('labels')}, the first dataset "
+                      f"{first.get('labels')}; a classifier's datasets must share one label set")
   return first
 
 

@@ -107,6 +107,27 @@ def val_split(n: int, val_fraction: float, seed: int) -> np.ndarray:
   return is_val
 
 
+def model_chat(model_dir: str, template: str | None = None):
+  """(a model directory's tokenizer, a chat formatter with its special-token strings): `template`, or
+  the directory's own chat template, or the built-in one."""
+  specials = tokenizer_lib.special_token_strings(model_dir)
+  formatter = chat.ChatFormatter(template or chat.template_from_dir(model_dir), specials["bos_token"],
+                                 specials["eos_token"])
+  return tokenizer_lib.load_dir(model_dir), formatter
+
+
+def dataset_chat(meta: dict, base_dir: str = ""):
+  """(tokenizer, chat formatter) as a run's dataset was rendered: the template it records, with the
+  tokenizer and special tokens of the model directory it was prepared from (`base_dir`, a run's
+  config.init.hf_dir), or else of the dataset's own tokenizer."""
+  if base_dir:
+    return model_chat(base_dir, meta.get("chat_template"))
+  tok = tokenizer_lib.load(meta["tokenizer_path"])
+  specials = {k: tok.id_to_token(i) if i is not None else ""
+              for k, i in (("bos_token", tok.bos_id), ("eos_token", tok.eos_id))}
+  return tok, chat.ChatFormatter(meta.get("chat_template"), specials["bos_token"], specials["eos_token"])
+
+
 def open_chat_inputs(inputs: list[str], model_dir: str, output: str, opts, overwrite: bool):
   """(input files, the model's tokenizer, its chat formatter, where the template came from), after
   checking the options, that OUTPUT is free and that the inputs name files."""

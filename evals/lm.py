@@ -30,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from data import chat as chat_lib
+from data import sft
 from data import tokenizer as tokenizer_lib
 from errors import UserError
 from model import decode as decode_lib
@@ -114,7 +115,7 @@ class LanguageModel:
     if hf_dir:
       from model import hf_weights
       cfg, params = hf_weights.load(hf_dir, mesh)
-      tok, formatter = _hf_tokenizer(hf_dir)
+      tok, formatter = sft.model_chat(hf_dir)
     else:
       cfg, params, tok, formatter = _restore_run(workdir, mesh)
     if cfg.family != "decoder" or cfg.num_labels:
@@ -295,28 +296,10 @@ class LanguageModel:
     return [self.text(ids, stop) for ids in generation.tokens]
 
 
-def _hf_tokenizer(hf_dir: str):
-  specials = tokenizer_lib.special_token_strings(hf_dir)
-  formatter = chat_lib.ChatFormatter(chat_lib.template_from_dir(hf_dir), specials["bos_token"], specials["eos_token"])
-  return tokenizer_lib.load_dir(hf_dir), formatter
-
-
 def _restore_run(workdir: str, mesh):
   """(ModelConfig, params on `mesh`, Tokenizer, chat formatter) of a run's newest checkpoint."""
   from data import pipeline
   from parallel import restore
   r = restore.restore(workdir, mesh)
-  config, cfg, params = r.config, r.cfg, r.params
-  meta = pipeline.dataset_metadata(config.data)
-  base = config.init.hf_dir
-  if base:
-    tok, formatter = _hf_tokenizer(base)
-    template = meta.get("chat_template")
-    if template:
-      formatter = chat_lib.ChatFormatter(template, **formatter.special)
-    return cfg, params, tok, formatter
-  tok = tokenizer_lib.load(meta["tokenizer_path"])
-  specials = {k: tok.id_to_token(i) if i is not None else ""
-              for k, i in (("bos_token", tok.bos_id), ("eos_token", tok.eos_id))}
-  return cfg, params, tok, chat_lib.ChatFormatter(meta.get("chat_template"), specials["bos_token"],
-                                              specials["eos_token"])
+  tok, formatter = sft.dataset_chat(pipeline.dataset_metadata(r.config.data), r.config.init.hf_dir)
+  return r.cfg, r.params, tok, formatter

@@ -75,6 +75,8 @@ def main(argv):
   del argv
   quiet_logs.apply()
   try:
+    if _OUTPUT.value and not os.path.isdir(os.path.dirname(os.path.abspath(_OUTPUT.value))):
+      raise UserError(f"--output={_OUTPUT.value}: its directory does not exist")
     conversations = _inputs()
     if not conversations:
       raise UserError(f"{_INPUT.value} holds no lines to score")

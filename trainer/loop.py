@@ -152,7 +152,9 @@ class _Run:
     self.mesh = mesh_lib.make_mesh(config.mesh, devices)
     _check_mesh(config, self.mesh)
     self.meta = _ensure_dataset(config.data)
-    max_len = self.meta.get("options", {}).get("max_len", 0) if self.meta.get("kind") == "classification" else 0
+    # Examples that are read whole, one per row (labelled examples, preference pairs), must fit a row.
+    whole = self.meta.get("kind") in ("classification", "preference")
+    max_len = self.meta.get("options", {}).get("max_len", 0) if whole else 0
     if max_len > config.train.seq_len:
       raise UserError(f"config.train.seq_len={config.train.seq_len} is shorter than the examples of {config.data.dir} "
                       f"(prepared with --max_len={max_len}): they would lose their end; set train.seq_len={max_len}")
@@ -271,7 +273,8 @@ class _Run:
     if REFERENCE in self.frozen_abstract:  # its own arrays: the train step donates the state's
       frozen[REFERENCE] = self.starting_params()
     if TEACHER in self.frozen_abstract:
-      frozen[TEACHER] = self.objective.teacher.load(self.mesh, self.teacher_step)
+      frozen[TEACHER] = self.objective.teacher.load(self.mesh, self.frozen_abstract[TEACHER],
+                                                    self.frozen_sh[TEACHER], self.teacher_step)
     if "params" in self.frozen_abstract:
       base = hf_weights.load_params(self.config.init.hf_dir, self.model_cfg, self.base_abstract, self.base_sh,
                                     fresh_head=lambda: self._fresh_head(self.base_sh))

@@ -35,15 +35,16 @@ def check(config, meta: dict, workdir: str, is_main: bool) -> None:
     check_split_size(config, meta, split, rows)
   fingerprint = tokenizer_fingerprint(tok)
   if config.init.hf_dir:
-    check_hf_tokenizer(config, tok, fingerprint)
+    check_hf_tokenizer(config, tok, fingerprint, "config.init.hf_dir", config.init.hf_dir)
   if config.init.workdir:
-    check_start_run_tokenizer(config, tok, fingerprint)
+    check_start_run_tokenizer(config, tok, fingerprint, "config.init.workdir", config.init.workdir)
   d = config.train.distill
   if config.train.objective == "distill":  # the teacher's predictions are over the same token ids
     if d.teacher_hf_dir:
-      check_hf_tokenizer(config, tok, fingerprint, "config.train.distill.teacher_hf_dir")
+      check_hf_tokenizer(config, tok, fingerprint, "config.train.distill.teacher_hf_dir", d.teacher_hf_dir)
     if d.teacher_workdir:
-      check_start_run_tokenizer(config, tok, fingerprint, "config.train.distill.teacher_workdir")
+      check_start_run_tokenizer(config, tok, fingerprint, "config.train.distill.teacher_workdir",
+                                d.teacher_workdir)
   record_or_check_run_tokenizer(workdir, config, tok, fingerprint, write=is_main)
 
 
@@ -111,10 +112,8 @@ def tokenizer_fingerprint(tok: tokenizer_lib.Tokenizer) -> str:
   return hashlib.sha256(json.dumps(pieces).encode()).hexdigest()
 
 
-def check_hf_tokenizer(config, tok: tokenizer_lib.Tokenizer, fingerprint: str,
-                       field: str = "config.init.hf_dir") -> None:
-  """The dataset's tokenizer must be that of the HF directory `field` names (when it has one)."""
-  hf_dir = config_value(config, field)
+def check_hf_tokenizer(config, tok: tokenizer_lib.Tokenizer, fingerprint: str, field: str, hf_dir: str) -> None:
+  """The dataset's tokenizer must be that of the HF directory `hf_dir`, config `field` (when it has one)."""
   found = [os.path.join(hf_dir, n) for n in HF_TOKENIZER_FILES if os.path.isfile(os.path.join(hf_dir, n))]
   if not found:
     return  # weights only: nothing to compare against
@@ -127,10 +126,9 @@ def check_hf_tokenizer(config, tok: tokenizer_lib.Tokenizer, fingerprint: str,
                     f"prepare the data with that tokenizer")
 
 
-def check_start_run_tokenizer(config, tok: tokenizer_lib.Tokenizer, fingerprint: str,
-                              field: str = "config.init.workdir") -> None:
-  """The dataset's tokenizer must be the one the run in the workdir `field` names trained with (its record)."""
-  workdir = config_value(config, field)
+def check_start_run_tokenizer(config, tok: tokenizer_lib.Tokenizer, fingerprint: str, field: str,
+                              workdir: str) -> None:
+  """The dataset's tokenizer must be the one the run in `workdir`, config `field`, trained with (its record)."""
   recorded = _recorded_tokenizer(workdir)
   if recorded is None:
     raise UserError(f"{field}={workdir} has no {DATA_TOKENIZER}; is it a train.py --workdir?")
@@ -138,14 +136,6 @@ def check_start_run_tokenizer(config, tok: tokenizer_lib.Tokenizer, fingerprint:
     raise UserError(f"config.data.dir={config.data.mixture or config.data.dir} was tokenized with {tok.path}, "
                     f"not with the tokenizer {field}={workdir} trained with "
                     f"({recorded.get('tokenizer')}): their vocabularies differ; prepare the data with that tokenizer")
-
-
-def config_value(config, field: str):
-  """The value of a dotted config field such as "config.init.hf_dir"."""
-  value = config
-  for part in field.split(".")[1:]:
-    value = getattr(value, part)
-  return value
 
 
 def _recorded_tokenizer(workdir: str) -> dict | None:

@@ -45,17 +45,11 @@ class RewardScorer:
       cfg, params, seq_len = r.cfg, r.params, r.config.train.seq_len
       meta = pipeline.dataset_metadata(r.config.data)
       seq_len = min(seq_len, meta.get("options", {}).get("max_len") or seq_len)  # where preparation cut pairs
-      tok = tokenizer_lib.load(meta["tokenizer_path"])
-      specials = {k: tok.id_to_token(i) if i is not None else ""
-                  for k, i in (("bos_token", tok.bos_id), ("eos_token", tok.eos_id))}
-      formatter = chat.ChatFormatter(meta.get("chat_template"), specials["bos_token"], specials["eos_token"])
+      tok, formatter = sft.dataset_chat(meta, r.config.init.hf_dir)
     else:
       cfg, params = hf_weights.load(hf_dir, mesh)
       seq_len = min(cfg.max_seq_len, 1024)
-      tok = tokenizer_lib.load_dir(hf_dir)
-      specials = tokenizer_lib.special_token_strings(hf_dir)
-      formatter = chat.ChatFormatter(sft.chat_template(hf_dir, "model")[0], specials["bos_token"],
-                                     specials["eos_token"])
+      tok, formatter = sft.model_chat(hf_dir)
     if cfg.num_labels != 1:
       raise UserError(f"{workdir or hf_dir} is not a reward model: it has {cfg.num_labels} output labels, "
                       f"a reward model has one (train.objective='reward', model.num_labels=1)")

@@ -92,11 +92,10 @@ class Teacher:
                                        None if self.from_workdir else base_reference.fingerprint(self.source)})
     return step
 
-  def load(self, mesh, step: int | None = None) -> dict:
-    """The teacher's parameters (a workdir's checkpoint `step`, else its newest), placed on their shards."""
+  def load(self, mesh, abstract, shardings, step: int | None = None) -> dict:
+    """The teacher's parameters (a workdir's checkpoint `step`, else its newest), placed on `shardings`
+    (from `shardings(mesh)`, as are the shapes and dtypes in `abstract`)."""
     if self.from_workdir:
       params = restore.restore(self.source, mesh, step=step).params
-      abstract, _ = self.shardings(mesh)
       return jax.tree.map(lambda x, a: x.astype(a.dtype), params, abstract)  # in the student's param dtype
-    abstract, shardings = self.shardings(mesh)
     return hf_weights.load_params(self.source, self.cfg, abstract, shardings)

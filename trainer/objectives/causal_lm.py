@@ -67,8 +67,7 @@ def target_logits_and_log_z(apply_fn, variables, batch: dict, targets_BxT, vocab
   `vocab_chunk` columns at a time (chunked_target_and_log_z), so memory never grows with batch x vocabulary.
   """
   if not vocab_chunk:
-    logits = apply_fn(variables, batch, rngs=rngs).astype(jnp.float32)
-    return jnp.take_along_axis(logits, targets_BxT[..., None], axis=-1)[..., 0], jax.nn.logsumexp(logits, -1)
+    return target_and_log_z(apply_fn(variables, batch, rngs=rngs), targets_BxT)
   x_BxTxD, w_DxV = apply_fn(variables, batch, rngs=rngs, return_features=True)
   return chunked_target_and_log_z(x_BxTxD, w_DxV, targets_BxT, vocab_chunk)
 
@@ -83,11 +82,15 @@ def nll_sums(target_BxT, log_z_BxT, weights_BxT, z_loss: float = 0.0):
   return nll_sum, z_sum, jnp.sum(weights_BxT)
 
 
+def target_and_log_z(logits_BxTxV, targets_BxT):
+  """(logit of each target token, logsumexp over the vocabulary), [B, T] in float32, from full logits."""
+  logits = logits_BxTxV.astype(jnp.float32)
+  return jnp.take_along_axis(logits, targets_BxT[..., None], axis=-1)[..., 0], jax.nn.logsumexp(logits, axis=-1)
+
+
 def cross_entropy_sums(logits_BxTxV, targets_BxT, weights_BxT, z_loss: float = 0.0):
   """nll_sums of full logits [B, T, V]."""
-  logits = logits_BxTxV.astype(jnp.float32)
-  target_BxT = jnp.take_along_axis(logits, targets_BxT[..., None], axis=-1)[..., 0]
-  return nll_sums(target_BxT, jax.nn.logsumexp(logits, axis=-1), weights_BxT, z_loss)
+  return nll_sums(*target_and_log_z(logits_BxTxV, targets_BxT), weights_BxT, z_loss)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -19,7 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from trainer.objectives.base import Objective
-from trainer.objectives.causal_lm import next_token_targets, nll_sums
+from trainer.objectives.causal_lm import cross_entropy_sums, next_token_targets
 from trainer.teacher import TEACHER, Teacher
 
 
@@ -66,15 +66,17 @@ class Distill(Objective):
     student_BxTxV = apply_fn(student, batch, rngs=rngs).astype(jnp.float32)
     teacher_BxTxV = jax.lax.stop_gradient(self.teacher.apply_fn()({"params": variables[TEACHER]}, batch))
     targets_BxT, weights_BxT = next_token_targets(batch)
-    target_BxT = jnp.take_along_axis(student_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
-    nll, _, tokens = nll_sums(target_BxT, jax.nn.logsumexp(student_BxTxV, -1), weights_BxT)
+    nll, _, tokens = cross_entropy_sums(student_BxTxV, targets_BxT, weights_BxT)
     div_BxT = divergence(student_BxTxV, teacher_BxTxV, self.kind, self.temperature, self.jsd_beta)
     div = jnp.sum(div_BxT * weights_BxT)
     loss = self.alpha * self.temperature ** 2 * div + (1 - self.alpha) * nll
     metrics = {"loss_sum": loss, "ce_sum": nll, "divergence_sum": div}
-    if not train:  # the forward KL at T and at T=1, for evaluations only: two more passes over [B, T, V]
+    if not train:  # the forward KL at T and at T=1, for evaluations only (each computed once)
+      kl = {(self.kind, self.temperature): div}
       for name, t in (("kl_t_sum", self.temperature), ("kl_t1_sum", 1.0)):
-        metrics[name] = jnp.sum(divergence(student_BxTxV, teacher_BxTxV, "forward_kl", t) * weights_BxT)
+        if ("forward_kl", t) not in kl:
+          kl["forward_kl", t] = jnp.sum(divergence(student_BxTxV, teacher_BxTxV, "forward_kl", t) * weights_BxT)
+        metrics[name] = kl["forward_kl", t]
     return loss, tokens, metrics
 
   def eval_metrics(self, sums: dict) -> dict:
