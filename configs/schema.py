@@ -13,6 +13,7 @@ packages), so every layer may read a run's typed config.
 """
 
 import dataclasses
+import re
 from typing import Literal
 
 from data.config import DataConfig
@@ -25,7 +26,7 @@ from typed_config import Section
 
 
 # Objectives whose token log-probabilities go over the vocabulary in chunks with train.vocab_chunk.
-VOCAB_CHUNKED = ("causal_lm", "dpo")
+VOCAB_CHUNKED = ("causal_lm", "dpo", "grpo")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -125,6 +126,79 @@ class DistillConfig(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class GrpoConfig(Section):
+  """objective="grpo" (trainer/objectives/grpo.py, trainer/rollout.py): online RL with verifiable rewards, in
+  TRL's GRPOTrainer formulas and defaults. Each step samples num_generations completions of
+  batch_size / num_generations prompts with the policy, scores them (trainer/rewards.py), and trains on
+  group-normalised advantages with the clipped objective, plus beta times the k3 KL to the reference."""
+  PATH = "config.train.grpo"
+  num_generations: int = 8        # completions per prompt (a group); batch_size counts completions
+  max_completion_len: int = 64    # new tokens per completion; prompt + completion must fit train.seq_len
+  temperature: float = 1.0        # sampling, and the log-probabilities trained on (logits / temperature)
+  top_k: int = 0
+  top_p: float = 1.0
+  beta: float = 0.0               # weight of the per-token k3 KL to the reference (0: no reference held)
+  epsilon: float = 0.2            # the ratio is clipped to [1 - epsilon, 1 + epsilon_high]
+  epsilon_high: float = 0.0       # 0: epsilon
+  # How token losses become the loss: "dapo"/"bnpo" (over all completion tokens of the batch), "grpo"
+  # (per completion, then over completions), "dr_grpo" (over completions x max_completion_len).
+  loss_type: Literal["dapo", "bnpo", "grpo", "dr_grpo"] = "dapo"
+  scale_rewards: Literal["group", "batch", "none"] = "group"  # the std that divides advantages
+  # Comma-separated: exact_match | format | length | reward_model | package.module:function (trainer/rewards.py)
+  reward_funcs: str = "exact_match"
+  reward_weights: str = ""        # comma-separated, one per function; "": all 1
+  answer_regex: str = ""          # exact_match: group 1 of its first match is the completion's answer; "": all of it
+  format_regex: str = ""          # format: what the whole completion must match
+  length_target: int = 32         # length: the completion length, in tokens, that scores 1
+  reward_model: str = ""          # reward_model: a reward run's workdir or its HF export
+  reward_model_max_len: int = 0   # reward_model: tokens kept per conversation; 0: as the reward run cut them
+  print_completions: int = 4      # completions printed at each evaluation (with their rewards)
+
+  @property
+  def reward_func_names(self) -> list[str]:
+    return [n.strip() for n in self.reward_funcs.split(",") if n.strip()]
+
+  @property
+  def weights(self) -> list[float]:
+    if not self.reward_weights.strip():
+      return [1.0] * len(self.reward_func_names)
+    return [float(w) for w in self.reward_weights.split(",")]
+
+  def check(self) -> None:
+    self.require(self.num_generations >= 2, "num_generations",
+                 "at least 2 (advantages compare the completions of one prompt with each other)")
+    for field in ("max_completion_len", "length_target"):
+      self.require(getattr(self, field) > 0, field, "a positive number of tokens")
+    self.require(self.temperature > 0, "temperature", "a positive number (GRPO samples; it is never greedy)")
+    self.require(self.top_k >= 0, "top_k", "0 (off) or a positive number of tokens")
+    self.require(0 < self.top_p <= 1, "top_p", "a probability mass in (0, 1]")
+    self.require(self.beta >= 0, "beta", "0 or more")
+    self.require(self.epsilon > 0, "epsilon", "a positive number")
+    self.require(self.epsilon_high >= 0, "epsilon_high", "0 (the same as epsilon) or a positive number")
+    names = self.reward_func_names
+    self.require(bool(names), "reward_funcs", "at least one reward function")
+    try:
+      weights = self.weights
+    except ValueError:
+      weights = []
+    self.require(len(weights) == len(names), "reward_weights",
+                 f"'' or {len(names)} comma-separated numbers, one per reward function in {names}")
+    self.require("format" not in names or bool(self.format_regex), "format_regex",
+                 "a regular expression, for the 'format' reward")
+    self.require("reward_model" not in names or bool(self.reward_model), "reward_model",
+                 "a reward run's workdir or HF export, for the 'reward_model' reward")
+    for field in ("answer_regex", "format_regex"):
+      try:
+        re.compile(getattr(self, field))
+      except re.error as e:
+        self.require(False, field, f"a valid regular expression ({e})")
+
+  @property
+  def clip_high(self) -> float:
+    return self.epsilon_high or self.epsilon
+
+
+@dataclasses.dataclass(frozen=True)
 class TrainConfig(Section):
   PATH = "config.train"
   objective: str = "causal_lm"    # trainer/objectives: what the loss is (it must fit config.model.family)
@@ -145,6 +219,7 @@ class TrainConfig(Section):
   dpo: DpoConfig = dataclasses.field(default_factory=DpoConfig)
   reward: RewardConfig = dataclasses.field(default_factory=RewardConfig)
   distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
+  grpo: GrpoConfig = dataclasses.field(default_factory=GrpoConfig)
 
   def check(self) -> None:
     for field in ("steps", "batch_size", "seq_len", "grad_accum_steps"):
@@ -153,6 +228,10 @@ class TrainConfig(Section):
                  f"a multiple of config.train.grad_accum_steps={self.grad_accum_steps}")
     self.require(self.max_skipped_steps >= 0, "max_skipped_steps", "0 or more")
     self.require(self.vocab_chunk >= 0, "vocab_chunk", "0 (the whole vocabulary at once) or a positive size")
+    if self.objective == "grpo":
+      self.require(self.batch_size % self.grpo.num_generations == 0, "batch_size",
+                   f"a multiple of config.train.grpo.num_generations={self.grpo.num_generations} (it counts "
+                   f"completions: whole groups of one prompt's completions)")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,6 +329,9 @@ class RunConfig(Section):
     if t.vocab_chunk and t.objective not in VOCAB_CHUNKED:
       raise UserError(f"config.train.vocab_chunk={t.vocab_chunk} applies to objectives {VOCAB_CHUNKED}, not "
                       f"config.train.objective={t.objective!r}; set it to 0")
+    if t.objective == "grpo" and self.eval.best_metric == "val/loss":
+      raise UserError("config.eval.best_metric='val/loss': a GRPO evaluation samples completions and reports "
+                      "rewards, not a loss; set config.eval.best_metric='val/reward' and config.eval.best_mode='max'")
     if self.lora.enabled and not self.init.hf_dir:
       raise UserError("config.lora.rank > 0 trains adapters on a frozen Hugging Face base model; set "
                       "config.init.hf_dir (a train.py run exports to one with scripts/export_hf.py; "

@@ -21,6 +21,7 @@ from data import masking as masking_lib
 from data import shards
 from data.examples import ExampleRows
 from data.pairs import PairRows
+from data.prompts import PromptRows
 from data.packing import PackedRows
 from errors import UserError
 
@@ -85,7 +86,8 @@ def rows_per_epoch(data_cfg, split: str, seq_len: int) -> int:
 class RowStream:
   """Random-access packed rows of one dataset or a weighted mixture."""
 
-  def __init__(self, data_cfg, split: str, seq_len: int, seed: int, shuffle: bool):
+  def __init__(self, data_cfg, split: str, seq_len: int, seed: int, shuffle: bool, repeats: int = 1):
+    """`repeats`: rows each prompt of a prompt dataset fills (a GRPO group)."""
     members = datasets(data_cfg)
     self.rows = []
     for i, (directory, _) in enumerate(members):
@@ -98,6 +100,10 @@ class RowStream:
       if meta.get("kind") == "preference":  # (chosen, rejected) pairs: one per row, never packed
         self.rows.append(PairRows(source, lengths, seq_len, seed=seed + i, shuffle=shuffle, dataset=i,
                                   margins=shards.open_margins(directory, split, meta)))
+        continue
+      if meta.get("kind") == "prompts":  # prompts to sample from: one per row, `repeats` rows each
+        self.rows.append(PromptRows(source, lengths, seq_len, seed=seed + i, shuffle=shuffle, dataset=i,
+                                    repeats=repeats))
         continue
       # Chat datasets hold exactly what the chat template rendered, BOS/EOS included.
       templated = meta.get("kind") == "chat"
@@ -151,7 +157,7 @@ def _local_batches(rows: RowStream, global_batch: int, row_start: int, row_stop:
 
 
 def train_iterator(data_cfg, seq_len: int, global_batch: int, row_start: int, row_stop: int,
-                   seed: int, split: str = "train", masking: masking_lib.MaskSpec | None = None):
+                   seed: int, split: str = "train", masking: masking_lib.MaskSpec | None = None, repeats: int = 1):
   """Endless, shuffled (per epoch), checkpointable iterator of this process's batch rows.
 
   Rows carry what their dataset holds (packed documents: tokens, positions,
@@ -160,7 +166,7 @@ def train_iterator(data_cfg, seq_len: int, global_batch: int, row_start: int, ro
   restoring the iterator's state restores them too. The trainer keeps the
   fields its objective reads.
   """
-  rows = RowStream(data_cfg, split, seq_len, seed=seed, shuffle=True)
+  rows = RowStream(data_cfg, split, seq_len, seed=seed, shuffle=True, repeats=repeats)
   ds = _local_batches(rows, global_batch, row_start, row_stop, None, masking, "train").to_iter_dataset()
   if data_cfg.worker_count > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_cfg.worker_count))
@@ -168,13 +174,14 @@ def train_iterator(data_cfg, seq_len: int, global_batch: int, row_start: int, ro
 
 
 def eval_batches(data_cfg, split: str, seq_len: int, global_batch: int, row_start: int,
-                 row_stop: int, num_batches: int, masking: masking_lib.MaskSpec | None = None) -> list[dict]:
+                 row_stop: int, num_batches: int, masking: masking_lib.MaskSpec | None = None,
+                 repeats: int = 1) -> list[dict]:
   """The first `num_batches` batches of a split, in document order (the same every eval).
 
   Fewer if the split is smaller: never wraps around, so no row counts twice.
   With `masking`, one fixed masking of those rows (the "eval" stream).
   """
-  rows = RowStream(data_cfg, split, seq_len, seed=0, shuffle=False)
+  rows = RowStream(data_cfg, split, seq_len, seed=0, shuffle=False, repeats=repeats)
   available = rows.rows_per_epoch // global_batch
   if available == 0:
     raise UserError(f"split {split!r} of {data_cfg.mixture or data_cfg.dir} has {rows.rows_per_epoch} rows "

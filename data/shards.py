@@ -8,6 +8,8 @@
     DIR/SPLIT.lengths.npy         tokens per document, in record order
     DIR/SPLIT.labels.npy          (classification datasets) the label id of each document
     DIR/SPLIT.margins.npy         (preference datasets, optional) each document's pair's reward margin
+    DIR/SPLIT.records.jsonl       (prompt datasets) each document's JSON record: its prompt messages and
+                                  reference answer, which reward functions read
 
 The lengths file lets the packer place documents into rows without reading them.
 `metadata["fields"]` says whether records carry a loss mask.
@@ -41,11 +43,14 @@ class SplitWriter:
   def __init__(self, directory: str, split: str, docs_per_shard: int = 2048):
     self.directory, self.split, self.docs_per_shard = directory, split, docs_per_shard
     self.files, self.lengths, self.labels, self.margins, self.shards = [], [], [], [], []
+    self.records = []
     self._writer, self._in_shard = None, 0
 
-  def write(self, token_ids, loss_mask=None, label: int | None = None, margin: float | None = None) -> None:
+  def write(self, token_ids, loss_mask=None, label: int | None = None, margin: float | None = None,
+            json_record: dict | None = None) -> None:
     """One document; `loss_mask` is its per-token uint8 field (a loss mask, or token types); `label` its
-    class, `margin` its preference pair's margin (given for every document of a split, or none)."""
+    class, `margin` its preference pair's margin, `json_record` a JSON object kept beside it (each given for
+    every document of a split, or none)."""
     if self._writer is None or self._in_shard == self.docs_per_shard:
       self._close_shard()
       name = f"{self.split}-{len(self.files):05d}.array_record"
@@ -60,6 +65,8 @@ class SplitWriter:
       self.labels.append(label)
     if margin is not None:
       self.margins.append(margin)
+    if json_record is not None:
+      self.records.append(json_record)
     self._in_shard += 1
 
   def _close_shard(self):
@@ -86,6 +93,12 @@ class SplitWriter:
         raise ValueError(f"{len(self.margins)} margins for {lengths.size} documents")
       np.save(os.path.join(self.directory, f"{self.split}.margins.npy"), np.asarray(self.margins, dtype=np.float32))
       info["margins"] = _file_record(self.directory, f"{self.split}.margins.npy")
+    if self.records:
+      if len(self.records) != lengths.size:
+        raise ValueError(f"{len(self.records)} records for {lengths.size} documents")
+      with open(os.path.join(self.directory, f"{self.split}.records.jsonl"), "w", encoding="utf-8") as f:
+        f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records)
+      info["records"] = _file_record(self.directory, f"{self.split}.records.jsonl")
     return info
 
 
@@ -134,7 +147,8 @@ def load_metadata(directory: str) -> dict:
 
 
 def _rewrite_hint(meta: dict) -> str:
-  tool = {"chat": "scripts/prepare_sft.py", "classification": "scripts/prepare_classify.py"}.get(
+  tool = {"chat": "scripts/prepare_sft.py", "classification": "scripts/prepare_classify.py",
+          "preference": "scripts/prepare_preferences.py", "prompts": "scripts/prepare_prompts.py"}.get(
       meta.get("kind"), "scripts/prepare_data.py")
   return f"re-create the dataset with {tool}"
 
@@ -271,7 +285,7 @@ def verify_split(directory: str, split: str, meta: dict | None = None) -> bool:
       logging.warning("%s/metadata.json records no shard checksums (written by an older version); only "
                       "record counts are checked; %s to have its contents verified", directory, hint)
     return False
-  for record in info["shards"] + [info["lengths"]] + [info[k] for k in ("labels", "margins") if k in info]:
+  for record in info["shards"] + [info["lengths"]] + [info[k] for k in ("labels", "margins", "records") if k in info]:
     _check_file(directory, record, hint)
   return True
 
@@ -301,3 +315,19 @@ def open_labels(directory: str, split: str, meta: dict) -> np.ndarray:
     raise UserError(f"{path} lists {labels.size} labels, metadata.json says {meta['splits'][split]['num_docs']} "
                     f"documents; the dataset is corrupt ({_rewrite_hint(meta)})")
   return labels
+
+
+def open_records(directory: str, split: str, meta: dict) -> list[dict]:
+  """Each document's JSON record of `split` (prompt datasets: {"prompt": messages, "answer": ...})."""
+  path = os.path.join(directory, f"{split}.records.jsonl")
+  if "records" not in meta["splits"][split]:
+    raise UserError(f"dataset {directory} has no per-prompt records; prepare prompts with scripts/prepare_prompts.py")
+  try:
+    with open(path, encoding="utf-8") as f:
+      records = [json.loads(line) for line in f]
+  except (OSError, ValueError) as e:
+    raise UserError(f"{path} is corrupt ({e}); {_rewrite_hint(meta)}") from None
+  if len(records) != meta["splits"][split]["num_docs"]:
+    raise UserError(f"{path} lists {len(records)} records, metadata.json says {meta['splits'][split]['num_docs']} "
+                    f"documents; the dataset is corrupt ({_rewrite_hint(meta)})")
+  return records

@@ -86,3 +86,16 @@ def preference_pairs(files: list[str], rejected: str = "shuffled", min_answer_ch
     if worse != answer:
       pairs.append({"prompt": question, "chosen": answer, "rejected": worse})
   return pairs
+
+
+def prompts(files: list[str], min_answer_chars: int = 40) -> list[dict]:
+  """{"prompt", "answer"} for online RL with a verifiable reward: each question, with the first word of its
+  function's docstring as the answer -- the verb the documentation opens with ("Return", "Set", "Create"...,
+  as PEP 257 asks), which the exact-match reward compares with the completion's first word."""
+  out = []
+  for conv in examples(files, min_answer_chars):
+    question, answer = conv["messages"][0]["content"], conv["messages"][1]["content"]
+    first = answer.split()[0].strip(".,:;`'\"()")
+    if first.isalpha():
+      out.append({"prompt": question, "answer": first})
+  return out

@@ -25,6 +25,7 @@ from trainer import mfu as mfu_lib
 from trainer import objectives
 from trainer import optimizer as optimizer_lib
 from trainer import preflight
+from trainer import rollout as rollout_lib
 from trainer import state as state_lib
 from trainer import steps as steps_lib
 from trainer import workdir_lock
@@ -155,6 +156,8 @@ class _Run:
     # Examples that are read whole, one per row (labelled examples, preference pairs), must fit a row.
     whole = self.meta.get("kind") in ("classification", "preference")
     max_len = self.meta.get("options", {}).get("max_len", 0) if whole else 0
+    if config.train.objective == "grpo":
+      max_len = self._check_prompts(config)
     if max_len > config.train.seq_len:
       raise UserError(f"config.train.seq_len={config.train.seq_len} is shorter than the examples of {config.data.dir} "
                       f"(prepared with --max_len={max_len}): they would lose their end; set train.seq_len={max_len}")
@@ -171,6 +174,20 @@ class _Run:
     self.tx, self.schedule = optimizer_lib.make_optimizer(config.optimizer, t.steps)
     self._eval_batches: dict = {}
     self.teacher_step = None  # a distillation teacher's pinned checkpoint (Teacher.pin)
+
+  def _check_prompts(self, config) -> int:
+    """GRPO samples from one prompt dataset; a prompt and its completion must fit a row."""
+    if self.meta.get("kind") != "prompts" or config.data.mixture:
+      raise UserError(f"config.train.objective='grpo' samples completions of prompts: config.data.dir must be "
+                      f"one prompt dataset (scripts/prepare_prompts.py), not {config.data.mixture or config.data.dir}"
+                      f" ({'a mixture' if config.data.mixture else 'kind ' + repr(self.meta.get('kind'))})")
+    g = config.train.grpo
+    longest = max(s["max_len"] for s in self.meta["splits"].values())
+    if longest + g.max_completion_len > config.train.seq_len:
+      raise UserError(f"config.train.seq_len={config.train.seq_len} cannot hold the longest prompt of "
+                      f"{config.data.dir} ({longest} tokens) and config.train.grpo.max_completion_len="
+                      f"{g.max_completion_len}; set train.seq_len={longest + g.max_completion_len}")
+    return 0
 
   def build(self):
     t = self.config.train
@@ -197,7 +214,11 @@ class _Run:
     self.eval_step = steps_lib.make_eval_step(self.model, self.objective, self.state_sh.params, self.frozen_sh,
                                               self.batch_sh, repl)
     self.train_iter = pipeline.train_iterator(self.config.data, t.seq_len, t.batch_size, *self.rows,
-                                              seed=t.seed, masking=self.masking)
+                                              seed=t.seed, masking=self.masking,
+                                              repeats=self.objective.rows_per_prompt)
+    self.rollout = None
+    if self.objective.generates:  # GRPO: rows are sampled from the policy
+      self.rollout = rollout_lib.Rollout(self.config, self.model_cfg, self.mesh, self.meta, self.rows)
     self.mixture_names = [os.path.basename(os.path.normpath(d)) for d, _ in pipeline.datasets(self.config.data)]
     self.flops_per_token = self.objective.flops_per_token(self.model_cfg, t.seq_len)
     self.peak_flops = mfu_lib.peak_flops_per_device(jax.devices()[0].device_kind,
@@ -286,8 +307,9 @@ class _Run:
     """Plain model parameters: LoRA adapters merged into the base."""
     if self.model_cfg.lora is None:
       return state.params
-    merge = jax.jit(lambda f, t: lora.merged_params(t, f, self.model_cfg.lora), out_shardings=self.base_sh)
-    return merge(frozen["params"], state.params)
+    if not hasattr(self, "_merge"):  # compiled once (GRPO merges before every step's sampling)
+      self._merge = jax.jit(lambda f, t: lora.merged_params(t, f, self.model_cfg.lora), out_shardings=self.base_sh)
+    return self._merge(frozen["params"], state.params)
 
   def task_evaluator(self, make_evaluator):
     """config.eval.tasks, loaded and checked now so a bad task file fails before training."""
@@ -305,12 +327,16 @@ class _Run:
                       f"{ev.tasks!r} does not run")
     return evaluator
 
-  def eval_split(self, params, frozen, split: str, num_batches: int) -> dict:
+  def eval_split(self, state, frozen, split: str, num_batches: int, log=None) -> dict:
     t = self.config.train
     key = (split, num_batches)
     if key not in self._eval_batches:  # the same rows every evaluation: read them once
-      self._eval_batches[key] = self.model_fields(pipeline.eval_batches(
-          self.config.data, split, t.seq_len, t.batch_size, *self.rows, num_batches, masking=self.masking))
+      batches = pipeline.eval_batches(self.config.data, split, t.seq_len, t.batch_size, *self.rows, num_batches,
+                                      masking=self.masking, repeats=self.objective.rows_per_prompt)
+      self._eval_batches[key] = batches if self.rollout is not None else self.model_fields(batches)
+    if self.rollout is not None:  # GRPO: the rewards of completions sampled for held-out prompts
+      return self.rollout.evaluate(self.inference_params(state, frozen), self._eval_batches[key], split, log)
+    params = state.params
     step = lambda batch: self.eval_step(params, frozen, batch)  # noqa: E731
     return steps_lib.evaluate(step, self.objective, self._eval_batches[key], self.batch_sh, t.batch_size)
 
@@ -422,7 +448,7 @@ def _train(config, workdir: str, devices, stop_after_step: int | None, make_task
       """Evaluates on the val split and the tasks; True when early stopping says stop."""
       flat, line = {}, [f"eval step {step}"]
       if ev.steps > 0:
-        result = r.eval_split(state.params, frozen, "val", ev.steps)
+        result = r.eval_split(state, frozen, "val", ev.steps, log.info)
         log.write(step, "val", result)
         flat.update({f"val/{k}": v for k, v in result.items()})
         line.append(_format_eval("val", result))
@@ -442,11 +468,16 @@ def _train(config, workdir: str, devices, stop_after_step: int | None, make_task
     step, last_saved, interrupted = start, start, False
     timer_start, timer_step, loop_start = None, start, time.perf_counter()
     mixture_tokens = np.zeros(len(r.mixture_names))
+    rollout_sums, rollout_steps = {}, 0  # GRPO: sampling metrics since the last log line
     in_flight = None  # the outputs of the step dispatched last
     with _StopRequest() as stop:
       stop.finished = start
       while step < t.steps:
         local = next(r.train_iter)
+        if r.rollout is not None:  # GRPO: completions sampled by the policy as it is now
+          local, sampled = r.rollout.train_batch(r.inference_params(state, frozen), local, step)
+          rollout_sums = {k: rollout_sums.get(k, 0.0) + v for k, v in sampled.items()}
+          rollout_steps += 1
         real_tokens = (local["segment_ids"] != 0).reshape(len(local["dataset"]), -1).sum(1)  # pairs: both sides
         mixture_tokens += np.bincount(local["dataset"], weights=real_tokens,
                                       minlength=len(mixture_tokens))
@@ -466,13 +497,17 @@ def _train(config, workdir: str, devices, stop_after_step: int | None, make_task
           timer_start, timer_step = time.perf_counter(), step
         if step % config.log.every_steps == 0 or step == t.steps:
           guard.check(ckpt)
-          m = {k: float(v) for k, v in jax.device_get(metrics).items()}
+          m = r.objective.train_metrics({k: float(v) for k, v in jax.device_get(metrics).items()})
           m["skipped_steps"] = guard.skipped
           now = time.perf_counter()
           done = step - timer_step  # steps timed since the last log line (compile excluded)
           m["tokens_per_sec"] = done * tokens_per_step / (now - timer_start) if done else 0.0
           m["mfu"] = mfu_lib.mfu(m["tokens_per_sec"], r.flops_per_token, jax.device_count(), r.peak_flops)
           m["eta_s"] = (t.steps - step) * (now - timer_start) / done if done else 0.0
+          if rollout_steps:  # per-step means; training's time is the step's wall time less sampling's
+            m.update({k: v / rollout_steps for k, v in rollout_sums.items()})
+            m["time/train_s"] = max(0.0, (now - timer_start) / done - m["time/sample_s"]) if done else 0.0
+            rollout_sums, rollout_steps = {}, 0
           timer_start, timer_step = now, step
           m["tokens_seen"] = step * tokens_per_step
           if len(mixture_tokens) > 1:  # each dataset's share of the tokens since the last log line
@@ -509,7 +544,7 @@ def _train(config, workdir: str, devices, stop_after_step: int | None, make_task
     if interrupted:
       log.info(f"stopped at step {step}; checkpoint saved in {ckpt.directory}/{step}")
     elif ev.final_split:
-      result = r.eval_split(state.params, frozen, ev.final_split, ev.final_steps)
+      result = r.eval_split(state, frozen, ev.final_split, ev.final_steps, log.info)
       log.write(step, ev.final_split, result)
       counted = f"{result['tokens']:.0f} tokens" if "tokens" in result else f"{result['examples']:.0f} examples"
       log.info(f"held-out {ev.final_split} split: {_format_eval(ev.final_split, result)} over {counted}")

@@ -14,7 +14,11 @@ def _fmt_duration(seconds: float) -> str:
 
 
 def format_train_line(step: int, total: int, m: dict) -> str:
-  return (f"step {step}/{total} | loss {m['loss']:.4f} | lr {m['learning_rate']:.2e} | "
+  sampled = ""
+  if "reward" in m:  # GRPO: the sampled completions' reward and where the time went
+    sampled = (f"reward {m['reward']:.3f} | length {m['completions/mean_length']:.1f} | sampling "
+               f"{m['time/sample_s']:.2f}s + training {m['time/train_s']:.2f}s per step | ")
+  return (f"step {step}/{total} | loss {m['loss']:.4f} | {sampled}lr {m['learning_rate']:.2e} | "
           f"grad_norm {m['grad_norm']:.3f} | {m['tokens_per_sec']:,.0f} tok/s | "
           f"MFU {100 * m['mfu']:.2f}% | ETA {_fmt_duration(m['eta_s'])}")
 

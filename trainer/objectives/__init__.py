@@ -12,7 +12,7 @@ Adding an objective means one module in this package and one entry in
 """
 
 from errors import UserError
-from trainer.objectives import causal_lm, classification, distill, masked_lm, preference
+from trainer.objectives import causal_lm, classification, distill, grpo, masked_lm, preference
 from trainer.objectives.causal_lm import cross_entropy_sums, next_token_targets  # noqa: F401 (API)
 
 OBJECTIVES = {
@@ -22,6 +22,7 @@ OBJECTIVES = {
     "reward": preference.RewardModel,
     "dpo": preference.DPO,
     "distill": distill.Distill,
+    "grpo": grpo.GRPO,
 }
 
 

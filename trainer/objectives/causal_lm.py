@@ -60,15 +60,22 @@ def chunked_target_and_log_z(x_NxTxD, w_DxV, targets_NxT, chunk: int):
   return target_NxT, max_NxT + jnp.log(sum_NxT)
 
 
-def target_logits_and_log_z(apply_fn, variables, batch: dict, targets_BxT, vocab_chunk: int = 0, rngs=None):
-  """(logit of each target token [B, T], logsumexp over the vocabulary [B, T]), in float32.
+def target_logits_and_log_z(apply_fn, variables, batch: dict, targets_BxT, vocab_chunk: int = 0, rngs=None,
+                            temperature: float = 1.0):
+  """(logit of each target token [B, T], logsumexp over the vocabulary [B, T]), in float32, of the logits
+  divided by `temperature` (the distribution a sampler at that temperature draws from).
 
   vocab_chunk=0 computes the full logits [B, T, V]; a positive chunk goes over the vocabulary
   `vocab_chunk` columns at a time (chunked_target_and_log_z), so memory never grows with batch x vocabulary.
   """
   if not vocab_chunk:
-    return target_and_log_z(apply_fn(variables, batch, rngs=rngs), targets_BxT)
+    logits_BxTxV = apply_fn(variables, batch, rngs=rngs)
+    if temperature != 1.0:
+      logits_BxTxV = logits_BxTxV.astype(jnp.float32) / temperature
+    return target_and_log_z(logits_BxTxV, targets_BxT)
   x_BxTxD, w_DxV = apply_fn(variables, batch, rngs=rngs, return_features=True)
+  if temperature != 1.0:  # (x / t) @ w = (x @ w) / t
+    x_BxTxD = x_BxTxD / temperature
   return chunked_target_and_log_z(x_BxTxD, w_DxV, targets_BxT, vocab_chunk)
 
 

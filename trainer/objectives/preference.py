@@ -17,9 +17,7 @@ import jax
 import jax.numpy as jnp
 
 from errors import UserError
-from model import lora
-from trainer.objectives.base import Objective
-from trainer.state import REFERENCE
+from trainer.objectives.base import Objective, policy_and_reference
 from trainer.objectives.causal_lm import next_token_targets, target_logits_and_log_z
 
 REFERENCE_FREE = ("simpo", "orpo")
@@ -126,14 +124,10 @@ class DPO(Objective):
   def sums(self, apply_fn, variables, batch, rngs=None, train: bool = True):
     """(sum of pair losses, pairs, metric sums)."""
     rows = pair_rows(batch)
-    policy = {k: v for k, v in variables.items() if k != REFERENCE}
+    policy, reference = policy_and_reference(variables)
     logps, counts = sequence_logps(apply_fn, policy, rows, self.vocab_chunk, rngs)
     ref_chosen = ref_rejected = None
     if self.needs_reference:
-      if REFERENCE in variables:  # a frozen copy of the starting policy
-        reference = {"params": variables[REFERENCE]}
-      else:  # LoRA: the base with the adapters off (zero adapters add nothing), at no extra memory
-        reference = {**policy, lora.COLLECTION: jax.tree.map(jnp.zeros_like, policy[lora.COLLECTION])}
       ref_logps = jax.lax.stop_gradient(sequence_logps(apply_fn, reference, rows, self.vocab_chunk)[0])
       ref_chosen, ref_rejected = ref_logps[0::2], ref_logps[1::2]
     losses, chosen_rewards, rejected_rewards, (logp_c, logp_r) = pair_losses(
