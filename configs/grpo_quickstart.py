@@ -33,7 +33,8 @@ def get_config():
   g.beta = 0.0                           # TRL's default: no KL term, no reference model held
   g.reward_funcs = "exact_match"
   g.answer_regex = r"^\W*(\w+)"          # the completion's first word
-  c.optimizer.learning_rate = 2e-5
+  g.mask_truncated_completions = True    # learn from finished answers only: the model keeps ending them
+  c.optimizer.learning_rate = 1e-4
   c.optimizer.warmup_steps = 5
   c.optimizer.schedule = "constant"
   c.eval.every_steps = 30

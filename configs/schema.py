@@ -144,6 +144,9 @@ class GrpoConfig(Section):
   # (per completion, then over completions), "dr_grpo" (over completions x max_completion_len).
   loss_type: Literal["dapo", "bnpo", "grpo", "dr_grpo"] = "dapo"
   scale_rewards: Literal["group", "batch", "none"] = "group"  # the std that divides advantages
+  # Completions cut at max_completion_len (no end of turn) are left out of the loss (TRL's option): the
+  # policy then never learns from answers it did not finish, and keeps ending them.
+  mask_truncated_completions: bool = False
   # Comma-separated: exact_match | format | length | reward_model | package.module:function (trainer/rewards.py)
   reward_funcs: str = "exact_match"
   reward_weights: str = ""        # comma-separated, one per function; "": all 1

@@ -31,3 +31,9 @@ def head_params(cfg: ModelConfig) -> int:
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
   return 6.0 * matmul_params(cfg) + 12.0 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len
+
+
+def forward_flops_per_token(cfg: ModelConfig, context_len: float) -> float:
+  """One forward pass of one token attending to `context_len` positions (prefill and decoding):
+  2 N + 4 L H Q context, a third of the training formula's."""
+  return 2.0 * matmul_params(cfg) + 4.0 * cfg.num_layers * cfg.num_heads * cfg.head_dim * context_len

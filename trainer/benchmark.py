@@ -2,16 +2,20 @@
 tokens/s, MFU and memory, on random tokens (no dataset needed).
 
 MFU counts the objective's model FLOPs per token (Objective.flops_per_token: 6N + 12·L·H·Q·T, plus a
-live reference's or a teacher's forward pass) against the device's peak (trainer/mfu.py).
+live reference's or a teacher's forward pass) against the device's peak (trainer/mfu.py). An objective
+that samples (GRPO) also times its sampling phase with the KV-cache decoder: prefill and decoding, each
+counted at a forward pass per token (2N + 4·L·H·Q·context, model/flops.py).
 """
 
+import dataclasses
 import time
 
 import jax
 import numpy as np
 
 from configs.schema import RunConfig
-from model import families
+from model import decode, families, flops
+from model.sampling import SamplingConfig
 from parallel import mesh as mesh_lib
 from parallel import sharding
 from trainer import loop, objectives
@@ -68,6 +72,7 @@ def benchmark(config, steps: int, peak_override: float, profile_dir: str) -> dic
     batch = {"tokens": rng.integers(0, model_cfg.vocab_size, shape).astype(np.int32),
              "positions": np.broadcast_to(np.arange(t.seq_len, dtype=np.int32), shape).copy(),
              "segment_ids": np.ones(shape, np.int32), "loss_mask": np.ones(shape, np.int32)}
+    batch["advantages"] = rng.normal(size=t.batch_size).astype(np.float32)  # GRPO
     batch = jax.device_put({k: v for k, v in batch.items() if k in objective.batch_fields}, batch_sh)
 
     start = time.perf_counter()
@@ -88,6 +93,9 @@ def benchmark(config, steps: int, peak_override: float, profile_dir: str) -> dic
   tokens_per_sec = t.batch_size * objective.sequences_per_row * t.seq_len / step_time
   peak = mfu_lib.peak_flops_per_device(jax.devices()[0].device_kind, peak_override)
   fpt = objective.flops_per_token(model_cfg, t.seq_len)
+  sampling = _sampling_phase(config, mesh, state.params, peak) if objective.generates else {}
+  if sampling:  # a GRPO step samples, then trains
+    sampling["sample_and_train_s"] = sampling["sampling_time_s"] + step_time
   return {
       "objective": t.objective,
       "device_kind": jax.devices()[0].device_kind,
@@ -103,4 +111,31 @@ def benchmark(config, steps: int, peak_override: float, profile_dir: str) -> dic
       "compile_time_s": compile_time,
       "mfu": mfu_lib.mfu(tokens_per_sec, fpt, jax.device_count(), peak),
       "peak_memory_bytes": _peak_memory(compiled),
+      **sampling,
+  }
+
+
+def _sampling_phase(config, mesh, params, peak: float) -> dict:
+  """GRPO's other phase: batch_size completions of max_completion_len tokens after prompts that fill the
+  rest of seq_len, sampled at the configured temperature (no stop token: every row runs to the end).
+  Timed warm (a first call compiles); prefill and decoding tokens/s and MFU apart, and the whole step's
+  time, sampling plus training."""
+  t, g = config.train, config.train.grpo
+  cfg = dataclasses.replace(config.model_config(), lora=None)
+  prompt_len, new = t.seq_len - g.max_completion_len, g.max_completion_len
+  prompts = np.random.default_rng(1).integers(3, cfg.vocab_size, (t.batch_size, prompt_len)).tolist()
+  decoder = decode.Decoder(cfg, mesh, chunk=new)
+  sampling = SamplingConfig(temperature=g.temperature, top_k=g.top_k, top_p=g.top_p)
+  with sharding.activate(mesh):
+    decoder.generate(params, prompts, new, sampling)  # compiles
+    out = decoder.generate(params, prompts, new, sampling)
+  devices = jax.device_count()
+  prefill_tps = t.batch_size * prompt_len / out.prefill_s
+  decode_tps = out.new_tokens / out.decode_s
+  return {
+      "prefill_tokens_per_sec": prefill_tps,
+      "prefill_mfu": mfu_lib.mfu(prefill_tps, flops.forward_flops_per_token(cfg, prompt_len), devices, peak),
+      "decode_tokens_per_sec": decode_tps,
+      "decode_mfu": mfu_lib.mfu(decode_tps, flops.forward_flops_per_token(cfg, prompt_len + new / 2), devices, peak),
+      "sampling_time_s": out.prefill_s + out.decode_s,
   }

@@ -132,7 +132,7 @@ class Rollout:
       rows["tokens"][i, :length] = prompt + completion
       rows["segment_ids"][i, :length] = 1
       rows["positions"][i, :length] = np.arange(length)
-      rows["loss_mask"][i, len(prompt):length] = 1
+      rows["loss_mask"][i, len(prompt):length] = samples.ended[i] or not self.grpo.mask_truncated_completions
     return {**rows, "advantages": advantages.astype(np.float32), "dataset": datasets.astype(np.int32)}
 
   def metrics(self, samples: Samples) -> dict:
