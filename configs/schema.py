@@ -79,8 +79,9 @@ class DpoConfig(Section):
   simpo_gamma: float = 0.5        # simpo: the target reward margin
   rpo_alpha: float = 0.0          # weight of an added NLL on the chosen completion (RPO); 0: none
   # The reference policy: "policy_copy", a frozen copy of the starting model run alongside (under LoRA,
-  # always the base with the adapters off, at no extra memory).
-  reference: Literal["policy_copy"] = "policy_copy"
+  # the base with the adapters off, at no extra memory); "precomputed", its log-probabilities computed
+  # once into the dataset (scripts/precompute_reference.py): no reference held, no forward pass for it.
+  reference: Literal["policy_copy", "precomputed"] = "policy_copy"
 
   def check(self) -> None:
     self.require(self.beta > 0, "beta", "a positive number")

@@ -13,13 +13,16 @@ from data.examples import EpochOrder, example_row
 
 
 class PairRows:
-  """Row g -> {"tokens", "loss_mask", "segment_ids", "positions"} int32 [2, seq_len], "dataset", and the
-  pair's float32 "margin" when the split has margins."""
+  """Row g -> {"tokens", "loss_mask", "segment_ids", "positions"} int32 [2, seq_len], "dataset", the
+  pair's float32 "margin" when the split has margins, and its sides' reference log-probabilities
+  "ref_logps" float32 [2] when they were precomputed."""
 
-  def __init__(self, source, lengths, seq_len: int, seed: int, shuffle: bool, dataset: int = 0, margins=None):
+  def __init__(self, source, lengths, seq_len: int, seed: int, shuffle: bool, dataset: int = 0, margins=None,
+               ref_logps=None):
     if len(lengths) % 2:
       raise ValueError(f"{len(lengths)} records cannot be (chosen, rejected) pairs")
     self.source, self.seq_len, self.dataset, self.margins = source, seq_len, dataset, margins
+    self.ref_logps = ref_logps
     self.rows_per_epoch = len(lengths) // 2
     self.truncated_docs = int((np.asarray(lengths) > seq_len).sum())
     self.order = EpochOrder(self.rows_per_epoch, seed, shuffle)
@@ -39,4 +42,6 @@ class PairRows:
     row = {**{f: np.stack([chosen[f], rejected[f]]) for f in chosen}, "dataset": np.int32(self.dataset)}
     if self.margins is not None:
       row["margin"] = self.margins[2 * k]
+    if self.ref_logps is not None:
+      row["ref_logps"] = self.ref_logps[2 * k:2 * k + 2]
     return row

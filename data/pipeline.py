@@ -99,7 +99,8 @@ class RowStream:
         continue
       if meta.get("kind") == "preference":  # (chosen, rejected) pairs: one per row, never packed
         self.rows.append(PairRows(source, lengths, seq_len, seed=seed + i, shuffle=shuffle, dataset=i,
-                                  margins=shards.open_margins(directory, split, meta)))
+                                  margins=shards.open_margins(directory, split, meta),
+                                  ref_logps=shards.open_ref_logps(directory, split, meta)))
         continue
       if meta.get("kind") == "prompts":  # prompts to sample from: one per row, `repeats` rows each
         self.rows.append(PromptRows(source, lengths, seq_len, seed=seed + i, shuffle=shuffle, dataset=i,

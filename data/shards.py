@@ -8,6 +8,8 @@
     DIR/SPLIT.lengths.npy         tokens per document, in record order
     DIR/SPLIT.labels.npy          (classification datasets) the label id of each document
     DIR/SPLIT.margins.npy         (preference datasets, optional) each document's pair's reward margin
+    DIR/SPLIT.ref_logps.npy       (preference datasets, optional) each document's completion log-probability
+                                  under a DPO reference model (trainer/reference_logps.py)
     DIR/SPLIT.records.jsonl       (prompt datasets) each document's JSON record: its prompt messages and
                                   reference answer, which reward functions read
 
@@ -72,7 +74,7 @@ class SplitWriter:
   def _close_shard(self):
     if self._writer is not None:
       self._writer.close()
-      self.shards.append(_file_record(self.directory, self.files[-1], records=self._in_shard))
+      self.shards.append(file_record(self.directory, self.files[-1], records=self._in_shard))
     self._writer, self._in_shard = None, 0
 
   def close(self) -> dict:
@@ -82,23 +84,23 @@ class SplitWriter:
     name = f"{self.split}.lengths.npy"
     np.save(os.path.join(self.directory, name), lengths)
     info = {"files": self.files, "num_docs": int(lengths.size), "num_tokens": int(lengths.sum()),
-            "shards": self.shards, "lengths": _file_record(self.directory, name)}
+            "shards": self.shards, "lengths": file_record(self.directory, name)}
     if self.labels:
       if len(self.labels) != lengths.size:
         raise ValueError(f"{len(self.labels)} labels for {lengths.size} documents")
       np.save(os.path.join(self.directory, f"{self.split}.labels.npy"), np.asarray(self.labels, dtype=np.int32))
-      info["labels"] = _file_record(self.directory, f"{self.split}.labels.npy")
+      info["labels"] = file_record(self.directory, f"{self.split}.labels.npy")
     if self.margins:
       if len(self.margins) != lengths.size:
         raise ValueError(f"{len(self.margins)} margins for {lengths.size} documents")
       np.save(os.path.join(self.directory, f"{self.split}.margins.npy"), np.asarray(self.margins, dtype=np.float32))
-      info["margins"] = _file_record(self.directory, f"{self.split}.margins.npy")
+      info["margins"] = file_record(self.directory, f"{self.split}.margins.npy")
     if self.records:
       if len(self.records) != lengths.size:
         raise ValueError(f"{len(self.records)} records for {lengths.size} documents")
       with open(os.path.join(self.directory, f"{self.split}.records.jsonl"), "w", encoding="utf-8") as f:
         f.writelines(json.dumps(r, ensure_ascii=False) + "\n" for r in self.records)
-      info["records"] = _file_record(self.directory, f"{self.split}.records.jsonl")
+      info["records"] = file_record(self.directory, f"{self.split}.records.jsonl")
     return info
 
 
@@ -110,7 +112,7 @@ def file_sha256(path: str) -> str:
   return h.hexdigest()
 
 
-def _file_record(directory: str, name: str, **extra) -> dict:
+def file_record(directory: str, name: str, **extra) -> dict:
   path = os.path.join(directory, name)
   return {"file": name, "bytes": os.path.getsize(path), "sha256": file_sha256(path), **extra}
 
@@ -285,24 +287,35 @@ def verify_split(directory: str, split: str, meta: dict | None = None) -> bool:
       logging.warning("%s/metadata.json records no shard checksums (written by an older version); only "
                       "record counts are checked; %s to have its contents verified", directory, hint)
     return False
-  for record in info["shards"] + [info["lengths"]] + [info[k] for k in ("labels", "margins", "records") if k in info]:
+  for record in info["shards"] + [info["lengths"]] + [info[k] for k in ("labels", "margins", "records", "ref_logps")
+                                                    if k in info]:
     _check_file(directory, record, hint)
   return True
 
 
 def open_margins(directory: str, split: str, meta: dict) -> np.ndarray | None:
   """Each document's pair margin (float32) of a preference split, or None when it has none."""
-  if "margins" not in meta["splits"][split]:
+  return _open_floats(directory, split, meta, "margins")
+
+
+def open_ref_logps(directory: str, split: str, meta: dict) -> np.ndarray | None:
+  """Each document's reference log-probability (float32; trainer/reference_logps.py), or None."""
+  return _open_floats(directory, split, meta, "ref_logps")
+
+
+def _open_floats(directory: str, split: str, meta: dict, key: str) -> np.ndarray | None:
+  """SPLIT.KEY.npy: one float32 per document of a split, or None when the split has none."""
+  if key not in meta["splits"][split]:
     return None
-  path = os.path.join(directory, f"{split}.margins.npy")
+  path = os.path.join(directory, f"{split}.{key}.npy")
   try:
-    margins = np.load(path)
+    values = np.load(path)
   except (OSError, ValueError, EOFError) as e:
     raise UserError(f"{path} is corrupt ({e}); {_rewrite_hint(meta)}") from None
-  if margins.shape != (meta["splits"][split]["num_docs"],) or margins.dtype != np.float32:
-    raise UserError(f"{path} holds {margins.dtype} {margins.shape}, expected one float32 per document of "
+  if values.shape != (meta["splits"][split]["num_docs"],) or values.dtype != np.float32:
+    raise UserError(f"{path} holds {values.dtype} {values.shape}, expected one float32 per document of "
                     f"{split}; the dataset is corrupt ({_rewrite_hint(meta)})")
-  return margins
+  return values
 
 
 def open_labels(directory: str, split: str, meta: dict) -> np.ndarray:

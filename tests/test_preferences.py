@@ -331,3 +331,40 @@ def test_dpo_under_lora_takes_the_base_as_its_reference(tiny_hf_base, ten_pairs_
   train = read_metrics(workdir)
   assert train[1]["loss"] == pytest.approx(math.log(2), abs=1e-5)
   assert train[4]["loss"] < train[1]["loss"] and train[4]["rewards/margins"] > 0
+
+
+def test_precomputed_reference_logps_train_as_the_live_reference_does(pair_runs, tiny_hf_base, pref_dir, tmp_path):
+  """scripts/precompute_reference.py's log-probabilities, read with the pairs, give the frozen-copy run's
+  losses and metrics (1e-5) with no reference held; a dataset without them, or with another model's, is refused."""
+  import shutil
+  from trainer import reference_logps
+  objective, out, make = pair_runs
+  if objective != "dpo":
+    return
+  data = str(tmp_path / "prefs")
+  shutil.copytree(pref_dir, data)
+  means = reference_logps.precompute(data, tiny_hf_base, batch_pairs=5)
+  assert set(means) == {"train", "val"} and all(m < 0 for m in means.values())
+  assert shards.verify_split(data, "train") and shards.verify_split(data, "val")
+  config = make(ONE_DEVICE)
+  config.data.dir, config.train.dpo.reference = data, "precomputed"
+  summary = loop.run(config, str(tmp_path / "run"), jax.devices()[:1])
+  assert not summary["interrupted"]
+  got, want = read_metrics(str(tmp_path / "run")), read_metrics(out["single"])
+  assert got[1]["loss"] == pytest.approx(math.log(2), abs=1e-5)
+  for step in range(1, STEPS + 1):
+    assert got[step]["loss"] == pytest.approx(want[step]["loss"], rel=1e-5, abs=1e-6), step
+  for name in ("loss", "rewards/margins", "rewards/accuracies"):
+    assert read_metrics(str(tmp_path / "run"), "val")[STEPS][name] == pytest.approx(
+        read_metrics(out["single"], "val")[STEPS][name], rel=1e-5, abs=1e-6), name
+  config.data.dir = pref_dir
+  with pytest.raises(UserError, match="holds no reference log-probabilities; compute them with "
+                                      "scripts/precompute_reference.py"):
+    loop.run(config, str(tmp_path / "none"), jax.devices()[:1])
+  meta = shards.load_metadata(data)
+  meta["ref_logps"]["model"]["content_sha256"] = "0" * 64
+  with open(f"{data}/metadata.json", "w") as f:
+    json.dump(meta, f)
+  config.data.dir = data
+  with pytest.raises(UserError, match="were computed with .* whose weights differ from config.init.hf_dir"):
+    loop.run(config, str(tmp_path / "other"), jax.devices()[:1])

@@ -73,6 +73,7 @@ def benchmark(config, steps: int, peak_override: float, profile_dir: str) -> dic
              "positions": np.broadcast_to(np.arange(t.seq_len, dtype=np.int32), shape).copy(),
              "segment_ids": np.ones(shape, np.int32), "loss_mask": np.ones(shape, np.int32)}
     batch["advantages"] = rng.normal(size=t.batch_size).astype(np.float32)  # GRPO
+    batch["ref_logps"] = -rng.uniform(10, 100, (t.batch_size, 2)).astype(np.float32)  # DPO, precomputed
     batch = jax.device_put({k: v for k, v in batch.items() if k in objective.batch_fields}, batch_sh)
 
     start = time.perf_counter()

@@ -24,7 +24,7 @@ from parallel.checkpoint import Checkpointer
 from trainer import mfu as mfu_lib
 from trainer import objectives
 from trainer import optimizer as optimizer_lib
-from trainer import preflight
+from trainer import preflight, reference_logps
 from trainer import rollout as rollout_lib
 from trainer import state as state_lib
 from trainer import steps as steps_lib
@@ -158,6 +158,8 @@ class _Run:
     max_len = self.meta.get("options", {}).get("max_len", 0) if whole else 0
     if config.train.objective == "grpo":
       max_len = self._check_prompts(config)
+    if config.train.objective == "dpo" and config.train.dpo.reference == "precomputed":
+      reference_logps.check_dataset(config, self.meta, config.data.dir)
     if max_len > config.train.seq_len:
       raise UserError(f"config.train.seq_len={config.train.seq_len} is shorter than the examples of {config.data.dir} "
                       f"(prepared with --max_len={max_len}): they would lose their end; set train.seq_len={max_len}")

@@ -108,18 +108,24 @@ class DPO(Objective):
   simpo_gamma: float = 0.5
   rpo_alpha: float = 0.0
   vocab_chunk: int = 0
+  precomputed: bool = False  # the reference's log-probabilities come with the pairs ("ref_logps")
   families: ClassVar[tuple[str, ...]] = ("decoder",)
-  batch_fields: ClassVar[tuple[str, ...]] = PAIR_FIELDS
   sequences_per_row: ClassVar[int] = 2
 
   @classmethod
   def from_config(cls, config) -> "DPO":
     d = config.train.dpo
-    return cls(d.loss_type, d.beta, d.label_smoothing, d.simpo_gamma, d.rpo_alpha, config.train.vocab_chunk)
+    return cls(d.loss_type, d.beta, d.label_smoothing, d.simpo_gamma, d.rpo_alpha, config.train.vocab_chunk,
+               d.reference == "precomputed" and d.loss_type not in REFERENCE_FREE)
+
+  @property
+  def batch_fields(self) -> tuple[str, ...]:
+    return PAIR_FIELDS + ("ref_logps",) if self.precomputed else PAIR_FIELDS
 
   @property
   def needs_reference(self) -> bool:
-    return self.loss_type not in REFERENCE_FREE
+    """A frozen copy beside the policy (or, under LoRA, the base with the adapters off)."""
+    return self.loss_type not in REFERENCE_FREE and not self.precomputed
 
   def sums(self, apply_fn, variables, batch, rngs=None, train: bool = True):
     """(sum of pair losses, pairs, metric sums)."""
@@ -127,7 +133,9 @@ class DPO(Objective):
     policy, reference = policy_and_reference(variables)
     logps, counts = sequence_logps(apply_fn, policy, rows, self.vocab_chunk, rngs)
     ref_chosen = ref_rejected = None
-    if self.needs_reference:
+    if self.precomputed:
+      ref_chosen, ref_rejected = batch["ref_logps"][:, 0], batch["ref_logps"][:, 1]
+    elif self.needs_reference:
       ref_logps = jax.lax.stop_gradient(sequence_logps(apply_fn, reference, rows, self.vocab_chunk)[0])
       ref_chosen, ref_rejected = ref_logps[0::2], ref_logps[1::2]
     losses, chosen_rewards, rejected_rewards, (logp_c, logp_r) = pair_losses(
