@@ -114,17 +114,8 @@ def encode_side(tok, formatter: chat.ChatFormatter, prompt: list[dict], completi
 def encode_pairs(files, tok, formatter, opts: PreferenceOptions, stats: collections.Counter, skipped: list):
   """([(chosen ids, mask), (rejected ids, mask)], margin or None) per usable pair, after validation,
   truncation and dropping."""
-  for where, record in sft.json_records(files, stats, opts.bad_lines, skipped):
-    stats["lines"] += 1
-    try:
-      prompt, chosen, rejected = parse_pair(record, where)
-      margin = margin_of(record, where)
-    except UserError as e:
-      if opts.bad_lines == "error":
-        raise UserError(f"{e}; pass --bad_lines=skip to skip such lines") from None
-      stats["skipped_bad_line"] += 1
-      skipped.append(str(e))
-      continue
+  parse = lambda record, where: (*parse_pair(record, where), margin_of(record, where))  # noqa: E731
+  for _, (prompt, chosen, rejected, margin) in sft.parsed_records(files, parse, stats, opts.bad_lines, skipped):
     sides = [encode_side(tok, formatter, prompt, c) for c in (chosen, rejected)]
     if any(len(ids) > opts.max_len for ids, _, _ in sides):
       if opts.overlong == "drop":

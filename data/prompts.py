@@ -58,16 +58,7 @@ def parse_prompt(record, where: str) -> dict:
 
 def encode_prompts(files, tok, formatter, opts: PromptOptions, stats: collections.Counter, skipped: list):
   """(token ids, record) per usable prompt."""
-  for where, raw in sft.json_records(files, stats, opts.bad_lines, skipped):
-    stats["lines"] += 1
-    try:
-      record = parse_prompt(raw, where)
-    except UserError as e:
-      if opts.bad_lines == "error":
-        raise UserError(f"{e}; pass --bad_lines=skip to skip such lines") from None
-      stats["skipped_bad_line"] += 1
-      skipped.append(str(e))
-      continue
+  for where, record in sft.parsed_records(files, parse_prompt, stats, opts.bad_lines, skipped):
     ids = tok.encode(formatter.render(record["prompt"], add_generation_prompt=True))
     if len(ids) > opts.max_len:
       if opts.overlong == "error":

@@ -72,18 +72,25 @@ def json_records(files: list[str], stats: collections.Counter, bad_lines: str, s
         skipped.append(f"{where}: not valid JSON")
 
 
-def encode_examples(files, tok, formatter, opts: SftOptions, stats: collections.Counter, skipped: list):
-  """(tokens, loss mask) per usable example, after validation, truncation and dropping."""
-  for where, record in json_records(files, stats, opts.bad_lines, skipped):
+def parsed_records(files: list[str], parse, stats: collections.Counter, bad_lines: str, skipped: list):
+  """(where, parse(record, where)) for every line; a line that does not decode, or that `parse` refuses
+  (UserError), stops the run naming it or, with bad_lines="skip", is skipped and counted."""
+  for where, record in json_records(files, stats, bad_lines, skipped):
     stats["lines"] += 1
     try:
-      messages = chat.parse_example(record, where)
+      parsed = parse(record, where)
     except UserError as e:
-      if opts.bad_lines == "error":
+      if bad_lines == "error":
         raise UserError(f"{e}; pass --bad_lines=skip to skip such lines") from None
       stats["skipped_bad_line"] += 1
       skipped.append(str(e))
       continue
+    yield where, parsed
+
+
+def encode_examples(files, tok, formatter, opts: SftOptions, stats: collections.Counter, skipped: list):
+  """(tokens, loss mask) per usable example, after validation, truncation and dropping."""
+  for _, messages in parsed_records(files, chat.parse_example, stats, opts.bad_lines, skipped):
     text, spans = formatter.render_with_spans(messages)
     ids, mask = chat.tokenize_with_mask(tok, text, spans if opts.loss_on == "assistant" else [(0, len(text))])
     if len(ids) > opts.max_len:
