@@ -75,10 +75,10 @@ def verify(data_cfg, split: str) -> None:
     shards.verify_split(directory, split)
 
 
-def rows_per_epoch(data_cfg, split: str, seq_len: int) -> int:
+def rows_per_epoch(data_cfg, split: str, seq_len: int, repeats: int = 1) -> int:
   """Packed rows of `seq_len` in one epoch of `split`, as RowStream packs them; 0 if not even one."""
   try:
-    return RowStream(data_cfg, split, seq_len, seed=0, shuffle=False).rows_per_epoch
+    return RowStream(data_cfg, split, seq_len, seed=0, shuffle=False, repeats=repeats).rows_per_epoch
   except ValueError:  # PackedRows: a member's tokens cannot fill a single row
     return 0
 

@@ -332,3 +332,15 @@ def test_grpo_needs_a_prompt_dataset_that_fits_the_rows(tiny_hf_base, prompt_dir
   with pytest.raises(UserError, match="config.eval.best_metric='val/loss': a GRPO evaluation samples completions"):
     loop.run(sft_config(tiny_hf_base, prompt_dir, **{**RUN, **ONE_DEVICE, "eval.best_metric": "val/loss"}),
              str(tmp_path / "c"), jax.devices()[:1])
+
+
+def test_a_split_needs_the_prompts_of_one_batch_not_its_rows(tiny_hf_base, prompt_dir, tmp_path):
+  """Eight val prompts fill a batch of 32 completions (8 x 4); a batch of 40 needs ten, and says so."""
+  from trainer import preflight
+  config = RunConfig.from_config(sft_config(tiny_hf_base, prompt_dir, **{**RUN, "train.batch_size": 32}))
+  meta = shards.load_metadata(prompt_dir)
+  preflight.check_split_size(config, meta, "val", 32)
+  config = RunConfig.from_config(sft_config(tiny_hf_base, prompt_dir, **{**RUN, "train.batch_size": 40}))
+  with pytest.raises(UserError, match=r"split 'val' of .* has 8 prompts; the run needs config.train.batch_size / "
+                                      r"config.train.grpo.num_generations = 10 from it"):
+    preflight.check_split_size(config, meta, "val", 40)

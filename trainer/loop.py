@@ -158,7 +158,8 @@ class _Run:
     max_len = self.meta.get("options", {}).get("max_len", 0) if whole else 0
     if config.train.objective == "grpo":
       max_len = self._check_prompts(config)
-    if config.train.objective == "dpo" and config.train.dpo.reference == "precomputed":
+    if (config.train.objective == "dpo" and config.train.dpo.reference == "precomputed"
+        and config.train.dpo.loss_type not in ("simpo", "orpo")):  # reference-free types read none
       reference_logps.check_dataset(config, self.meta, config.data.dir)
     if max_len > config.train.seq_len:
       raise UserError(f"config.train.seq_len={config.train.seq_len} is shorter than the examples of {config.data.dir} "

@@ -71,9 +71,14 @@ def rows_needed(config) -> dict[str, int]:
 
 def check_split_size(config, meta: dict, split: str, rows: int) -> None:
   seq_len = config.train.seq_len
-  have = pipeline.rows_per_epoch(config.data, split, seq_len)
+  group = config.train.grpo.num_generations if config.train.objective == "grpo" else 1
+  have = pipeline.rows_per_epoch(config.data, split, seq_len, repeats=group)
   if have >= rows:
     return
+  if group > 1:  # GRPO: a batch is batch_size / num_generations prompts
+    raise UserError(f"split {split!r} of {config.data.dir} has {have // group} prompts; the run needs "
+                    f"config.train.batch_size / config.train.grpo.num_generations = {rows // group} from it "
+                    f"({_why(config, split)})")
   where = config.data.mixture or config.data.dir
   info = meta["splits"].get(split, {})
   tokens = f"{info['num_tokens']} tokens in {info['num_docs']} documents, " if info else ""

@@ -89,7 +89,15 @@ class Rollout:
     fields.setdefault("dataset", np.zeros(len(fields["tokens"]), np.int32))  # evaluation rows drop it: one dataset
     if jax.process_count() == 1:
       return fields
-    return {k: np.asarray(v) for k, v in multihost_utils.process_allgather(fields, tiled=True).items()}
+    # Placed by the rows each process holds (the mesh decides), each block once: processes that share
+    # rows (a model axis across hosts) send the same block.
+    gathered = multihost_utils.process_allgather({**fields, "row_start": np.int32(self.row_start)})
+    firsts = np.unique(np.asarray(gathered["row_start"]), return_index=True)[1]
+    rows = {k: np.concatenate([np.asarray(gathered[k])[i] for i in firsts]) for k in fields}
+    if len(rows["tokens"]) != self.global_batch:
+      raise UserError(f"the processes hold {len(rows['tokens'])} distinct rows, not the global batch of "
+                      f"config.train.batch_size={self.global_batch}")
+    return rows
 
   def _cut(self, ids: list[int]) -> tuple[list[int], str, bool]:
     """(the completion's tokens through its end of turn, its text before it, whether it ended)."""
