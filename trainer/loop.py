@@ -1,6 +1,7 @@
 """The training run: set up mesh, data, state; train, evaluate, checkpoint."""
 
 import dataclasses
+import functools
 import os
 import signal
 import threading
@@ -157,9 +158,9 @@ class _Run:
     whole = self.meta.get("kind") in ("classification", "preference")
     max_len = self.meta.get("options", {}).get("max_len", 0) if whole else 0
     if config.train.objective == "grpo":
-      max_len = self._check_prompts(config)
+      self._check_prompts(config)
     if (config.train.objective == "dpo" and config.train.dpo.reference == "precomputed"
-        and config.train.dpo.loss_type not in ("simpo", "orpo")):  # reference-free types read none
+        and config.train.dpo.loss_type not in objectives.preference.REFERENCE_FREE):  # those read none
       reference_logps.check_dataset(config, self.meta, config.data.dir)
     if max_len > config.train.seq_len:
       raise UserError(f"config.train.seq_len={config.train.seq_len} is shorter than the examples of {config.data.dir} "
@@ -178,7 +179,7 @@ class _Run:
     self._eval_batches: dict = {}
     self.teacher_step = None  # a distillation teacher's pinned checkpoint (Teacher.pin)
 
-  def _check_prompts(self, config) -> int:
+  def _check_prompts(self, config) -> None:
     """GRPO samples from one prompt dataset; a prompt and its completion must fit a row."""
     if self.meta.get("kind") != "prompts" or config.data.mixture:
       raise UserError(f"config.train.objective='grpo' samples completions of prompts: config.data.dir must be "
@@ -190,7 +191,6 @@ class _Run:
       raise UserError(f"config.train.seq_len={config.train.seq_len} cannot hold the longest prompt of "
                       f"{config.data.dir} ({longest} tokens) and config.train.grpo.max_completion_len="
                       f"{g.max_completion_len}; set train.seq_len={longest + g.max_completion_len}")
-    return 0
 
   def build(self):
     t = self.config.train
@@ -310,9 +310,12 @@ class _Run:
     """Plain model parameters: LoRA adapters merged into the base."""
     if self.model_cfg.lora is None:
       return state.params
-    if not hasattr(self, "_merge"):  # compiled once (GRPO merges before every step's sampling)
-      self._merge = jax.jit(lambda f, t: lora.merged_params(t, f, self.model_cfg.lora), out_shardings=self.base_sh)
     return self._merge(frozen["params"], state.params)
+
+  @functools.cached_property
+  def _merge(self):
+    """The LoRA merge, compiled once (GRPO merges before every step's sampling)."""
+    return jax.jit(lambda f, t: lora.merged_params(t, f, self.model_cfg.lora), out_shardings=self.base_sh)
 
   def task_evaluator(self, make_evaluator):
     """config.eval.tasks, loaded and checked now so a bad task file fails before training."""

@@ -34,16 +34,17 @@ def check(config, meta: dict, workdir: str, is_main: bool) -> None:
   for split, rows in needs.items():
     check_split_size(config, meta, split, rows)
   fingerprint = tokenizer_fingerprint(tok)
+  data = f"config.data.dir={config.data.mixture or config.data.dir}"
   if config.init.hf_dir:
-    check_hf_tokenizer(config, tok, fingerprint, "config.init.hf_dir", config.init.hf_dir)
+    check_hf_tokenizer(data, tok, fingerprint, "config.init.hf_dir", config.init.hf_dir)
   if config.init.workdir:
-    check_start_run_tokenizer(config, tok, fingerprint, "config.init.workdir", config.init.workdir)
+    check_start_run_tokenizer(data, tok, fingerprint, "config.init.workdir", config.init.workdir)
   d = config.train.distill
   if config.train.objective == "distill":  # the teacher's predictions are over the same token ids
     if d.teacher_hf_dir:
-      check_hf_tokenizer(config, tok, fingerprint, "config.train.distill.teacher_hf_dir", d.teacher_hf_dir)
+      check_hf_tokenizer(data, tok, fingerprint, "config.train.distill.teacher_hf_dir", d.teacher_hf_dir)
     if d.teacher_workdir:
-      check_start_run_tokenizer(config, tok, fingerprint, "config.train.distill.teacher_workdir",
+      check_start_run_tokenizer(data, tok, fingerprint, "config.train.distill.teacher_workdir",
                                 d.teacher_workdir)
   record_or_check_run_tokenizer(workdir, config, tok, fingerprint, write=is_main)
 
@@ -117,8 +118,9 @@ def tokenizer_fingerprint(tok: tokenizer_lib.Tokenizer) -> str:
   return hashlib.sha256(json.dumps(pieces).encode()).hexdigest()
 
 
-def check_hf_tokenizer(config, tok: tokenizer_lib.Tokenizer, fingerprint: str, field: str, hf_dir: str) -> None:
-  """The dataset's tokenizer must be that of the HF directory `hf_dir`, config `field` (when it has one)."""
+def check_hf_tokenizer(data: str, tok: tokenizer_lib.Tokenizer, fingerprint: str, field: str, hf_dir: str) -> None:
+  """The dataset's tokenizer must be that of the HF directory `hf_dir`, config `field` (when it has one);
+  `data` names the dataset in the message ("config.data.dir=...")."""
   found = [os.path.join(hf_dir, n) for n in HF_TOKENIZER_FILES if os.path.isfile(os.path.join(hf_dir, n))]
   if not found:
     return  # weights only: nothing to compare against
@@ -126,19 +128,19 @@ def check_hf_tokenizer(config, tok: tokenizer_lib.Tokenizer, fingerprint: str, f
     return
   model_tok = tokenizer_lib.load(found[0])
   if tokenizer_fingerprint(model_tok) != fingerprint:
-    raise UserError(f"config.data.dir={config.data.mixture or config.data.dir} was tokenized with {tok.path}, "
+    raise UserError(f"{data} was tokenized with {tok.path}, "
                     f"not with the tokenizer of {field}={hf_dir} ({found[0]}): their vocabularies differ; "
                     f"prepare the data with that tokenizer")
 
 
-def check_start_run_tokenizer(config, tok: tokenizer_lib.Tokenizer, fingerprint: str, field: str,
+def check_start_run_tokenizer(data: str, tok: tokenizer_lib.Tokenizer, fingerprint: str, field: str,
                               workdir: str) -> None:
   """The dataset's tokenizer must be the one the run in `workdir`, config `field`, trained with (its record)."""
   recorded = _recorded_tokenizer(workdir)
   if recorded is None:
     raise UserError(f"{field}={workdir} has no {DATA_TOKENIZER}; is it a train.py --workdir?")
   if recorded.get("vocab_sha256") != fingerprint:
-    raise UserError(f"config.data.dir={config.data.mixture or config.data.dir} was tokenized with {tok.path}, "
+    raise UserError(f"{data} was tokenized with {tok.path}, "
                     f"not with the tokenizer {field}={workdir} trained with "
                     f"({recorded.get('tokenizer')}): their vocabularies differ; prepare the data with that tokenizer")
 

@@ -9,7 +9,6 @@ they were computed from its own starting model.
 """
 
 import os
-import types
 
 import jax
 import numpy as np
@@ -35,8 +34,7 @@ def _same_model(a: dict, b: dict) -> bool:
 
 def _check_tokenizer(data_dir: str, meta: dict, model_dir: str) -> None:
   tok = tokenizer_lib.load(os.path.join(data_dir, meta["tokenizer"]))
-  where = types.SimpleNamespace(data=types.SimpleNamespace(mixture="", dir=data_dir))
-  preflight.check_hf_tokenizer(where, tok, preflight.tokenizer_fingerprint(tok), "--model_dir", model_dir)
+  preflight.check_hf_tokenizer(f"--data_dir={data_dir}", tok, preflight.tokenizer_fingerprint(tok), "--model_dir", model_dir)
 
 
 def precompute(data_dir: str, model_dir: str, batch_pairs: int = 8, vocab_chunk: int = 0,
