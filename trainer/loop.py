@@ -25,7 +25,7 @@ from parallel.checkpoint import Checkpointer
 from trainer import mfu as mfu_lib
 from trainer import objectives
 from trainer import optimizer as optimizer_lib
-from trainer import preflight, reference_logps
+from trainer import preflight, reference_logps, rewards
 from trainer import rollout as rollout_lib
 from trainer import state as state_lib
 from trainer import steps as steps_lib
@@ -186,6 +186,7 @@ class _Run:
                       f"one prompt dataset (scripts/prepare_prompts.py), not {config.data.mixture or config.data.dir}"
                       f" ({'a mixture' if config.data.mixture else 'kind ' + repr(self.meta.get('kind'))})")
     g = config.train.grpo
+    self.reward_functions = rewards.resolve(g)  # a name that does not resolve stops the run before it writes
     longest = max(s["max_len"] for s in self.meta["splits"].values())
     if longest + g.max_completion_len > config.train.seq_len:
       raise UserError(f"config.train.seq_len={config.train.seq_len} cannot hold the longest prompt of "
@@ -221,7 +222,8 @@ class _Run:
                                               repeats=self.objective.rows_per_prompt)
     self.rollout = None
     if self.objective.generates:  # GRPO: rows are sampled from the policy
-      self.rollout = rollout_lib.Rollout(self.config, self.model_cfg, self.mesh, self.meta, self.rows)
+      self.rollout = rollout_lib.Rollout(self.config, self.model_cfg, self.mesh, self.meta, self.rows,
+                                         self.reward_functions)
     self.mixture_names = [os.path.basename(os.path.normpath(d)) for d, _ in pipeline.datasets(self.config.data)]
     self.flops_per_token = self.objective.flops_per_token(self.model_cfg, t.seq_len)
     self.peak_flops = mfu_lib.peak_flops_per_device(jax.devices()[0].device_kind,

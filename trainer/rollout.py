@@ -58,8 +58,9 @@ class Samples:
 class Rollout:
   """Samples and scores completions for one GRPO run (built by the trainer's loop)."""
 
-  def __init__(self, config, model_cfg, mesh, meta: dict, rows: tuple[int, int]):
-    """`config`: the RunConfig; `rows`: the [start, stop) rows of the global batch this process holds."""
+  def __init__(self, config, model_cfg, mesh, meta: dict, rows: tuple[int, int], functions):
+    """`config`: the RunConfig; `rows`: the [start, stop) rows of the global batch this process holds;
+    `functions`: the resolved reward functions (rewards.resolve)."""
     g = self.grpo = config.train.grpo
     self.seed, self.seq_len, self.global_batch = config.train.seed, config.train.seq_len, config.train.batch_size
     self.row_start, self.row_stop = rows
@@ -70,7 +71,7 @@ class Rollout:
     self.stop_text = end if end and end_id is None else ""
     self.decoder = decode.Decoder(dataclasses.replace(model_cfg, lora=None), mesh, chunk=16)
     self.sampling = SamplingConfig(temperature=g.temperature, top_k=g.top_k, top_p=g.top_p)
-    self.functions = rewards.resolve(g)
+    self.functions = functions
     self.weights = np.asarray(g.weights, np.float64)
     self.names = [name for name, _ in self.functions]
     self.data_dirs = [d for d, _ in pipeline.datasets(config.data)]
