@@ -106,6 +106,9 @@ class DistillConfig(Section):
   PATH = "config.train.distill"
   teacher_hf_dir: str = ""        # the teacher: an HF model directory ...
   teacher_workdir: str = ""       # ... or a train.py workdir (its newest checkpoint); same tokenizer as the data
+  # ... or its top-k logits precomputed over the data's rows (scripts/precompute_teacher.py): the run then
+  # never loads the teacher. A teacher named beside it must be the one they were computed with.
+  teacher_topk_dir: str = ""
   temperature: float = 2.0
   alpha: float = 0.5              # weight of the divergence; 1 - alpha on the cross-entropy with the data
   # "forward_kl": KL(teacher || student) | "reverse_kl": KL(student || teacher) |

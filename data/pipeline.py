@@ -19,6 +19,7 @@ import numpy as np
 
 from data import masking as masking_lib
 from data import shards
+from data import teacher_topk as teacher_topk_lib
 from data.examples import ExampleRows
 from data.pairs import PairRows
 from data.prompts import PromptRows
@@ -75,10 +76,11 @@ def verify(data_cfg, split: str) -> None:
     shards.verify_split(directory, split)
 
 
-def rows_per_epoch(data_cfg, split: str, seq_len: int, repeats: int = 1) -> int:
+def rows_per_epoch(data_cfg, split: str, seq_len: int, repeats: int = 1, teacher_topk: str = "") -> int:
   """Packed rows of `seq_len` in one epoch of `split`, as RowStream packs them; 0 if not even one."""
   try:
-    return RowStream(data_cfg, split, seq_len, seed=0, shuffle=False, repeats=repeats).rows_per_epoch
+    return RowStream(data_cfg, split, seq_len, seed=0, shuffle=False, repeats=repeats,
+                     teacher_topk=teacher_topk).rows_per_epoch
   except ValueError:  # PackedRows: a member's tokens cannot fill a single row
     return 0
 
@@ -86,9 +88,12 @@ def rows_per_epoch(data_cfg, split: str, seq_len: int, repeats: int = 1) -> int:
 class RowStream:
   """Random-access packed rows of one dataset or a weighted mixture."""
 
-  def __init__(self, data_cfg, split: str, seq_len: int, seed: int, shuffle: bool, repeats: int = 1):
-    """`repeats`: rows each prompt of a prompt dataset fills (a GRPO group)."""
+  def __init__(self, data_cfg, split: str, seq_len: int, seed: int, shuffle: bool, repeats: int = 1,
+               teacher_topk: str = ""):
+    """`repeats`: rows each prompt of a prompt dataset fills (a GRPO group). `teacher_topk`: a directory of
+    a teacher's predictions precomputed over the rows (data/teacher_topk.py), read with them."""
     members = datasets(data_cfg)
+    topk_meta = teacher_topk_lib.load(teacher_topk) if teacher_topk else None
     self.rows = []
     for i, (directory, _) in enumerate(members):
       meta = shards.load_metadata(directory)
@@ -111,9 +116,12 @@ class RowStream:
       # BOS only where the dataset's tokenizer adds one (older datasets: wherever it has one).
       bos = meta.get("bos_id") if data_cfg.add_bos and meta.get("add_bos", True) and not templated else None
       eos = meta.get("eos_id") if data_cfg.add_eos and not templated else None
-      self.rows.append(PackedRows(source, lengths, seq_len, seed=seed + i, shuffle=shuffle,
-                                  bos_id=bos, eos_id=eos, dataset=i, has_mask=shards.has_loss_mask(meta),
-                                  packing=data_cfg.packing))
+      packed = PackedRows(source, lengths, seq_len, seed=seed + i, shuffle=shuffle and topk_meta is None,
+                          bos_id=bos, eos_id=eos, dataset=i, has_mask=shards.has_loss_mask(meta),
+                          packing=data_cfg.packing)
+      if topk_meta is not None:  # packed once in stored order; whole rows shuffle instead
+        packed = teacher_topk_lib.TopkRows(packed, teacher_topk, topk_meta, split, seed=seed + i, shuffle=shuffle)
+      self.rows.append(packed)
     weights = np.asarray([w for _, w in members]) / sum(w for _, w in members)
     self.truncated_docs = sum(r.truncated_docs for r in self.rows)
     self.names = [os.path.basename(os.path.normpath(d)) for d, _ in members]
@@ -158,7 +166,8 @@ def _local_batches(rows: RowStream, global_batch: int, row_start: int, row_stop:
 
 
 def train_iterator(data_cfg, seq_len: int, global_batch: int, row_start: int, row_stop: int,
-                   seed: int, split: str = "train", masking: masking_lib.MaskSpec | None = None, repeats: int = 1):
+                   seed: int, split: str = "train", masking: masking_lib.MaskSpec | None = None, repeats: int = 1,
+                   teacher_topk: str = ""):
   """Endless, shuffled (per epoch), checkpointable iterator of this process's batch rows.
 
   Rows carry what their dataset holds (packed documents: tokens, positions,
@@ -167,7 +176,7 @@ def train_iterator(data_cfg, seq_len: int, global_batch: int, row_start: int, ro
   restoring the iterator's state restores them too. The trainer keeps the
   fields its objective reads.
   """
-  rows = RowStream(data_cfg, split, seq_len, seed=seed, shuffle=True, repeats=repeats)
+  rows = RowStream(data_cfg, split, seq_len, seed=seed, shuffle=True, repeats=repeats, teacher_topk=teacher_topk)
   ds = _local_batches(rows, global_batch, row_start, row_stop, None, masking, "train").to_iter_dataset()
   if data_cfg.worker_count > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_cfg.worker_count))
@@ -176,13 +185,13 @@ def train_iterator(data_cfg, seq_len: int, global_batch: int, row_start: int, ro
 
 def eval_batches(data_cfg, split: str, seq_len: int, global_batch: int, row_start: int,
                  row_stop: int, num_batches: int, masking: masking_lib.MaskSpec | None = None,
-                 repeats: int = 1) -> list[dict]:
+                 repeats: int = 1, teacher_topk: str = "") -> list[dict]:
   """The first `num_batches` batches of a split, in document order (the same every eval).
 
   Fewer if the split is smaller: never wraps around, so no row counts twice.
   With `masking`, one fixed masking of those rows (the "eval" stream).
   """
-  rows = RowStream(data_cfg, split, seq_len, seed=0, shuffle=False, repeats=repeats)
+  rows = RowStream(data_cfg, split, seq_len, seed=0, shuffle=False, repeats=repeats, teacher_topk=teacher_topk)
   available = rows.rows_per_epoch // global_batch
   if available == 0:
     raise UserError(f"split {split!r} of {data_cfg.mixture or data_cfg.dir} has {rows.rows_per_epoch} rows "

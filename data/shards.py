@@ -254,7 +254,7 @@ def _cached_sha256(path: str) -> str:
   return _HASHES[key]
 
 
-def _check_file(directory: str, record: dict, hint: str) -> None:
+def check_file(directory: str, record: dict, hint: str) -> None:
   path = os.path.join(directory, record["file"])
   if not os.path.isfile(path):
     raise UserError(f"{path} is missing; {hint}")
@@ -289,7 +289,7 @@ def verify_split(directory: str, split: str, meta: dict | None = None) -> bool:
     return False
   for record in info["shards"] + [info["lengths"]] + [info[k] for k in ("labels", "margins", "records", "ref_logps")
                                                     if k in info]:
-    _check_file(directory, record, hint)
+    check_file(directory, record, hint)
   return True
 
 

@@ -87,8 +87,7 @@ class LanguageModel:
   def __post_init__(self):
     self.max_len = self.max_len or self.cfg.max_seq_len
     self.model = families.build(self.cfg)
-    dp = self.mesh.shape["data"] * self.mesh.shape["fsdp"]
-    self.batch_size = -(-self.batch_size // dp) * dp  # whole rows per data shard
+    self.batch_size = sharding.round_to_batch_axes(self.mesh, self.batch_size)
     self._score_fn = None
     if self.tokenizer.vocab_size > self.cfg.vocab_size:
       raise UserError(f"tokenizer {self.tokenizer.path} has {self.tokenizer.vocab_size} tokens but the model's "

@@ -39,6 +39,13 @@ def batch_sharding(mesh: Mesh, rules=LOGICAL_AXIS_RULES) -> NamedSharding:
   return nn.logical_to_mesh_sharding(PartitionSpec("batch"), mesh, rules)
 
 
+def round_to_batch_axes(mesh: Mesh, rows: int) -> int:
+  """`rows` rounded up to a multiple of the devices a batch's rows divide over (data x fsdp), so each
+  holds whole rows."""
+  split = mesh.shape["data"] * mesh.shape["fsdp"]
+  return -(-rows // split) * split
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, PartitionSpec())
 

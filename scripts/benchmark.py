@@ -9,7 +9,9 @@ MFU counts 6N + 12·L·H·Q·T model FLOPs per token (model/flops.py) against th
 device's peak (trainer/mfu.py; override with --peak_flops). Any objective runs: a
 preference objective on random pairs (tokens/s counts both sides; DPO with a live
 reference counts 8N per token), distillation with a randomly initialised teacher of
-the configured architecture (plus its forward pass, 2N_teacher per token).
+the configured architecture (plus its forward pass, 2N_teacher per token), or from
+random top-k logits when train.distill.teacher_topk_dir names precomputed ones (no
+teacher pass).
 
   python scripts/benchmark.py --config=configs/dpo.py --config.init.hf_dir=exports/quickstart
 """

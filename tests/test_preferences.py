@@ -152,6 +152,48 @@ def test_pair_losses_follow_trl(loss_type, ls, rpo):
   np.testing.assert_allclose(np.asarray(rejected), want_r, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("loss_type, rpo", [("sigmoid", 0.0), ("hinge", 0.0), ("ipo", 0.0), ("sigmoid", 0.5)])
+def test_dpo_losses_and_metrics_match_trl_itself(loss_type, rpo):
+  """TRL's own DPOTrainer._compute_loss (TRL 1.16), live, on per-token log-probs a stub model returns and
+  precomputed reference log-probs. RPO is TRL's loss_types=["sigmoid", "sft"]; its SFT term is a mean over
+  the batch's chosen tokens, ours over each pair's, so the chosen completions share one length here."""
+  import collections
+  import types
+
+  import torch
+  from trl import DPOTrainer
+  rng = np.random.default_rng(2)
+  pairs, length = 6, 24
+  nc = np.full(pairs, 9) if rpo else rng.integers(3, 20, pairs)
+  counts = np.concatenate([nc, rng.integers(3, 20, pairs)])  # chosen rows, then rejected rows
+  mask = (np.arange(length)[None] >= length - counts[:, None]).astype(np.int64)  # completions end the rows
+  token_logps = -rng.uniform(0.1, 2.0, (2 * pairs, length - 1)) * mask[:, 1:]
+  ref = token_logps.sum(1) + rng.normal(0, 1.5, 2 * pairs)
+  beta = 0.3
+  outputs = types.SimpleNamespace(log_probs=torch.tensor(token_logps), entropy=torch.zeros(2 * pairs, length - 1),
+                                  mean_logits=torch.zeros(2 * pairs, length - 1),
+                                  is_top1=torch.zeros(2 * pairs, length - 1, dtype=torch.bool))
+  identity = lambda x: x  # noqa: E731
+  trainer = types.SimpleNamespace(
+      model=types.SimpleNamespace(training=False), accelerator=types.SimpleNamespace(
+          device="cpu", gather=identity, gather_for_metrics=identity), aux_loss_enabled=False, ld_alpha=None,
+      precompute_ref_logps=True, f_divergence_type="reverse_kl", beta=beta, label_smoothing=0.0,
+      loss_types=[loss_type] + ["sft"] * bool(rpo), loss_weights=[1.0] + [rpo] * bool(rpo), use_weighting=False,
+      _metrics=collections.defaultdict(lambda: collections.defaultdict(list)), _total_train_tokens=0, _tp_size=1)
+  inputs = {"input_ids": torch.zeros(2 * pairs, length, dtype=torch.long), "attention_mask": torch.ones(2 * pairs, length),
+            "completion_mask": torch.tensor(mask), "ref_chosen_logps": torch.tensor(ref[:pairs]),
+            "ref_rejected_logps": torch.tensor(ref[pairs:])}
+  theirs = DPOTrainer._compute_loss(trainer, lambda **kwargs: outputs, inputs, return_outputs=False)
+  logps = token_logps.sum(1)
+  ours, chosen, rejected, _ = preference.pair_losses(logps[:pairs], logps[pairs:], ref[:pairs], ref[pairs:],
+                                                     counts[:pairs].astype(float), counts[pairs:].astype(float),
+                                                     loss_type, beta, 0.0, 0.0, rpo)
+  assert float(np.mean(ours)) == pytest.approx(float(theirs), rel=1e-6)
+  metrics = trainer._metrics["eval"]
+  assert metrics["rewards/chosen"][0] == pytest.approx(float(np.mean(chosen)), rel=1e-6)
+  assert metrics["rewards/margins"][0] == pytest.approx(float(np.mean(np.asarray(chosen) - rejected)), rel=1e-6)
+
+
 def test_margins_ride_with_their_pairs_into_the_reward_loss(tiny_hf_base, tmp_path):
   """Lines' margins (0 where a line has none) reach each pair's row, and the reward model's loss subtracts them."""
   rows = [{"prompt": f"Q{i}?", "chosen": f"Yes {i}.", "rejected": f"No {i}.", **({"margin": i / 2} if i % 2 else {})}

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from configs.schema import RunConfig
+from data import teacher_topk as teacher_topk_lib
 from model import decode, families, flops
 from model.sampling import SamplingConfig
 from parallel import mesh as mesh_lib
@@ -74,6 +75,11 @@ def benchmark(config, steps: int, peak_override: float, profile_dir: str) -> dic
              "segment_ids": np.ones(shape, np.int32), "loss_mask": np.ones(shape, np.int32)}
     batch["advantages"] = rng.normal(size=t.batch_size).astype(np.float32)  # GRPO
     batch["ref_logps"] = -rng.uniform(10, 100, (t.batch_size, 2)).astype(np.float32)  # DPO, precomputed
+    if objective.teacher_topk:  # distillation from a precomputed teacher: its top-k logits per position
+      k = teacher_topk_lib.load(objective.teacher_topk)["top_k"]
+      batch["teacher_ids"] = rng.integers(0, model_cfg.vocab_size, shape + (k,)).astype(np.int32)
+      batch["teacher_logits"] = -np.sort(-rng.normal(size=shape + (k,)), -1).astype(np.float32)
+      batch["teacher_lse"] = np.full(shape + (2,), 8.0, np.float32)
     batch = jax.device_put({k: v for k, v in batch.items() if k in objective.batch_fields}, batch_sh)
 
     start = time.perf_counter()

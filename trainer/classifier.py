@@ -44,8 +44,7 @@ class Classifier:
       raise UserError(f"{workdir} trained on {r.config.data.dir}, which has no label set")
     tok = tokenizer_lib.load(meta["tokenizer_path"])
     max_len = meta.get("options", {}).get("max_len", r.config.train.seq_len)
-    rows_split = mesh.shape["data"] * mesh.shape["fsdp"]  # a batch's rows divide over these devices
-    batch_size = -(-batch_size // rows_split) * rows_split
+    batch_size = sharding.round_to_batch_axes(mesh, batch_size)
     return cls(families.build(r.cfg), r.params, mesh, labelled.Encoder(tok, max_len), list(meta["labels"]),
                r.config.train.seq_len, batch_size)
 

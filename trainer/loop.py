@@ -25,7 +25,7 @@ from parallel.checkpoint import Checkpointer
 from trainer import mfu as mfu_lib
 from trainer import objectives
 from trainer import optimizer as optimizer_lib
-from trainer import preflight, reference_logps, rewards
+from trainer import preflight, reference_logps, rewards, teacher_topk
 from trainer import rollout as rollout_lib
 from trainer import state as state_lib
 from trainer import steps as steps_lib
@@ -162,6 +162,8 @@ class _Run:
     if (config.train.objective == "dpo" and config.train.dpo.reference == "precomputed"
         and config.train.dpo.loss_type not in objectives.preference.REFERENCE_FREE):  # those read none
       reference_logps.check_dataset(config, self.meta, config.data.dir)
+    if config.train.objective == "distill" and config.train.distill.teacher_topk_dir:
+      teacher_topk.check_run(config)
     if max_len > config.train.seq_len:
       raise UserError(f"config.train.seq_len={config.train.seq_len} is shorter than the examples of {config.data.dir} "
                       f"(prepared with --max_len={max_len}): they would lose their end; set train.seq_len={max_len}")
@@ -219,7 +221,8 @@ class _Run:
                                               self.batch_sh, repl)
     self.train_iter = pipeline.train_iterator(self.config.data, t.seq_len, t.batch_size, *self.rows,
                                               seed=t.seed, masking=self.masking,
-                                              repeats=self.objective.rows_per_prompt)
+                                              repeats=self.objective.rows_per_prompt,
+                                              teacher_topk=self.objective.teacher_topk)
     self.rollout = None
     if self.objective.generates:  # GRPO: rows are sampled from the policy
       self.rollout = rollout_lib.Rollout(self.config, self.model_cfg, self.mesh, self.meta, self.rows,
@@ -340,7 +343,8 @@ class _Run:
     key = (split, num_batches)
     if key not in self._eval_batches:  # the same rows every evaluation: read them once
       batches = pipeline.eval_batches(self.config.data, split, t.seq_len, t.batch_size, *self.rows, num_batches,
-                                      masking=self.masking, repeats=self.objective.rows_per_prompt)
+                                      masking=self.masking, repeats=self.objective.rows_per_prompt,
+                                      teacher_topk=self.objective.teacher_topk)
       self._eval_batches[key] = batches if self.rollout is not None else self.model_fields(batches)
     if self.rollout is not None:  # GRPO: the rewards of completions sampled for held-out prompts
       return self.rollout.evaluate(self.inference_params(state, frozen), self._eval_batches[key], split, log)
@@ -424,6 +428,8 @@ def _train(config, workdir: str, devices, stop_after_step: int | None, make_task
                f"{config.init.hf_dir} in {config.lora.base_dtype}")
     if r.objective.teacher is not None:  # the teacher checkpoint this run learns from, the same on resume
       r.teacher_step = r.objective.teacher.pin(workdir, resuming=start is not None, write=r.is_main)
+    elif r.objective.teacher_topk:  # or the precomputed logits it reads
+      teacher_topk.pin(workdir, r.objective.teacher_topk, resuming=start is not None, write=r.is_main)
     frozen, base_head = r.load_frozen()
     if start is None:
       start = 0

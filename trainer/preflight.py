@@ -39,14 +39,18 @@ def check(config, meta: dict, workdir: str, is_main: bool) -> None:
     check_hf_tokenizer(data, tok, fingerprint, "config.init.hf_dir", config.init.hf_dir)
   if config.init.workdir:
     check_start_run_tokenizer(data, tok, fingerprint, "config.init.workdir", config.init.workdir)
-  d = config.train.distill
-  if config.train.objective == "distill":  # the teacher's predictions are over the same token ids
-    if d.teacher_hf_dir:
-      check_hf_tokenizer(data, tok, fingerprint, "config.train.distill.teacher_hf_dir", d.teacher_hf_dir)
-    if d.teacher_workdir:
-      check_start_run_tokenizer(data, tok, fingerprint, "config.train.distill.teacher_workdir",
-                                d.teacher_workdir)
+  if config.train.objective == "distill":
+    check_teacher_tokenizer(config.train.distill, data, tok, fingerprint)
   record_or_check_run_tokenizer(workdir, config, tok, fingerprint, write=is_main)
+
+
+def check_teacher_tokenizer(distill, data_label: str, tok, fingerprint: str) -> None:
+  """A distillation teacher's predictions are over the data's token ids: it has the data's tokenizer."""
+  if distill.teacher_hf_dir:
+    check_hf_tokenizer(data_label, tok, fingerprint, "config.train.distill.teacher_hf_dir", distill.teacher_hf_dir)
+  if distill.teacher_workdir:
+    check_start_run_tokenizer(data_label, tok, fingerprint, "config.train.distill.teacher_workdir",
+                              distill.teacher_workdir)
 
 
 def load_dataset_tokenizer(meta: dict) -> tokenizer_lib.Tokenizer:
@@ -73,7 +77,8 @@ def rows_needed(config) -> dict[str, int]:
 def check_split_size(config, meta: dict, split: str, rows: int) -> None:
   seq_len = config.train.seq_len
   group = config.train.grpo.num_generations if config.train.objective == "grpo" else 1
-  have = pipeline.rows_per_epoch(config.data, split, seq_len, repeats=group)
+  topk = config.train.distill.teacher_topk_dir if config.train.objective == "distill" else ""
+  have = pipeline.rows_per_epoch(config.data, split, seq_len, repeats=group, teacher_topk=topk)
   if have >= rows:
     return
   if group > 1:  # GRPO: a batch is batch_size / num_generations prompts

@@ -57,8 +57,7 @@ def precompute(data_dir: str, model_dir: str, batch_pairs: int = 8, vocab_chunk:
   logps = jax.jit(lambda p, rows: sequence_logps(apply_fn, {"params": p}, pair_rows(rows), vocab_chunk)[0],
                   in_shardings=(jax.tree.map(lambda a: a.sharding, params), rows_sh),
                   out_shardings=sharding.replicated(mesh))
-  split_rows = mesh.shape["data"] * mesh.shape["fsdp"]
-  batch_pairs = -(-batch_pairs // split_rows) * split_rows
+  batch_pairs = sharding.round_to_batch_axes(mesh, batch_pairs)
   means, files = {}, {}
   with sharding.activate(mesh):
     for split in meta["splits"]:

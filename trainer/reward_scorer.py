@@ -18,7 +18,7 @@ from data import tokenizer as tokenizer_lib
 from errors import UserError
 from model import families, hf_weights
 from parallel import mesh as mesh_lib
-from parallel import restore
+from parallel import restore, sharding
 from trainer.classifier import compiled_head, head_outputs
 
 
@@ -55,9 +55,8 @@ class RewardScorer:
                       f"a reward model has one (train.objective='reward', model.num_labels=1)")
     if max_len:
       seq_len = max_len
-    rows_split = mesh.shape["data"] * mesh.shape["fsdp"]
     return cls(families.build(cfg), params, mesh, tok, formatter, seq_len,
-               -(-batch_size // rows_split) * rows_split)
+               sharding.round_to_batch_axes(mesh, batch_size))
 
   @functools.cached_property
   def _forward(self):

@@ -71,6 +71,13 @@ class Teacher:
     sharding.check_divisible(abstract, shardings, "teacher parameter")
     return abstract, shardings
 
+  def identity(self) -> dict:
+    """Which teacher this is now: its source, and its newest checkpoint step (a workdir) or the
+    fingerprint of its files (an HF directory)."""
+    return {"source": os.path.abspath(self.source),
+            "step": restore.latest_step(self.source) if self.from_workdir else None,
+            "fingerprint": None if self.from_workdir else base_reference.fingerprint(self.source)}
+
   def pin(self, workdir: str, resuming: bool, write: bool) -> int | None:
     """The teacher checkpoint step this run uses (None for an HF teacher): recorded at the first start,
     checked or reused on resume."""
@@ -85,12 +92,11 @@ class Teacher:
         raise UserError(f"{self.field}={self.source} has changed since {workdir} started distilling from it "
                         f"({path}); resume with the original teacher or start a new --workdir")
       return recorded.get("step")
-    step = restore.latest_step(self.source) if self.from_workdir else None
+    identity = self.identity()
     if write:
       os.makedirs(workdir, exist_ok=True)
-      prep_io.write_json_atomic(path, {"source": os.path.abspath(self.source), "step": step, "fingerprint":
-                                       None if self.from_workdir else base_reference.fingerprint(self.source)})
-    return step
+      prep_io.write_json_atomic(path, identity)
+    return identity["step"]
 
   def load(self, mesh, abstract, shardings, step: int | None = None) -> dict:
     """The teacher's parameters (a workdir's checkpoint `step`, else its newest), placed on `shardings`

@@ -17,6 +17,7 @@ class Objective:
   needs_reference: ClassVar[bool] = False           # a frozen copy of the starting model beside the policy
   sequences_per_row: ClassVar[int] = 1              # sequences a batch row holds (a preference pair: 2)
   teacher = None                                    # a frozen trainer.teacher.Teacher beside the student (distill)
+  teacher_topk: str = ""                            # or its top-k logits, read with the rows (data/teacher_topk.py)
   generates: ClassVar[bool] = False                 # trains on completions it samples (trainer/rollout.py: GRPO)
   rows_per_prompt: int = 1                          # batch rows per prompt (GRPO: a group of completions)
 

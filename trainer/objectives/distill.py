@@ -9,6 +9,13 @@ where x_T = log_softmax(logits / T) and D is
                 (TRL GKD's generalized_jsd_loss; beta = config.train.distill.jsd_beta)
 The T^2 factor keeps the divergence's gradients on the cross-entropy's scale as T grows (Hinton et al.).
 `divergence` is that formula on logits, a pure function the tests compare with an independent one.
+
+With a precomputed teacher (config.train.distill.teacher_topk_dir, data/teacher_topk.py) the rows carry
+the teacher's k likeliest tokens, their logits and its log-normaliser (at T=1 and at the T it was computed
+for). `topk_divergence` then compares both distributions on k + 1 outcomes: each of those tokens, and
+"any other token" (the rest of the mass). The teacher's probabilities there are exact, not renormalised,
+so the student also learns how much mass to leave outside the teacher's top k; with k equal to the
+vocabulary every divergence is exactly the live teacher's.
 """
 
 import dataclasses
@@ -18,6 +25,7 @@ from typing import ClassVar
 import jax
 import jax.numpy as jnp
 
+from data import teacher_topk as teacher_topk_lib
 from trainer.objectives.base import Objective
 from trainer.objectives.causal_lm import cross_entropy_sums, next_token_targets
 from trainer.teacher import TEACHER, Teacher
@@ -32,6 +40,33 @@ def divergence(student_logits, teacher_logits, kind: str, temperature: float = 1
   """Per-position divergence between teacher and student at `temperature` ([..., V] -> [...])."""
   student = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature)
   teacher = jax.nn.log_softmax(teacher_logits.astype(jnp.float32) / temperature)
+  return _divergence_of_logprobs(student, teacher, kind, jsd_beta)
+
+
+def _log1mexp(x):
+  """log(1 - exp(x)) for x < 0, accurate at both ends; x is kept below 0 so gradients stay finite."""
+  x = jnp.minimum(x, -1e-7)
+  return jnp.where(x > -math.log(2), jnp.log(-jnp.expm1(x)), jnp.log1p(-jnp.exp(x)))
+
+
+def _with_rest(logp_k):
+  """[..., k] log-probabilities of k outcomes -> [..., k + 1], the last one everything else."""
+  return jnp.concatenate([logp_k, _log1mexp(jax.nn.logsumexp(logp_k, -1, keepdims=True))], -1)
+
+
+def topk_divergence(student_logits, teacher_ids, teacher_logits, teacher_lse, kind: str, temperature: float = 1.0,
+                    jsd_beta: float = 0.5):
+  """Per-position divergence from a teacher's top-k (`teacher_ids`, `teacher_logits` [..., k] and
+  `teacher_lse` [...], the logsumexp of all its logits / `temperature`) to the student's logits [..., V]."""
+  student = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature)
+  student = jnp.take_along_axis(student, teacher_ids, axis=-1)
+  teacher = teacher_logits.astype(jnp.float32) / temperature - teacher_lse[..., None]
+  if teacher_ids.shape[-1] < student_logits.shape[-1]:  # else nothing is left over
+    student, teacher = _with_rest(student), _with_rest(teacher)
+  return _divergence_of_logprobs(student, teacher, kind, jsd_beta)
+
+
+def _divergence_of_logprobs(student, teacher, kind: str, jsd_beta: float):
   if kind == "forward_kl":
     return _kl(teacher, student)
   if kind == "reverse_kl":
@@ -45,29 +80,44 @@ def divergence(student_logits, teacher_logits, kind: str, temperature: float = 1
 @dataclasses.dataclass(frozen=True)
 class Distill(Objective):
   """config.train.distill: a student decoder trained on a frozen teacher's predictions and the data."""
-  teacher: Teacher
+  teacher: Teacher | None  # None: the teacher's top-k logits come with the rows (teacher_topk)
+  teacher_topk: str = ""
   temperature: float = 2.0
   alpha: float = 0.5
   kind: str = "forward_kl"
   jsd_beta: float = 0.5
   families: ClassVar[tuple[str, ...]] = ("decoder",)
-  batch_fields: ClassVar[tuple[str, ...]] = ("tokens", "segment_ids", "positions", "loss_mask")
+
+  @property
+  def batch_fields(self) -> tuple[str, ...]:
+    fields = ("tokens", "segment_ids", "positions", "loss_mask")
+    return fields + teacher_topk_lib.FIELDS if self.teacher_topk else fields
 
   @classmethod
   def from_config(cls, config) -> "Distill":
     d = config.train.distill
-    return cls(Teacher.from_config(d, config.model, config.train.seq_len), d.temperature, d.alpha, d.divergence,
-               d.jsd_beta)
+    teacher = None if d.teacher_topk_dir else Teacher.from_config(d, config.model, config.train.seq_len)
+    return cls(teacher, d.teacher_topk_dir, d.temperature, d.alpha, d.divergence, d.jsd_beta)
+
+  def _divergence_from_teacher(self, student_BxTxV, variables, batch):
+    """(kind, temperature) -> the per-position divergence from this batch's teacher (run once)."""
+    if self.teacher is None:
+      ids_BxTxK, logits_BxTxK, lse_BxTx2 = (batch[f] for f in teacher_topk_lib.FIELDS)
+      lse_at = lambda t: lse_BxTx2[..., teacher_topk_lib.lse_index(t)]  # noqa: E731
+      return lambda kind, t: topk_divergence(student_BxTxV, ids_BxTxK, logits_BxTxK, lse_at(t), kind, t,
+                                             self.jsd_beta)
+    teacher_BxTxV = jax.lax.stop_gradient(self.teacher.apply_fn()({"params": variables[TEACHER]}, batch))
+    return lambda kind, t: divergence(student_BxTxV, teacher_BxTxV, kind, t, self.jsd_beta)
 
   def sums(self, apply_fn, variables, batch, rngs=None, train: bool = True):
     """(summed loss, target tokens, metric sums): cross-entropy and the divergence trained on; in
     evaluation also the forward KL at T and at T=1."""
     student = {k: v for k, v in variables.items() if k != TEACHER}
     student_BxTxV = apply_fn(student, batch, rngs=rngs).astype(jnp.float32)
-    teacher_BxTxV = jax.lax.stop_gradient(self.teacher.apply_fn()({"params": variables[TEACHER]}, batch))
     targets_BxT, weights_BxT = next_token_targets(batch)
     nll, _, tokens = cross_entropy_sums(student_BxTxV, targets_BxT, weights_BxT)
-    div_BxT = divergence(student_BxTxV, teacher_BxTxV, self.kind, self.temperature, self.jsd_beta)
+    divergence_at = self._divergence_from_teacher(student_BxTxV, variables, batch)
+    div_BxT = divergence_at(self.kind, self.temperature)
     div = jnp.sum(div_BxT * weights_BxT)
     loss = self.alpha * self.temperature ** 2 * div + (1 - self.alpha) * nll
     metrics = {"loss_sum": loss, "ce_sum": nll, "divergence_sum": div}
@@ -75,7 +125,7 @@ class Distill(Objective):
       kl = {(self.kind, self.temperature): div}
       for name, t in (("kl_t_sum", self.temperature), ("kl_t1_sum", 1.0)):
         if ("forward_kl", t) not in kl:
-          kl["forward_kl", t] = jnp.sum(divergence(student_BxTxV, teacher_BxTxV, "forward_kl", t) * weights_BxT)
+          kl["forward_kl", t] = jnp.sum(divergence_at("forward_kl", t) * weights_BxT)
         metrics[name] = kl["forward_kl", t]
     return loss, tokens, metrics
 
