@@ -10,10 +10,12 @@ repacking documents: row r of a split is always the same tokens, with the same s
                            ("rows_of"); the teacher; per split its row count and file checksums
     DIR/SPLIT.ids.npy      [rows, seq_len, top_k] uint16 (int32 past 65536 tokens): the teacher's k
                            likeliest next tokens at each position, likeliest first
-    DIR/SPLIT.logits.npy   [rows, seq_len, top_k] float16 or float32: its logits for them
-    DIR/SPLIT.lse.npy      [rows, seq_len, 2] float32: the logsumexp of all its logits / T, at T=1 and at
-                           the distillation temperature recorded in metadata.json ("temperature"), so the
-                           top k's exact probabilities, and the mass left outside them, are known
+    DIR/SPLIT.logps.npy    [rows, seq_len, top_k] float16 or float32: their log-probabilities at T=1
+                           (not logits: float16 would round logits of 10-30 by up to 0.016)
+    DIR/SPLIT.norms.npy    [rows, seq_len, 2, 2] float32: at t = 1 and at the distillation temperature
+                           recorded in metadata.json ("temperature"), the logsumexp of all the teacher's
+                           logits / t and of the other V - k: the top k's probabilities at t, and the
+                           mass left outside them, exactly
 
 The train split may hold only the first rows (precompute_teacher --train_rows): a run then trains on those.
 """
@@ -28,12 +30,12 @@ from data.examples import EpochOrder
 from errors import UserError
 
 KIND = "teacher_topk"
-FIELDS = ("teacher_ids", "teacher_logits", "teacher_lse")
-FILES = ("ids", "logits", "lse")
+FIELDS = ("teacher_ids", "teacher_logps", "teacher_norms")
+FILES = ("ids", "logps", "norms")
 
 
-def lse_index(temperature: float) -> int:
-  """Which of a position's two log-normalisers holds the one at `temperature` (1, or the recorded T)."""
+def norms_index(temperature: float) -> int:
+  """Which of a position's two (all, rest) logsumexp pairs is at `temperature` (1, or the recorded T)."""
   return 0 if temperature == 1.0 else 1
 HINT = "recompute it with scripts/precompute_teacher.py"
 
@@ -43,6 +45,7 @@ def rows_of(data_cfg, seq_len: int) -> dict:
   if data_cfg.mixture:
     raise UserError("a precomputed teacher covers one dataset's rows; config.data.mixture is not supported "
                     "with config.train.distill.teacher_topk_dir")
+  shards.load_metadata(data_cfg.dir)  # a clear error where there is no dataset
   meta_path = os.path.join(data_cfg.dir, shards.METADATA)
   return {"data_dir": os.path.abspath(data_cfg.dir), "data_metadata_sha256": shards.file_sha256(meta_path),
           "seq_len": seq_len, "packing": data_cfg.packing, "add_bos": data_cfg.add_bos,
@@ -87,8 +90,8 @@ def verify(directory: str, meta: dict, split: str) -> None:
 
 class TopkRows:
   """Row g -> packed row order_e[g mod n] (from `base`, a PackedRows in stored order) with the teacher's
-  "teacher_ids" int32 and "teacher_logits" float32 [seq_len, top_k] and "teacher_lse" float32 [seq_len, 2]
-  for it, where n is the split's
+  "teacher_ids" int32 and "teacher_logps" float32 [seq_len, top_k] and "teacher_norms" float32
+  [seq_len, 2, 2] for it, where n is the split's
   precomputed rows and order_e a seeded permutation per epoch (or stored order without shuffling)."""
 
   def __init__(self, base, directory: str, meta: dict, split: str, seed: int, shuffle: bool):
@@ -117,6 +120,6 @@ class TopkRows:
 
   def __getitem__(self, g: int) -> dict:
     r = self.order[int(g)]
-    ids, logits, lse = self._open()
-    return {**self.base[r], "teacher_ids": ids[r].astype(np.int32), "teacher_logits": logits[r].astype(np.float32),
-            "teacher_lse": np.asarray(lse[r])}
+    ids, logps, norms = self._open()
+    return {**self.base[r], "teacher_ids": ids[r].astype(np.int32), "teacher_logps": logps[r].astype(np.float32),
+            "teacher_norms": np.asarray(norms[r])}

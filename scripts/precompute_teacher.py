@@ -33,7 +33,7 @@ _OUT = flags.DEFINE_string("out_dir", None, "Directory to write (replaced if it 
 _TOP_K = flags.DEFINE_integer("top_k", 16, "Likeliest next tokens kept per position.")
 _TRAIN_ROWS = flags.DEFINE_integer("train_rows", 0, "Rows of the train split to cover (0: the run's steps x "
                                    "batch_size; -1: all of them).")
-_DTYPE = flags.DEFINE_enum("logits_dtype", "float16", ["float16", "float32"], "How the logits are stored.")
+_DTYPE = flags.DEFINE_enum("logps_dtype", "float16", ["float16", "float32"], "How the log-probabilities are stored.")
 _BATCH = flags.DEFINE_integer("batch_rows", 8, "Rows per forward pass.")
 flags.mark_flags_as_required(["config"])
 

@@ -31,14 +31,29 @@ def _log_softmax(x):
   return x - np.log(np.exp(x).sum(-1, keepdims=True))
 
 
-def _sparse_numpy(student_logits, ids, teacher_logits, teacher_lse, kind, beta, temperature):
-  """Both distributions coarsened to k + 1 outcomes, the teacher's k tokens and "any other": the teacher's
-  exact probabilities from its log-normaliser, the student's from its full softmax."""
-  t = teacher_logits / temperature - teacher_lse[..., None]
-  s = np.take_along_axis(_log_softmax(student_logits / temperature), ids, -1)
-  if ids.shape[-1] < student_logits.shape[-1]:
-    rest = lambda logp: np.log(1 - np.exp(logp).sum(-1, keepdims=True))  # noqa: E731
-    t, s = np.concatenate([t, rest(t)], -1), np.concatenate([s, rest(s)], -1)
+def _lse(x, axis=-1):
+  top = x.max(axis, keepdims=True)
+  top = np.where(np.isfinite(top), top, 0.0)  # all -inf (no other tokens at k = V): -inf
+  with np.errstate(divide="ignore"):
+    return (top + np.log(np.exp(x - top).sum(axis, keepdims=True))).squeeze(axis)
+
+
+def _stored(teacher_logits, ids, temperature):
+  """What precompute stores for these logits: log-probabilities at T=1, and (all, others) logsumexps at 1 and T."""
+  others = np.ones(teacher_logits.shape, bool)
+  np.put_along_axis(others, ids, False, -1)
+  norms = [[_lse(teacher_logits / t), _lse(np.where(others, teacher_logits / t, -np.inf))] for t in (1.0, temperature)]
+  logps = np.take_along_axis(teacher_logits, ids, -1) - _lse(teacher_logits)[..., None]
+  return logps, np.moveaxis(np.asarray(norms), (0, 1), (-2, -1))
+
+
+def _coarse_numpy(student_logits, teacher_logits, ids, kind, beta, temperature):
+  """Both full distributions at T, coarsened to the teacher's k tokens and "any other token"."""
+  def coarse(logits):
+    p = np.exp(_log_softmax(logits / temperature))
+    top = np.take_along_axis(p, ids, -1)
+    return np.log(np.concatenate([top, 1 - top.sum(-1, keepdims=True)], -1))
+  t, s = coarse(teacher_logits), coarse(student_logits)
   kl = lambda log_p, log_q: (np.exp(log_p) * (log_p - log_q)).sum(-1)  # noqa: E731
   if kind == "forward_kl":
     return kl(t, s)
@@ -53,17 +68,30 @@ def _sparse_numpy(student_logits, ids, teacher_logits, teacher_lse, kind, beta, 
 def test_top_k_divergences_follow_numpy_and_equal_the_full_ones_at_k_equal_vocabulary(kind, beta, temperature):
   rng = np.random.default_rng(0)
   student, teacher = rng.normal(size=(2, 3, 5, 17)) * 3
+  full = np.asarray(distill.divergence(student, teacher, kind, temperature, beta))
   order = np.argsort(-teacher, axis=-1)
-  lse = np.log(np.exp(teacher / temperature).sum(-1))
-  for k in (4, 17):
+  for k in (4, 16):
     ids = order[..., :k]
-    top = np.take_along_axis(teacher, ids, -1)
-    got = np.asarray(distill.topk_divergence(student, ids, top, lse, kind, temperature, beta))
-    np.testing.assert_allclose(got, _sparse_numpy(student, ids, top, lse, kind, beta, temperature), rtol=1e-5,
+    got = np.asarray(distill.topk_divergence(student, ids, *_stored(teacher, ids, temperature), kind, temperature,
+                                             beta))
+    np.testing.assert_allclose(got, _coarse_numpy(student, teacher, ids, kind, beta, temperature), rtol=1e-5,
                                atol=1e-6)
-    assert np.all(got >= -1e-6)  # a divergence on the coarsened outcomes, never above the full one
-    assert np.all(got <= np.asarray(distill.divergence(student, teacher, kind, temperature, beta)) + 1e-5)
-  np.testing.assert_allclose(got, distill.divergence(student, teacher, kind, temperature, beta), rtol=1e-5, atol=1e-6)
+    assert np.all(got >= -1e-6) and np.all(got <= full + 1e-5)  # coarser outcomes never diverge more
+  ids = order  # k = V: exactly the full divergence
+  got = distill.topk_divergence(student, ids, *_stored(teacher, ids, temperature), kind, temperature, beta)
+  np.testing.assert_allclose(got, full, rtol=1e-5, atol=1e-6)
+
+
+def test_a_saturated_student_still_learns_the_mass_outside_the_top_k():
+  """The student's mass outside the teacher's top 4 is ~1e-13, the teacher's 0.35: the gradient still moves it."""
+  teacher = np.log(np.array([0.3, 0.2, 0.1, 0.05] + [0.35 / 12] * 12, np.float32))[None]
+  student = np.array([[30.0, 29.0, 28.0, 27.0] + [0.0] * 12], np.float32)
+  ids = np.arange(4)[None]
+  logps, norms = _stored(teacher.astype(np.float64), ids, 1.0)
+  loss = lambda z: distill.topk_divergence(z, ids, logps, norms, "forward_kl").sum()  # noqa: E731
+  grad = np.asarray(jax.grad(loss)(student))
+  assert np.isfinite(float(loss(student))) and np.all(np.isfinite(grad))
+  assert np.all(grad[0, 4:] < -0.01)  # raising the other tokens' logits lowers the loss
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +100,7 @@ def topk_dirs(dataset_dir, tiny_hf_base, tmp_path_factory):
   root = tmp_path_factory.mktemp("topk")
   config = _config(dataset_dir, tiny_hf_base, **{**ONE_DEVICE, **EVALS})
   full, top8 = str(root / "full"), str(root / "top8")
-  summary = teacher_topk.precompute(config, full, VOCAB, logits_dtype="float32", log=lambda _: None)
+  summary = teacher_topk.precompute(config, full, VOCAB, logps_dtype="float32", log=lambda _: None)
   assert all(s["topk_mass"] == pytest.approx(1.0, abs=1e-5) for s in summary.values())
   teacher_topk.precompute(config, top8, 8, train_rows=24, log=lambda _: None)
   return {"full": full, "top8": top8, "config": config}
@@ -90,9 +118,11 @@ def test_stored_logits_are_the_teachers_on_the_rows_a_run_reads_and_give_the_liv
   with sharding.activate(mesh):
     live = np.asarray(jax.jit(teacher.apply_fn())({"params": params}, fields), np.float32)
   kth = np.sort(live, -1)[..., -8]
-  stored = np.take_along_axis(live, batch["teacher_ids"], -1)
-  np.testing.assert_allclose(batch["teacher_logits"], stored, rtol=2e-3, atol=2e-3)  # float16 storage
-  assert np.all(stored >= kth[..., None] - 1e-5) and np.all(np.diff(stored, axis=-1) <= 1e-5)  # the top 8, in order
+  top = np.take_along_axis(live, batch["teacher_ids"], -1)
+  assert np.all(top >= kth[..., None] - 1e-5) and np.all(np.diff(top, axis=-1) <= 1e-5)  # the top 8, in order
+  logps, norms = _stored(live.astype(np.float64), batch["teacher_ids"], 2.0)
+  np.testing.assert_allclose(batch["teacher_logps"], logps, rtol=1e-3, atol=4e-3)  # float16 storage
+  np.testing.assert_allclose(batch["teacher_norms"], norms, rtol=1e-5, atol=1e-5)
   # k = the vocabulary: the loss and every metric equal the live teacher's.
   rows = pipeline.eval_batches(rc.data, "train", rc.train.seq_len, 8, 0, 8, 1, teacher_topk=topk_dirs["full"])[0]
   model = families.build(rc.model)
@@ -145,16 +175,18 @@ def test_logits_of_other_rows_another_teacher_or_a_damaged_file_are_refused(topk
     run(**{"data.packing": "whole"})
   with pytest.raises(UserError, match="temperature=3.0, but .* computed for temperature 2.0"):
     run(**{"train.distill.temperature": 3.0})
+  with pytest.raises(UserError, match="holds 8 rows of split 'val', but the run's evaluations read 16"):
+    run(**{"eval.steps": 2})
   moved = str(tmp_path / "moved_teacher")
   shutil.copytree(tiny_hf_base, moved)
   with pytest.raises(UserError, match="not config.train.distill.teacher_hf_dir="):
     run(**{"train.distill.teacher_hf_dir": moved})
   damaged = str(tmp_path / "damaged")
   shutil.copytree(topk_dirs["top8"], damaged)
-  with open(os.path.join(damaged, "val.logits.npy"), "r+b") as f:
+  with open(os.path.join(damaged, "val.logps.npy"), "r+b") as f:
     f.seek(200)
     f.write(b"\x01\x02")
-  with pytest.raises(UserError, match="val.logits.npy is corrupt"):
+  with pytest.raises(UserError, match="val.logps.npy is corrupt"):
     loop.run(_run_config(dataset_dir, damaged, **ONE_DEVICE), str(tmp_path / "run2"), jax.devices()[:1])
   assert not os.path.exists(tmp_path / "run2" / "checkpoints")
   with pytest.raises(UserError, match="is not a precomputed teacher"):  # a dataset is never replaced

@@ -40,7 +40,8 @@ class Teacher:
     """config.train.distill's teacher, checked against the student's vocabulary and sequence length."""
     if not distill.teacher:
       raise UserError("config.train.objective='distill' needs a teacher: set config.train.distill.teacher_hf_dir "
-                      "(an HF model directory) or config.train.distill.teacher_workdir (a train.py workdir)")
+                      "(an HF model directory), config.train.distill.teacher_workdir (a train.py workdir) or "
+                      "config.train.distill.teacher_topk_dir (its logits, scripts/precompute_teacher.py)")
     if distill.teacher_workdir:
       cfg = dataclasses.replace(restore.load_run_config(distill.teacher_workdir).model, lora=None)
     else:
@@ -86,7 +87,8 @@ class Teacher:
       with open(path) as f:
         recorded = json.load(f)
       if recorded.get("source") != os.path.abspath(self.source):
-        raise UserError(f"{workdir} was distilled from the teacher {recorded.get('source')} ({path}), not "
+        was = recorded.get("source") or f"precomputed in {recorded.get('teacher_topk_dir')}"
+        raise UserError(f"{workdir} was distilled from the teacher {was} ({path}), not "
                         f"{self.field}={self.source}; resume with that teacher or start a new --workdir")
       if not self.from_workdir and recorded.get("fingerprint") != base_reference.fingerprint(self.source):
         raise UserError(f"{self.field}={self.source} has changed since {workdir} started distilling from it "

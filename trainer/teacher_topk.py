@@ -14,6 +14,7 @@ import os
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from configs.schema import RunConfig
 from data import pipeline, prep_io, shards
@@ -36,17 +37,23 @@ def _check_packed(data_dir: str, meta: dict) -> None:
 
 
 def _topk_fn(teacher: Teacher, mesh, param_sh, top_k: int, temperature: float):
-  """jitted (params, rows) -> ids, logits [B, T, k], logsumexp(logits / t) at t = 1 and `temperature`
-  [B, T, 2], and each row's top-k probability mass (at T=1) summed over its tokens [B]."""
+  """jitted (params, rows) -> ids and log-probabilities at T=1 [B, T, k]; at t = 1 and `temperature`, the
+  logsumexp of all logits / t and of the others [B, T, 2, 2]; each row's top-k mass (at T=1) summed [B]."""
   apply_fn = teacher.apply_fn()
 
   def topk(params, batch):
     logits_BxTxV = apply_fn({"params": params}, batch).astype(jnp.float32)
     values_BxTxK, ids_BxTxK = jax.lax.top_k(logits_BxTxV, top_k)
-    lse_BxT = jax.nn.logsumexp(logits_BxTxV, -1)
-    lse_BxTx2 = jnp.stack([lse_BxT, jax.nn.logsumexp(logits_BxTxV / temperature, -1)], -1)
-    mass_BxT = jnp.exp(jax.nn.logsumexp(values_BxTxK, -1) - lse_BxT)
-    return ids_BxTxK, values_BxTxK, lse_BxTx2, jnp.sum(mass_BxT * (batch["segment_ids"] > 0), axis=-1)
+    in_top_BxTxV = jnp.put_along_axis(jnp.zeros(logits_BxTxV.shape, bool), ids_BxTxK, True, axis=-1, inplace=False)
+    norms = []
+    for t in (1.0, temperature):
+      scaled_BxTxV = logits_BxTxV / t
+      norms.append(jnp.stack([jax.nn.logsumexp(scaled_BxTxV, -1),
+                              jax.nn.logsumexp(jnp.where(in_top_BxTxV, -jnp.inf, scaled_BxTxV), -1)], -1))
+    norms_BxTx2x2 = jnp.stack(norms, -2)
+    logps_BxTxK = values_BxTxK - norms_BxTx2x2[..., 0, 0, None]
+    mass_BxT = jnp.exp(jax.nn.logsumexp(logps_BxTxK, -1))
+    return ids_BxTxK, logps_BxTxK, norms_BxTx2x2, jnp.sum(mass_BxT * (batch["segment_ids"] > 0), axis=-1)
 
   repl = sharding.replicated(mesh)
   return jax.jit(topk, in_shardings=(param_sh, sharding.batch_sharding(mesh)), out_shardings=(repl,) * 4)
@@ -54,6 +61,8 @@ def _topk_fn(teacher: Teacher, mesh, param_sh, top_k: int, temperature: float):
 
 def _check_out_dir(out_dir: str) -> None:
   """Replacing a directory is only safe when it is an earlier precomputed teacher."""
+  if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+    raise UserError(f"--out_dir={out_dir} is a file; expected a directory to write")
   if os.path.exists(out_dir) and os.listdir(out_dir):
     try:
       topk_lib.load(out_dir)
@@ -75,14 +84,19 @@ def rows_read(config, train_rows: int = 0) -> dict[str, int]:
   return rows
 
 
-def precompute(config, out_dir: str, top_k: int, train_rows: int = 0, logits_dtype: str = "float16",
+def precompute(config, out_dir: str, top_k: int, train_rows: int = 0, logps_dtype: str = "float16",
                batch_rows: int = 8, log=print) -> dict:
   """Writes the teacher top-k directory `out_dir` for the distillation run `config` (its data, packing,
   sequence length, teacher and mesh) over the rows it reads (rows_read); returns {split: {"rows", "topk_mass"}}."""
+  from trainer.loop import take_init_architecture  # the loop imports this module
+  take_init_architecture(config)  # a student started from a checkpoint has its architecture (vocabulary)
   cfg = RunConfig.from_config(config)
   d, seq_len = cfg.train.distill, cfg.train.seq_len
-  if logits_dtype not in ("float16", "float32"):
-    raise UserError(f"--logits_dtype={logits_dtype!r}; expected float16 or float32")
+  if not d.teacher:
+    raise UserError("scripts/precompute_teacher.py runs the teacher the config names: set "
+                    "--config.train.distill.teacher_workdir or --config.train.distill.teacher_hf_dir")
+  if logps_dtype not in ("float16", "float32"):
+    raise UserError(f"--logps_dtype={logps_dtype!r}; expected float16 or float32")
   if not 0 < top_k <= cfg.model.vocab_size:
     raise UserError(f"--top_k={top_k}; expected 1 to the vocabulary's {cfg.model.vocab_size}")
   _check_out_dir(out_dir)
@@ -110,23 +124,24 @@ def precompute(config, out_dir: str, top_k: int, train_rows: int = 0, logits_dty
       rows = stream.rows_per_epoch if wanted < 0 else min(wanted, stream.rows_per_epoch)
       shape = (rows, seq_len, top_k)
       ids_out = np.lib.format.open_memmap(os.path.join(tmp, f"{split}.ids.npy"), "w+", ids_dtype, shape)
-      logits_out = np.lib.format.open_memmap(os.path.join(tmp, f"{split}.logits.npy"), "w+", logits_dtype, shape)
-      lse_out = np.lib.format.open_memmap(os.path.join(tmp, f"{split}.lse.npy"), "w+", np.float32, (rows, seq_len, 2))
+      logps_out = np.lib.format.open_memmap(os.path.join(tmp, f"{split}.logps.npy"), "w+", logps_dtype, shape)
+      norms_out = np.lib.format.open_memmap(os.path.join(tmp, f"{split}.norms.npy"), "w+", np.float32,
+                                            (rows, seq_len, 2, 2))
       mass = tokens = 0.0
       for start in range(0, rows, batch_rows):
         count = min(batch_rows, rows - start)
         batch = [stream[g] for g in range(start, start + count)]
         batch += batch[:1] * (batch_rows - count)  # the last batch padded with a copy, dropped below
-        ids, logits, lse, mass_B = topk(params, {f: sharding.from_host(np.stack([r[f] for r in batch]), batch_sh)
+        ids, logps, norms, mass_B = topk(params, {f: sharding.from_host(np.stack([r[f] for r in batch]), batch_sh)
                                               for f in _MODEL_FIELDS})
         ids_out[start:start + count] = np.asarray(ids)[:count]
-        logits_out[start:start + count] = np.asarray(logits)[:count]
-        lse_out[start:start + count] = np.asarray(lse)[:count]
+        logps_out[start:start + count] = np.asarray(logps)[:count]
+        norms_out[start:start + count] = np.asarray(norms)[:count]
         mass += float(np.asarray(mass_B)[:count].sum())
         tokens += sum(float((r["segment_ids"] > 0).sum()) for r in batch[:count])
-      for out in (ids_out, logits_out, lse_out):
+      for out in (ids_out, logps_out, norms_out):
         out.flush()
-      del ids_out, logits_out, lse_out, out
+      del ids_out, logps_out, norms_out, out
       splits[split] = {"rows": rows, **{f: shards.file_record(tmp, f"{split}.{f}.npy") for f in topk_lib.FILES}}
       summary[split] = {"rows": rows, "topk_mass": mass / max(tokens, 1.0)}
       log(f"{split}: {rows} rows of {seq_len} tokens; the top {top_k} hold {summary[split]['topk_mass']:.3f} of "
@@ -154,8 +169,17 @@ def check_run(config) -> None:
   if d.temperature not in (1.0, meta["temperature"]):
     raise UserError(f"config.train.distill.temperature={d.temperature}, but {directory} was computed for "
                     f"temperature {meta['temperature']} (and 1); {topk_lib.HINT} with this temperature")
-  for split in preflight.rows_needed(config):
+  for split, wanted in rows_read(config).items():
     topk_lib.verify(directory, meta, split)
+    have = meta["splits"][split]["rows"]
+    if have >= wanted:
+      continue
+    packed = pipeline.rows_per_epoch(config.data, split, config.train.seq_len)
+    if split == "train":  # fewer rows than steps x batch_size: epochs over them, as over a small dataset
+      logging.warning("%s holds %d train rows; the run reads %d, so it repeats them", directory, have, wanted)
+    elif have < min(wanted, packed):
+      raise UserError(f"config.train.distill.teacher_topk_dir={directory} holds {have} rows of split {split!r}, "
+                      f"but the run's evaluations read {min(wanted, packed)}; {topk_lib.HINT} with this config")
   if teacher is not None and teacher.identity() != meta["teacher"]:
     raise UserError(f"config.train.distill.teacher_topk_dir={directory} was computed with the teacher "
                     f"{meta['teacher']['source']} (step {meta['teacher']['step']}), not {teacher.field}="

@@ -11,11 +11,12 @@ The T^2 factor keeps the divergence's gradients on the cross-entropy's scale as 
 `divergence` is that formula on logits, a pure function the tests compare with an independent one.
 
 With a precomputed teacher (config.train.distill.teacher_topk_dir, data/teacher_topk.py) the rows carry
-the teacher's k likeliest tokens, their logits and its log-normaliser (at T=1 and at the T it was computed
-for). `topk_divergence` then compares both distributions on k + 1 outcomes: each of those tokens, and
-"any other token" (the rest of the mass). The teacher's probabilities there are exact, not renormalised,
-so the student also learns how much mass to leave outside the teacher's top k; with k equal to the
-vocabulary every divergence is exactly the live teacher's.
+the teacher's k likeliest tokens, their log-probabilities, and the logsumexp of all its logits and of the
+others (at T=1 and at the T it was computed for). `topk_divergence` then compares both distributions on
+k + 1 outcomes: each of those tokens, and "any other token". Both sides' probabilities there are exact,
+not renormalised over k, so the student also learns how much mass to leave outside the teacher's top k;
+with k equal to the vocabulary every divergence is exactly the live teacher's. On fewer outcomes a
+divergence (and the kl_t, kl_t1 metrics) is a lower bound of the one over the whole vocabulary.
 """
 
 import dataclasses
@@ -43,26 +44,24 @@ def divergence(student_logits, teacher_logits, kind: str, temperature: float = 1
   return _divergence_of_logprobs(student, teacher, kind, jsd_beta)
 
 
-def _log1mexp(x):
-  """log(1 - exp(x)) for x < 0, accurate at both ends; x is kept below 0 so gradients stay finite."""
-  x = jnp.minimum(x, -1e-7)
-  return jnp.where(x > -math.log(2), jnp.log(-jnp.expm1(x)), jnp.log1p(-jnp.exp(x)))
-
-
-def _with_rest(logp_k):
-  """[..., k] log-probabilities of k outcomes -> [..., k + 1], the last one everything else."""
-  return jnp.concatenate([logp_k, _log1mexp(jax.nn.logsumexp(logp_k, -1, keepdims=True))], -1)
-
-
-def topk_divergence(student_logits, teacher_ids, teacher_logits, teacher_lse, kind: str, temperature: float = 1.0,
+def topk_divergence(student_logits, teacher_ids, teacher_logps, teacher_norms, kind: str, temperature: float = 1.0,
                     jsd_beta: float = 0.5):
-  """Per-position divergence from a teacher's top-k (`teacher_ids`, `teacher_logits` [..., k] and
-  `teacher_lse` [...], the logsumexp of all its logits / `temperature`) to the student's logits [..., V]."""
-  student = jax.nn.log_softmax(student_logits.astype(jnp.float32) / temperature)
-  student = jnp.take_along_axis(student, teacher_ids, axis=-1)
-  teacher = teacher_logits.astype(jnp.float32) / temperature - teacher_lse[..., None]
-  if teacher_ids.shape[-1] < student_logits.shape[-1]:  # else nothing is left over
-    student, teacher = _with_rest(student), _with_rest(teacher)
+  """Per-position divergence from a teacher's top k to the student's logits [..., V] on k + 1 outcomes.
+
+  `teacher_ids`, `teacher_logps` [..., k]: its k likeliest tokens and their log-probabilities at T=1;
+  `teacher_norms` [..., 2, 2]: at t = 1 and at `temperature`, logsumexp(logits / t) over all tokens and
+  over the others (data/teacher_topk.py)."""
+  t = teacher_topk_lib.norms_index(temperature)
+  log_z1, (log_z, log_z_rest) = teacher_norms[..., 0, 0], (teacher_norms[..., t, 0], teacher_norms[..., t, 1])
+  teacher = (teacher_logps.astype(jnp.float32) + log_z1[..., None]) / temperature - log_z[..., None]
+  z = student_logits.astype(jnp.float32) / temperature
+  log_norm = jax.nn.logsumexp(z, axis=-1, keepdims=True)
+  student = jnp.take_along_axis(z, teacher_ids, axis=-1) - log_norm
+  if teacher_ids.shape[-1] < z.shape[-1]:  # "any other token": the mass outside the k, computed directly
+    in_top = jnp.put_along_axis(jnp.zeros(z.shape, bool), teacher_ids, True, axis=-1, inplace=False)
+    student_rest = jax.nn.logsumexp(jnp.where(in_top, -jnp.inf, z), axis=-1, keepdims=True) - log_norm
+    student = jnp.concatenate([student, student_rest], -1)
+    teacher = jnp.concatenate([teacher, (log_z_rest - log_z)[..., None]], -1)
   return _divergence_of_logprobs(student, teacher, kind, jsd_beta)
 
 
@@ -102,9 +101,8 @@ class Distill(Objective):
   def _divergence_from_teacher(self, student_BxTxV, variables, batch):
     """(kind, temperature) -> the per-position divergence from this batch's teacher (run once)."""
     if self.teacher is None:
-      ids_BxTxK, logits_BxTxK, lse_BxTx2 = (batch[f] for f in teacher_topk_lib.FIELDS)
-      lse_at = lambda t: lse_BxTx2[..., teacher_topk_lib.lse_index(t)]  # noqa: E731
-      return lambda kind, t: topk_divergence(student_BxTxV, ids_BxTxK, logits_BxTxK, lse_at(t), kind, t,
+      ids_BxTxK, logps_BxTxK, norms_BxTx2x2 = (batch[f] for f in teacher_topk_lib.FIELDS)
+      return lambda kind, t: topk_divergence(student_BxTxV, ids_BxTxK, logps_BxTxK, norms_BxTx2x2, kind, t,
                                              self.jsd_beta)
     teacher_BxTxV = jax.lax.stop_gradient(self.teacher.apply_fn()({"params": variables[TEACHER]}, batch))
     return lambda kind, t: divergence(student_BxTxV, teacher_BxTxV, kind, t, self.jsd_beta)
