@@ -32,12 +32,12 @@ from errors import UserError
 KIND = "teacher_topk"
 FIELDS = ("teacher_ids", "teacher_logps", "teacher_norms")
 FILES = ("ids", "logps", "norms")
+HINT = "recompute it with scripts/precompute_teacher.py"
 
 
 def norms_index(temperature: float) -> int:
   """Which of a position's two (all, rest) logsumexp pairs is at `temperature` (1, or the recorded T)."""
   return 0 if temperature == 1.0 else 1
-HINT = "recompute it with scripts/precompute_teacher.py"
 
 
 def rows_of(data_cfg, seq_len: int) -> dict:
@@ -68,14 +68,15 @@ def load(directory: str) -> dict:
 def check_rows_of(directory: str, meta: dict, data_cfg, seq_len: int) -> None:
   """The run's rows are the ones the logits were computed on: same dataset, length and packing."""
   want, have = meta["rows_of"], rows_of(data_cfg, seq_len)
-  names = {"data_metadata_sha256": f"config.data.dir={data_cfg.dir} (its metadata.json)",
-           "seq_len": "config.train.seq_len", "packing": "config.data.packing", "add_bos": "config.data.add_bos",
+  where = f"config.train.distill.teacher_topk_dir={directory} was computed on the rows of"
+  if want["data_metadata_sha256"] != have["data_metadata_sha256"]:
+    raise UserError(f"{where} the dataset {want['data_dir']} as it was then, not config.data.dir={data_cfg.dir} "
+                    f"as it is now; {HINT} for this run's data")
+  names = {"seq_len": "config.train.seq_len", "packing": "config.data.packing", "add_bos": "config.data.add_bos",
            "add_eos": "config.data.add_eos"}
   for key, name in names.items():
     if want[key] != have[key]:
-      what = f"the dataset {want['data_dir']}" if key == "data_metadata_sha256" else f"{want[key]!r}"
-      raise UserError(f"config.train.distill.teacher_topk_dir={directory} was computed on the rows of {what}, "
-                      f"but the run has {name}={have[key]!r}; {HINT} for this run's data")
+      raise UserError(f"{where} {name}={want[key]!r}, but the run has {name}={have[key]!r}; {HINT} for this run")
 
 
 def verify(directory: str, meta: dict, split: str) -> None:
@@ -90,13 +91,11 @@ def verify(directory: str, meta: dict, split: str) -> None:
 
 class TopkRows:
   """Row g -> packed row order_e[g mod n] (from `base`, a PackedRows in stored order) with the teacher's
-  "teacher_ids" int32 and "teacher_logps" float32 [seq_len, top_k] and "teacher_norms" float32
-  [seq_len, 2, 2] for it, where n is the split's
+  "teacher_ids" and "teacher_logps" [seq_len, top_k] (as stored) and "teacher_norms" float32 [seq_len, 2, 2]
+  for it, where n is the split's
   precomputed rows and order_e a seeded permutation per epoch (or stored order without shuffling)."""
 
   def __init__(self, base, directory: str, meta: dict, split: str, seed: int, shuffle: bool):
-    if base.shuffle:
-      raise ValueError("the rows under a precomputed teacher are packed in stored order")
     self.base, self.directory, self.split = base, directory, split
     self.rows_per_epoch = meta["splits"][split]["rows"]
     if self.rows_per_epoch > base.rows_per_epoch:
@@ -120,6 +119,6 @@ class TopkRows:
 
   def __getitem__(self, g: int) -> dict:
     r = self.order[int(g)]
-    ids, logps, norms = self._open()
-    return {**self.base[r], "teacher_ids": ids[r].astype(np.int32), "teacher_logps": logps[r].astype(np.float32),
+    ids, logps, norms = self._open()  # as stored (uint16, float16): widened on the device
+    return {**self.base[r], "teacher_ids": np.asarray(ids[r]), "teacher_logps": np.asarray(logps[r]),
             "teacher_norms": np.asarray(norms[r])}

@@ -91,6 +91,11 @@ _WHAT = {"config_sha256": "model settings in config.json", "layout_sha256": "ten
          "content_sha256": "weight values"}
 
 
+def same_weights(a: dict, b: dict) -> bool:
+  """Two fingerprints of the same model, wherever its files are."""
+  return all(a.get(k) == b.get(k) for k in _WHAT)
+
+
 def check(workdir: str, current: dict) -> None:
   path = os.path.join(workdir, FILE)
   with open(path) as f:

@@ -91,3 +91,19 @@ def from_host(array, sharding: NamedSharding) -> jax.Array:
   Works with one process or many, where passing numpy to a multi-process jit would not.
   """
   return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+def map_rows(fn, params, row_at, num_rows: int, batch_rows: int, fields, mesh: Mesh):
+  """Runs the jitted `fn(params, batch)` over rows row_at(0) .. row_at(num_rows - 1) (dicts of host arrays),
+  `batch_rows` at a time (rounded up to whole rows per batch shard) on `mesh`. Yields (start, the batch's
+  rows, fn's outputs on the host for those rows); the last batch is padded with copies of its first row,
+  whose outputs are dropped."""
+  batch_rows = round_to_batch_axes(mesh, batch_rows)
+  rows_sh = batch_sharding(mesh)
+  with activate(mesh):
+    for start in range(0, num_rows, batch_rows):
+      count = min(batch_rows, num_rows - start)
+      rows = [row_at(i) for i in range(start, start + count)]
+      padded = rows + rows[:1] * (batch_rows - count)
+      batch = {f: from_host(np.stack([r[f] for r in padded]), rows_sh) for f in fields}
+      yield start, rows, jax.tree.map(lambda x: np.asarray(x)[:count], fn(params, batch))

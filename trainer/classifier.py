@@ -85,14 +85,7 @@ def compiled_head(model, params, mesh):
 
 
 def head_outputs(forward, params, mesh, rows: list[dict], seq_len: int, batch_size: int) -> np.ndarray:
-  """[N, C]: `forward` (compiled_head) over example rows, batch_size at a time (the last batch padded)."""
-  empty = examples_lib.example_row([], [], seq_len)
-  out = []
-  with sharding.activate(mesh):
-    rows_sh = sharding.batch_sharding(mesh)
-    for start in range(0, len(rows), batch_size):
-      batch = rows[start:start + batch_size]
-      batch += [empty] * (batch_size - len(batch))
-      stacked = {k: sharding.from_host(np.stack([row[k] for row in batch]), rows_sh) for k in empty}
-      out.append(np.asarray(forward(params, stacked))[:len(rows) - start])
+  """[N, C]: `forward` (compiled_head) over example rows, batch_size at a time."""
+  fields = examples_lib.example_row([], [], seq_len).keys()
+  out = [o for _, _, o in sharding.map_rows(forward, params, rows.__getitem__, len(rows), batch_size, fields, mesh)]
   return np.concatenate(out) if out else np.zeros((0, 1), np.float32)

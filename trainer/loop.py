@@ -163,7 +163,7 @@ class _Run:
         and config.train.dpo.loss_type not in objectives.preference.REFERENCE_FREE):  # those read none
       reference_logps.check_dataset(config, self.meta, config.data.dir)
     if config.train.objective == "distill" and config.train.distill.teacher_topk_dir:
-      teacher_topk.check_run(config)
+      teacher_topk.check_run(config, self.meta)
     if max_len > config.train.seq_len:
       raise UserError(f"config.train.seq_len={config.train.seq_len} is shorter than the examples of {config.data.dir} "
                       f"(prepared with --max_len={max_len}): they would lose their end; set train.seq_len={max_len}")

@@ -27,11 +27,6 @@ from trainer.objectives.preference import PAIR_FIELDS, pair_rows, sequence_logps
 KEY = "ref_logps"
 
 
-def _same_model(a: dict, b: dict) -> bool:
-  """Two fingerprints (model/base_reference.py) of the same weights, wherever they are."""
-  return all(a.get(k) == b.get(k) for k in ("config_sha256", "layout_sha256", "content_sha256"))
-
-
 def _check_tokenizer(data_dir: str, meta: dict, model_dir: str) -> None:
   tok = tokenizer_lib.load(os.path.join(data_dir, meta["tokenizer"]))
   preflight.check_hf_tokenizer(f"--data_dir={data_dir}", tok, preflight.tokenizer_fingerprint(tok), "--model_dir", model_dir)
@@ -53,25 +48,20 @@ def precompute(data_dir: str, model_dir: str, batch_pairs: int = 8, vocab_chunk:
                     f"({meta['vocab_size']})")
   seq_len = meta["options"]["max_len"]
   apply_fn = families.batch_apply(families.build(cfg))
-  rows_sh = sharding.batch_sharding(mesh)
-  logps = jax.jit(lambda p, rows: sequence_logps(apply_fn, {"params": p}, pair_rows(rows), vocab_chunk)[0],
-                  in_shardings=(jax.tree.map(lambda a: a.sharding, params), rows_sh),
+  logps = jax.jit(lambda p, rows: sequence_logps(apply_fn, {"params": p}, pair_rows(rows), vocab_chunk)[0]
+                  .reshape(-1, 2),  # [pairs, (chosen, rejected)]
+                  in_shardings=(jax.tree.map(lambda a: a.sharding, params), sharding.batch_sharding(mesh)),
                   out_shardings=sharding.replicated(mesh))
-  batch_pairs = sharding.round_to_batch_axes(mesh, batch_pairs)
   means, files = {}, {}
-  with sharding.activate(mesh):
-    for split in meta["splits"]:
-      source, lengths = shards.open_split(data_dir, split, meta)
-      pairs = PairRows(source, lengths, seq_len, seed=0, shuffle=False)  # pair k: records 2k and 2k + 1
-      out = np.zeros(len(lengths), np.float32)
-      for start in range(0, pairs.rows_per_epoch, batch_pairs):
-        count = min(batch_pairs, pairs.rows_per_epoch - start)
-        rows = [pairs[k] for k in range(start, start + count)]
-        rows += rows[:1] * (batch_pairs - count)  # the last batch padded with a copy
-        batch = {f: sharding.from_host(np.stack([r[f] for r in rows]), rows_sh) for f in PAIR_FIELDS}
-        out[2 * start:2 * (start + count)] = np.asarray(logps(params, batch))[:2 * count]
-      files[split] = out
-      means[split] = float(out.mean())
+  for split in meta["splits"]:
+    source, lengths = shards.open_split(data_dir, split, meta)
+    pairs = PairRows(source, lengths, seq_len, seed=0, shuffle=False)  # pair k: records 2k and 2k + 1
+    out = np.zeros(len(lengths), np.float32)
+    for start, rows, values in sharding.map_rows(logps, params, pairs.__getitem__, pairs.rows_per_epoch,
+                                                  batch_pairs, PAIR_FIELDS, mesh):
+      out[2 * start:2 * (start + len(rows))] = values.reshape(-1)
+    files[split] = out
+    means[split] = float(out.mean())
   for split, values in files.items():  # each file whole before metadata.json names it
     path = os.path.join(data_dir, f"{split}.{KEY}.npy")
     with open(path + ".tmp", "wb") as f:
@@ -98,7 +88,7 @@ def check_dataset(config, meta: dict, data_dir: str) -> None:
   if not config.init.hf_dir:
     raise UserError("config.train.dpo.reference='precomputed' needs config.init.hf_dir: the starting model the "
                     "log-probabilities were computed with")
-  if not _same_model(recorded["model"], base_reference.fingerprint(config.init.hf_dir)):
+  if not base_reference.same_weights(recorded["model"], base_reference.fingerprint(config.init.hf_dir)):
     raise UserError(f"the reference log-probabilities in {data_dir} were computed with {recorded['model']['hf_dir']}, "
                     f"whose weights differ from config.init.hf_dir={config.init.hf_dir}; recompute them with "
                     f"scripts/precompute_reference.py --data_dir={data_dir} --model_dir={config.init.hf_dir}")

@@ -23,6 +23,7 @@ from errors import UserError
 from parallel import mesh as mesh_lib
 from parallel import sharding
 from trainer import preflight
+from trainer.objectives.distill import logsumexp_outside
 from trainer.teacher import Teacher
 
 _UNPACKED = ("classification", "preference", "prompts")  # read one example per row, never packed
@@ -44,12 +45,8 @@ def _topk_fn(teacher: Teacher, mesh, param_sh, top_k: int, temperature: float):
   def topk(params, batch):
     logits_BxTxV = apply_fn({"params": params}, batch).astype(jnp.float32)
     values_BxTxK, ids_BxTxK = jax.lax.top_k(logits_BxTxV, top_k)
-    in_top_BxTxV = jnp.put_along_axis(jnp.zeros(logits_BxTxV.shape, bool), ids_BxTxK, True, axis=-1, inplace=False)
-    norms = []
-    for t in (1.0, temperature):
-      scaled_BxTxV = logits_BxTxV / t
-      norms.append(jnp.stack([jax.nn.logsumexp(scaled_BxTxV, -1),
-                              jax.nn.logsumexp(jnp.where(in_top_BxTxV, -jnp.inf, scaled_BxTxV), -1)], -1))
+    norms = [jnp.stack([jax.nn.logsumexp(logits_BxTxV / t, -1), logsumexp_outside(logits_BxTxV / t, ids_BxTxK)], -1)
+             for t in (1.0, temperature)]
     norms_BxTx2x2 = jnp.stack(norms, -2)
     logps_BxTxK = values_BxTxK - norms_BxTx2x2[..., 0, 0, None]
     mass_BxT = jnp.exp(jax.nn.logsumexp(logps_BxTxK, -1))
@@ -101,9 +98,8 @@ def precompute(config, out_dir: str, top_k: int, train_rows: int = 0, logps_dtyp
     raise UserError(f"--top_k={top_k}; expected 1 to the vocabulary's {cfg.model.vocab_size}")
   _check_out_dir(out_dir)
   rows_of = topk_lib.rows_of(cfg.data, seq_len)
-  meta = shards.load_metadata(cfg.data.dir)
+  meta = pipeline.dataset_metadata(cfg.data)
   _check_packed(cfg.data.dir, meta)
-  meta["tokenizer_path"] = os.path.join(cfg.data.dir, meta["tokenizer"])
   tok = preflight.load_dataset_tokenizer(meta)
   teacher = Teacher.from_config(d, cfg.model, seq_len)
   preflight.check_teacher_tokenizer(d, f"config.data.dir={cfg.data.dir}", tok, preflight.tokenizer_fingerprint(tok))
@@ -112,11 +108,9 @@ def precompute(config, out_dir: str, top_k: int, train_rows: int = 0, logps_dtyp
   identity = teacher.identity()
   params = teacher.load(mesh, abstract, param_sh, identity["step"])
   topk = _topk_fn(teacher, mesh, param_sh, top_k, d.temperature)
-  batch_sh = sharding.batch_sharding(mesh)
-  batch_rows = sharding.round_to_batch_axes(mesh, batch_rows)
   ids_dtype = np.uint16 if cfg.model.vocab_size <= np.iinfo(np.uint16).max + 1 else np.int32
   summary, splits = {}, {}
-  with prep_io.atomic_directory(out_dir) as tmp, sharding.activate(mesh):
+  with prep_io.atomic_directory(out_dir) as tmp:
     for split, wanted in rows_read(cfg, train_rows).items():
       if split not in meta["splits"]:
         raise UserError(f"config.data.dir={cfg.data.dir} has no split {split!r}, which the run reads")
@@ -128,17 +122,12 @@ def precompute(config, out_dir: str, top_k: int, train_rows: int = 0, logps_dtyp
       norms_out = np.lib.format.open_memmap(os.path.join(tmp, f"{split}.norms.npy"), "w+", np.float32,
                                             (rows, seq_len, 2, 2))
       mass = tokens = 0.0
-      for start in range(0, rows, batch_rows):
-        count = min(batch_rows, rows - start)
-        batch = [stream[g] for g in range(start, start + count)]
-        batch += batch[:1] * (batch_rows - count)  # the last batch padded with a copy, dropped below
-        ids, logps, norms, mass_B = topk(params, {f: sharding.from_host(np.stack([r[f] for r in batch]), batch_sh)
-                                              for f in _MODEL_FIELDS})
-        ids_out[start:start + count] = np.asarray(ids)[:count]
-        logps_out[start:start + count] = np.asarray(logps)[:count]
-        norms_out[start:start + count] = np.asarray(norms)[:count]
-        mass += float(np.asarray(mass_B)[:count].sum())
-        tokens += sum(float((r["segment_ids"] > 0).sum()) for r in batch[:count])
+      for start, batch, (ids, logps, norms, mass_B) in sharding.map_rows(
+          topk, params, stream.__getitem__, rows, batch_rows, _MODEL_FIELDS, mesh):
+        stop = start + len(batch)
+        ids_out[start:stop], logps_out[start:stop], norms_out[start:stop] = ids, logps, norms
+        mass += float(mass_B.sum())
+        tokens += sum(float((r["segment_ids"] > 0).sum()) for r in batch)
       for out in (ids_out, logps_out, norms_out):
         out.flush()
       del ids_out, logps_out, norms_out, out
@@ -153,15 +142,14 @@ def precompute(config, out_dir: str, top_k: int, train_rows: int = 0, logps_dtyp
   return summary
 
 
-def check_run(config) -> None:
-  """A run with config.train.distill.teacher_topk_dir reads logits computed on its own rows, over its
-  vocabulary, for every split it reads, by the teacher it names (if it names one)."""
+def check_run(config, data_meta: dict) -> None:
+  """A run with config.train.distill.teacher_topk_dir reads logits computed on its own rows (`data_meta`:
+  its dataset's metadata), over its vocabulary, for every split it reads, by the teacher it names (if any)."""
   d = config.train.distill
   directory = d.teacher_topk_dir
-  teacher = Teacher.from_config(d, config.model, config.train.seq_len) if d.teacher else None
   meta = topk_lib.load(directory)
-  _check_packed(config.data.dir, shards.load_metadata(config.data.dir) if not config.data.mixture else {})
-  topk_lib.check_rows_of(directory, meta, config.data, config.train.seq_len)
+  topk_lib.check_rows_of(directory, meta, config.data, config.train.seq_len)  # refuses mixtures first
+  _check_packed(config.data.dir, data_meta)
   if meta["vocab_size"] != config.model.vocab_size:
     raise UserError(f"config.train.distill.teacher_topk_dir={directory} predicts over {meta['vocab_size']} tokens "
                     f"but config.model.vocab_size={config.model.vocab_size}: the student must share the teacher's "
@@ -172,14 +160,17 @@ def check_run(config) -> None:
   for split, wanted in rows_read(config).items():
     topk_lib.verify(directory, meta, split)
     have = meta["splits"][split]["rows"]
-    if have >= wanted:
+    if split == "train":
+      if have < config.train.batch_size:
+        raise UserError(f"config.train.distill.teacher_topk_dir={directory} holds {have} train rows, fewer than "
+                        f"one batch of config.train.batch_size={config.train.batch_size}; {topk_lib.HINT}")
+      if have < wanted:  # epochs over them, as over a small dataset
+        logging.warning("%s holds %d train rows; the run reads %d, so it repeats them", directory, have, wanted)
       continue
-    packed = pipeline.rows_per_epoch(config.data, split, config.train.seq_len)
-    if split == "train":  # fewer rows than steps x batch_size: epochs over them, as over a small dataset
-      logging.warning("%s holds %d train rows; the run reads %d, so it repeats them", directory, have, wanted)
-    elif have < min(wanted, packed):
+    if have < wanted and have < (packed := pipeline.rows_per_epoch(config.data, split, config.train.seq_len)):
       raise UserError(f"config.train.distill.teacher_topk_dir={directory} holds {have} rows of split {split!r}, "
                       f"but the run's evaluations read {min(wanted, packed)}; {topk_lib.HINT} with this config")
+  teacher = Teacher.from_config(d, config.model, config.train.seq_len) if d.teacher else None
   if teacher is not None and teacher.identity() != meta["teacher"]:
     raise UserError(f"config.train.distill.teacher_topk_dir={directory} was computed with the teacher "
                     f"{meta['teacher']['source']} (step {meta['teacher']['step']}), not {teacher.field}="

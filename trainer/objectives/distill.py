@@ -44,6 +44,12 @@ def divergence(student_logits, teacher_logits, kind: str, temperature: float = 1
   return _divergence_of_logprobs(student, teacher, kind, jsd_beta)
 
 
+def logsumexp_outside(x, ids):
+  """logsumexp over the last axis of `x` [..., V] leaving out the (distinct) entries `ids` [..., k] (-inf if k = V)."""
+  inside = jnp.put_along_axis(jnp.zeros(x.shape, bool), ids, True, axis=-1, inplace=False)
+  return jax.nn.logsumexp(jnp.where(inside, -jnp.inf, x), axis=-1)
+
+
 def topk_divergence(student_logits, teacher_ids, teacher_logps, teacher_norms, kind: str, temperature: float = 1.0,
                     jsd_beta: float = 0.5):
   """Per-position divergence from a teacher's top k to the student's logits [..., V] on k + 1 outcomes.
@@ -52,14 +58,14 @@ def topk_divergence(student_logits, teacher_ids, teacher_logps, teacher_norms, k
   `teacher_norms` [..., 2, 2]: at t = 1 and at `temperature`, logsumexp(logits / t) over all tokens and
   over the others (data/teacher_topk.py)."""
   t = teacher_topk_lib.norms_index(temperature)
+  teacher_ids = teacher_ids.astype(jnp.int32)  # stored as uint16 for vocabularies that fit
   log_z1, (log_z, log_z_rest) = teacher_norms[..., 0, 0], (teacher_norms[..., t, 0], teacher_norms[..., t, 1])
   teacher = (teacher_logps.astype(jnp.float32) + log_z1[..., None]) / temperature - log_z[..., None]
   z = student_logits.astype(jnp.float32) / temperature
   log_norm = jax.nn.logsumexp(z, axis=-1, keepdims=True)
   student = jnp.take_along_axis(z, teacher_ids, axis=-1) - log_norm
   if teacher_ids.shape[-1] < z.shape[-1]:  # "any other token": the mass outside the k, computed directly
-    in_top = jnp.put_along_axis(jnp.zeros(z.shape, bool), teacher_ids, True, axis=-1, inplace=False)
-    student_rest = jax.nn.logsumexp(jnp.where(in_top, -jnp.inf, z), axis=-1, keepdims=True) - log_norm
+    student_rest = logsumexp_outside(z, teacher_ids)[..., None] - log_norm
     student = jnp.concatenate([student, student_rest], -1)
     teacher = jnp.concatenate([teacher, (log_z_rest - log_z)[..., None]], -1)
   return _divergence_of_logprobs(student, teacher, kind, jsd_beta)
