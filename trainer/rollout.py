@@ -102,17 +102,20 @@ class Rollout:
 
   def _cut(self, ids: list[int]) -> tuple[list[int], str, bool]:
     """(the completion's tokens through its end of turn, its text before it, whether it ended)."""
-    text = self.tok.decode(ids)
-    if not any(t in self.stop_ids for t in ids) and not (self.stop_text and self.stop_text in text):
-      return ids, text, False
-    for k in range(1, len(ids) + 1):
-      if ids[k - 1] in self.stop_ids:
-        return ids[:k], self.tok.decode(ids[:k - 1]), True
-      if self.stop_text:
-        head = self.tok.decode(ids[:k])
-        if self.stop_text in head:
-          return ids[:k], head[:head.index(self.stop_text)], True
-    raise AssertionError("unreachable: the end of turn was found in the whole text")
+    stop = next((k for k, i in enumerate(ids, 1) if i in self.stop_ids), None)  # through the first stop token
+    within = ids[:stop - 1] if stop else ids
+    if self.stop_text and self.stop_text in self.tok.decode(within):
+      # The fewest tokens whose text holds the end of turn (a binary search: once in a prefix's text, it
+      # stays in every longer one's), so a long completion costs log n decodes, not n.
+      lo, hi = 1, len(within)
+      while lo < hi:
+        mid = (lo + hi) // 2
+        lo, hi = (lo, mid) if self.stop_text in self.tok.decode(within[:mid]) else (mid + 1, hi)
+      head = self.tok.decode(within[:lo])
+      return within[:lo], head[:head.index(self.stop_text)], True
+    if stop:
+      return ids[:stop], self.tok.decode(ids[:stop - 1]), True
+    return ids, self.tok.decode(ids), False
 
   def sample(self, params, rows: dict, seed: int, split: str) -> Samples:
     """Completions of a global batch of prompt rows (`rows`: PROMPT_FIELDS), with their rewards."""
