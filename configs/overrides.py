@@ -8,6 +8,8 @@ from absl import flags
 from ml_collections import config_flags
 from ml_collections.config_flags import tuple_parser
 
+from errors import UserError
+
 # What an override of a field with this default's type must be: the parser
 # ml_collections applies to it, and words for the message.
 _VALUE_TYPES = {
@@ -118,3 +120,31 @@ def define_config_file_with_default(default_path: str, help_text: str):
     message = explain_bad_override(config, sys.argv) or explain_bad_value(config, sys.argv)
     sys.exit(f"error: {message or 'invalid --config override'}")
 
+
+
+def load_with_overrides(path: str, argv: list[str]) -> ml_collections.ConfigDict:
+  """The config file `path` with `--config.KEY=VALUE` arguments applied, each value parsed as its
+  field's type (as train.py's flags parse it).
+
+  For tools that check or plan a run before launching it (scripts/launch.py, scripts/sweep.py);
+  an unknown key or a value of the wrong type is a UserError naming the argument.
+  """
+  try:
+    config = load_config_file(path)
+  except Exception as e:  # noqa: BLE001 -- any failure to load is the file's problem
+    raise UserError(f"cannot load config file {path}: {type(e).__name__}: {e}") from e
+  bad = [a for a in argv if not (a.startswith("--config.") and "=" in a)]
+  if bad:
+    raise UserError(f"expected --config.KEY=VALUE overrides after the config, got {bad[0]!r}")
+  message = explain_bad_override(config, argv) or explain_bad_value(config, argv)
+  if message:
+    raise UserError(message)
+  for key, value in _overrides(argv):
+    *parents, field = key.split(".")
+    node = config
+    for part in parents:
+      node = node[part]
+    parser, _ = _VALUE_TYPES.get(type(node[field]), (None, None))
+    with node.unlocked():
+      node[field] = value if parser is None else parser.parse(value)
+  return config

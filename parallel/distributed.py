@@ -11,6 +11,11 @@ _CLUSTER_ENV = ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES",
                 "MEGASCALE_COORDINATOR_ADDRESS", "JAX_COORDINATOR_ADDRESS")
 
 
+# Set by scripts/launch.py tpu on every worker: join the slice's cluster, which jax.distributed finds
+# itself on a Cloud TPU VM (from the VM's metadata, not its environment).
+_FORCE_ENV = "STRATA_DISTRIBUTED"
+
+
 def _multi_task_slurm() -> bool:
   return int(os.environ.get("SLURM_NTASKS", "1")) > 1
 
@@ -18,8 +23,8 @@ def _multi_task_slurm() -> bool:
 def initialize(coordinator_address: str = "", num_processes: int = 0, process_id: int = -1) -> None:
   """Starts jax.distributed from explicit flags, from the cluster's environment, or not at all."""
   explicit = bool(coordinator_address)
-  detected = any(v in os.environ for v in _CLUSTER_ENV) and (
-      "SLURM_JOB_ID" not in os.environ or _multi_task_slurm())
+  detected = os.environ.get(_FORCE_ENV) == "1" or (any(v in os.environ for v in _CLUSTER_ENV) and (
+      "SLURM_JOB_ID" not in os.environ or _multi_task_slurm()))
   if not explicit and not detected:
     return
   # CPU collectives across processes need gloo; harmless on GPU/TPU.
