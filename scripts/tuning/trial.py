@@ -1,0 +1,126 @@
+"""One trial: an ordinary train.py run in its own workdir, its metric fed to the pruner as it evaluates."""
+
+import ctypes
+import dataclasses
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+
+import optuna
+
+from scripts.tuning.space import Sweep
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+LOG = "train.log"
+TAIL_LINES = 20
+NO_METRIC = "the run wrote no "
+
+
+@dataclasses.dataclass
+class Outcome:
+  state: str                        # "complete", "pruned", "failed", or "interrupted" (the sweep stopped)
+  value: float | None = None        # the metric's last value
+  log_tail: str = ""
+
+
+def command(sweep: Sweep, params: dict, workdir: str) -> list[str]:
+  """The trial's train.py command line (what a user reruns to reproduce it)."""
+  return [sys.executable, "train.py", f"--config={sweep.config}", f"--workdir={workdir}", *sweep.overrides,
+          *(f"--config.{key}={value}" for key, value in params.items())]
+
+
+def curve(workdir: str, metric: str) -> list[tuple[int, float]]:
+  """(step, value) of `metric` (SPLIT/NAME) in the workdir's metrics.jsonl, in order."""
+  split, _, name = metric.rpartition("/")
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  points = {}
+  with open(path) as f:
+    for line in f:
+      try:
+        row = json.loads(line)
+      except ValueError:  # the line being written
+        continue
+      if row.get("split") == split and name in row:
+        points[row["step"]] = float(row[name])  # a resumed run rewrites steps: the later row stands
+  return sorted(points.items())
+
+
+def metric_names(workdir: str) -> list[str]:
+  """Every SPLIT/NAME in the workdir's metrics.jsonl: what a sweep's metric can be."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  names = set()
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        row = json.loads(line)
+        names |= {f"{row['split']}/{k}" for k in row if k not in ("step", "split")}
+  return sorted(names)
+
+
+def log_tail(workdir: str, lines: int = TAIL_LINES) -> str:
+  path = os.path.join(workdir, LOG)
+  if not os.path.exists(path):
+    return ""
+  with open(path, errors="replace") as f:
+    return "".join(f.readlines()[-lines:])
+
+
+_LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before any fork: the child only makes the call
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+  """In the child: SIGTERM when the sweep dies, even by SIGKILL, so the run checkpoints and stops."""
+  _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _stop(process: subprocess.Popen) -> None:
+  """SIGTERM (train.py saves a checkpoint and stops), then SIGKILL if it lingers."""
+  if process.poll() is None:
+    process.send_signal(signal.SIGTERM)
+    try:
+      process.wait(timeout=120)
+    except subprocess.TimeoutExpired:
+      process.kill()
+      process.wait()
+
+
+def run(trial: optuna.Trial, sweep: Sweep, argv: list[str], workdir: str, stop: threading.Event,
+        poll_s: float = 1.0) -> Outcome:
+  """Runs the trial's process to its end, reporting each new value of the metric to the pruner."""
+  os.makedirs(workdir, exist_ok=True)
+  env = dict(os.environ, PYTHONUNBUFFERED="1")
+  reported = set()
+  with open(os.path.join(workdir, LOG), "a") as log:
+    log.write(f"$ {shlex.join(argv)}\n")
+    log.flush()
+    process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+                               preexec_fn=_die_with_parent)
+    while True:
+      finished = process.poll() is not None
+      for step, value in curve(workdir, sweep.metric):
+        if step in reported:
+          continue
+        reported.add(step)
+        trial.report(value, step)
+        if not finished and trial.should_prune():
+          _stop(process)
+          return Outcome("pruned", value)
+      if finished:
+        break
+      if stop.wait(poll_s):
+        _stop(process)
+        return Outcome("interrupted")
+  points = curve(workdir, sweep.metric)
+  if process.returncode != 0:
+    return Outcome("failed", log_tail=f"exit status {process.returncode}\n{log_tail(workdir)}")
+  if not points:
+    return Outcome("failed", log_tail=f"{NO_METRIC}{sweep.metric}; its metrics: "
+                                      f"{', '.join(metric_names(workdir)) or '(none)'}")
+  return Outcome("complete", points[-1][1])
