@@ -82,7 +82,9 @@ def _submit_array(sweep: space.Sweep, sweep_dir: str) -> None:
   res = slurm.Resources(nodes=1, gpus_per_node=_SLURM_GPUS.value, time=_SLURM_TIME.value,
                         partition=_SLURM_PARTITION.value, array=f"0-{_PARALLEL.value - 1}",
                         extra=tuple(_SLURM_ARGS.value))
-  script = slurm.render(command, res, "sweep-" + os.path.basename(sweep_dir), os.path.join(sweep_dir, "slurm"),
+  log_dir = os.path.join(sweep_dir, "slurm")
+  os.makedirs(log_dir, exist_ok=True)  # SLURM does not make an --output file's directory
+  script = slurm.render(command, res, "sweep-" + os.path.basename(sweep_dir), log_dir,
                         os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   job_id = slurm.write_and_submit(script, os.path.join(sweep_dir, "slurm.sbatch"))
   print(f"submitted array job {job_id} ({_PARALLEL.value} workers): {sweep_dir}/slurm.sbatch\n"

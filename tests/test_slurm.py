@@ -1,7 +1,8 @@
 """A real SLURM (slurmctld + slurmd on this machine, 2 CPUs) runs scripts/launch.py's batch script:
 its two tasks form one JAX cluster whose losses equal one process's, and `scontrol requeue` mid-run
-resumes from the SIGTERM checkpoint to the same final loss."""
+resumes from the SIGTERM checkpoint to the same final loss. A sweep's trials run as array tasks."""
 
+import csv
 import os
 import subprocess
 import sys
@@ -88,3 +89,31 @@ def test_requeue_resumes_from_the_checkpoint(cluster, straight_job, dataset_dir,
   straight, resumed = train_losses(straight_job[0]), train_losses(workdir)
   assert sorted(resumed) == list(range(1, STEPS + 1))
   assert resumed[STEPS] == pytest.approx(straight[STEPS], rel=1e-6, abs=1e-6)
+
+
+def test_sweep_trials_run_as_slurm_array_tasks(cluster, dataset_dir, tmp_path):
+  """sweep.py --launcher=slurm: two array tasks share the journal and run the grid's two trials."""
+  from test_sweep import OVERRIDES, SWEEP
+  path = tmp_path / "grid.py"
+  path.write_text(SWEEP.format(overrides=(f"--config.data.dir={dataset_dir}", *OVERRIDES))
+                  .replace("choice(8, 12)", "choice(8)"))
+  sweep_dir = str(tmp_path / "sweep")
+  env = dict(cluster.env, XLA_FLAGS="--xla_backend_optimization_level=0", JAX_PLATFORMS="cpu")
+  done = subprocess.run([sys.executable, os.path.join(REPO, "scripts/sweep.py"), f"--sweep={path}",
+                         f"--sweep_dir={sweep_dir}", "--launcher=slurm", "--parallel=2"],
+                        cwd=REPO, env=env, capture_output=True, text=True)
+  assert done.returncode == 0, done.stderr
+  job_id = done.stdout.split()[3]  # "submitted array job N (2 workers): ..."
+  deadline = time.time() + 300
+  while cluster.run("squeue", "-h", "-j", job_id, check=False).strip():
+    assert time.time() < deadline, cluster.run("squeue", check=False)
+    time.sleep(1)
+  # Each worker writes the results as it ends; the last may have read the study before the other's tell.
+  subprocess.run([sys.executable, os.path.join(REPO, "scripts/sweep.py"), f"--sweep={path}",
+                  f"--sweep_dir={sweep_dir}", "--report_only"], cwd=REPO, check=True, capture_output=True)
+  with open(os.path.join(sweep_dir, "results.csv")) as f:
+    rows = list(csv.DictReader(f))
+  logs = "".join(open(os.path.join(sweep_dir, "slurm", n)).read() for n in os.listdir(os.path.join(sweep_dir, "slurm")))
+  assert sorted(r["state"] for r in rows) == ["complete", "complete"], logs[-3000:]
+  assert {r["optimizer.learning_rate"] for r in rows} == {"0.001", "0.003"}
+  assert len(os.listdir(os.path.join(sweep_dir, "slurm"))) == 2  # one log per array task
