@@ -54,7 +54,7 @@ def _parser() -> argparse.ArgumentParser:
   t.add_argument("--zone", required=True)
   t.add_argument("--accelerator_type", required=True, help="e.g. v5p-64, v5litepod-16, v6e-8")
   t.add_argument("--project", default="")
-  t.add_argument("--runtime_version", default="v2-alpha-tpuv5")
+  t.add_argument("--runtime_version", default="", help="default: the generation's (scripts/cluster/tpu.py)")
   t.add_argument("--create", action="store_true", help="make a queued resource for the slice first")
   t.add_argument("--delete", action="store_true", help="delete the queued resource when the run ends")
   t.add_argument("--spot", action="store_true")
@@ -92,7 +92,8 @@ def _slurm(args, run: job.Run) -> None:
     return
   path = os.path.join(workdir, "slurm.sbatch")
   job_id = slurm.write_and_submit(script, path)
-  print(f"submitted job {job_id}: {path}\n  follow: tail -f {workdir}/slurm-{job_id}.out; squeue -j {job_id}")
+  log = f"slurm-{job_id}_*.out" if args.array else f"slurm-{job_id}.out"
+  print(f"submitted job {job_id}: {path}\n  follow: tail -f {workdir}/{log}; squeue -j {job_id}")
 
 
 def _tpu(args, run: job.Run) -> None:
@@ -109,9 +110,8 @@ def _tpu(args, run: job.Run) -> None:
 
 def _k8s(args, run: job.Run) -> None:
   pods = k8s.Pods(**{f: getattr(args, f) for f in k8s.Pods.__dataclass_fields__})
-  pods.check()
+  text = k8s.render(run, pods)  # checks the pods' flags first
   job.check_mesh(run, pods.num_devices, pods.describe())
-  text = k8s.render(run, pods)
   if args.dry_run:
     print(text, end="")
     return

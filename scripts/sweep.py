@@ -15,7 +15,8 @@ import os
 import signal
 import sys
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
 
 import optuna  # noqa: E402
 from absl import app, flags  # noqa: E402
@@ -29,6 +30,8 @@ _SWEEP = flags.DEFINE_string("sweep", None, "The sweep file (sweeps/NAME.py).")
 _SWEEP_DIR = flags.DEFINE_string("sweep_dir", "", "Where the study and trials live (default runs/sweeps/NAME).")
 _PARALLEL = flags.DEFINE_integer("parallel", 1, "Trials at a time: local processes, or SLURM array tasks.")
 _LAUNCHER = flags.DEFINE_enum("launcher", "local", ["local", "slurm"], "Where trials run.")
+_GPUS_PER_TRIAL = flags.DEFINE_integer("gpus_per_trial", 0, "Local: GPUs each trial gets of this machine's "
+                                       "(CUDA_VISIBLE_DEVICES per parallel slot); 0 leaves devices alone.")
 _REPORT_ONLY = flags.DEFINE_bool("report_only", False, "Write the results of the trials so far; run none.")
 _WORKER = flags.DEFINE_bool("worker", False, "Internal: one SLURM array task of a --launcher=slurm sweep.")
 _SLURM_GPUS = flags.DEFINE_integer("slurm_gpus_per_node", 0, "--launcher=slurm: GPUs of each array task.")
@@ -49,33 +52,50 @@ def _finish(study, sweep, sweep_dir) -> None:
   print(f"results: {sweep_dir}/results.md, results.csv, params.png, curves.png")
 
 
+def _prepare_data(sweep: space.Sweep) -> None:
+  """The trials' dataset, prepared here once if the config prepares it on first use: trials started
+  side by side would each prepare it at once."""
+  from configs import overrides
+  from trainer import loop
+  config = overrides.load_with_overrides(sweep.config, list(sweep.overrides))
+  cwd = os.getcwd()
+  os.chdir(REPO)  # as the trials see the config's relative paths
+  try:
+    loop.ensure_dataset(config.data)
+  finally:
+    os.chdir(cwd)
+
+
 def _local(sweep: space.Sweep, sweep_dir: str) -> None:
+  _prepare_data(sweep)
   with WorkdirLock(sweep_dir):  # one local sweep per directory: its RUNNING trials are then stale
     study = search.open_study(sweep, sweep_dir)
-    if resumed := search.requeue_interrupted(study, owner="local"):
+    if resumed := search.requeue_interrupted(study, all_running=True):
       print(f"resuming: {resumed} trial(s) cut short run again in their workdirs; "
             f"{search.counted(study)} finished trial(s) stand")
     search.enqueue_points(study, sweep)
     try:
-      search.Search(study, sweep, sweep_dir, owner="local").run(_PARALLEL.value)
+      search.Search(study, sweep, sweep_dir, _GPUS_PER_TRIAL.value).run(_PARALLEL.value)
     except KeyboardInterrupt:
       sys.exit(f"stopped: rerun the same command to resume ({search.counted(study)} trial(s) finished)")
     _finish(study, sweep, sweep_dir)
 
 
 def _worker(sweep: space.Sweep, sweep_dir: str) -> None:
-  owner = f"slurm-{os.environ.get('SLURM_ARRAY_JOB_ID', '')}-{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}"
-  study = search.open_study(sweep, sweep_dir)
-  search.requeue_interrupted(study, owner=owner)  # this task's own trials, cut short by a requeue
+  worker = f"slurm-{os.environ.get('SLURM_ARRAY_JOB_ID', '')}-{os.environ.get('SLURM_ARRAY_TASK_ID', '0')}"
+  study = search.open_study(sweep, sweep_dir, worker)
+  search.requeue_interrupted(study, all_running=False)  # trials whose worker stopped stamping them
   try:
-    search.Search(study, sweep, sweep_dir, owner=owner).run(1)
+    search.Search(study, sweep, sweep_dir).run(1)
   except KeyboardInterrupt:
     sys.exit("stopped: the requeued task resumes its trial")
   _finish(study, sweep, sweep_dir)
 
 
 def _submit_array(sweep: space.Sweep, sweep_dir: str) -> None:
+  _prepare_data(sweep)
   study = search.open_study(sweep, sweep_dir)
+  search.requeue_interrupted(study, all_running=False)  # a resubmitted sweep: trials of workers long gone
   search.enqueue_points(study, sweep)
   command = [sys.executable, os.path.abspath(__file__), f"--sweep={os.path.abspath(_SWEEP.value)}",
              f"--sweep_dir={sweep_dir}", "--worker"]
@@ -84,8 +104,7 @@ def _submit_array(sweep: space.Sweep, sweep_dir: str) -> None:
                         extra=tuple(_SLURM_ARGS.value))
   log_dir = os.path.join(sweep_dir, "slurm")
   os.makedirs(log_dir, exist_ok=True)  # SLURM does not make an --output file's directory
-  script = slurm.render(command, res, "sweep-" + os.path.basename(sweep_dir), log_dir,
-                        os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+  script = slurm.render(command, res, "sweep-" + os.path.basename(sweep_dir), log_dir, REPO)
   job_id = slurm.write_and_submit(script, os.path.join(sweep_dir, "slurm.sbatch"))
   print(f"submitted array job {job_id} ({_PARALLEL.value} workers): {sweep_dir}/slurm.sbatch\n"
         f"  each worker writes the results when it ends; or: python scripts/sweep.py --sweep={_SWEEP.value} "

@@ -1,4 +1,4 @@
-"""The quickstart's learning rate and warmup, on shortened runs (CPU, about 15 minutes at --parallel=2).
+"""The quickstart's learning rate and warmup, on shortened runs (about 9 minutes on a 2-core CPU).
 
   python scripts/sweep.py --sweep=sweeps/quickstart_lr.py --parallel=2
 

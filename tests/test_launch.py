@@ -106,3 +106,10 @@ def test_bad_launches_are_refused_in_one_line(argv, message, capsys, tmp_path):
   assert len(err.strip().splitlines()) == 1, err
   assert re.search(message if "*" in message else re.escape(message), err), err
   assert not os.path.exists(workdir)  # nothing written
+
+
+@pytest.mark.parametrize("workdir, name", [("/runs/gpt2", "gpt2"), ("/runs/7B_llama/", "strata-7b-llama"),
+                                           ("runs/My Run", "my-run"), ("/", "strata")])
+def test_job_names_are_dns_labels(workdir, name):
+  from scripts.cluster.job import Run
+  assert Run("configs/quickstart.py", workdir).name == name

@@ -115,8 +115,9 @@ def take_init_architecture(config) -> None:
     config.model.pooler = True  # BERT's and RoBERTa's heads read the pooler (fresh if the checkpoint has none)
 
 
-def _ensure_dataset(data_cfg) -> dict:
-  """Prepares `data.dir` on first use when the config names a data config for it."""
+def ensure_dataset(data_cfg) -> dict:
+  """Prepares `data.dir` on first use when the config names a data config for it (scripts/sweep.py calls
+  it once before starting trials side by side, which would otherwise prepare it at once)."""
   if data_cfg.prepare_config and not os.path.exists(os.path.join(data_cfg.dir, shards.METADATA)):
     if jax.process_index() == 0:
       path = data_cfg.prepare_config
@@ -153,7 +154,7 @@ class _Run:
     self.model_cfg = config.model_config()
     self.mesh = mesh_lib.make_mesh(config.mesh, devices)
     _check_mesh(config, self.mesh)
-    self.meta = _ensure_dataset(config.data)
+    self.meta = ensure_dataset(config.data)
     # Examples that are read whole, one per row (labelled examples, preference pairs), must fit a row.
     whole = self.meta.get("kind") in ("classification", "preference")
     max_len = self.meta.get("options", {}).get("max_len", 0) if whole else 0

@@ -20,9 +20,12 @@ class Run:
 
   @property
   def name(self) -> str:
-    """A job name from the workdir's last component, in the letters DNS and schedulers accept."""
-    base = os.path.basename(os.path.normpath(self.workdir)) or "run"
-    return re.sub(r"[^a-z0-9-]+", "-", base.lower()).strip("-")[:40] or "run"
+    """A job name from the workdir's last component, as DNS (RFC 1035 labels: Kubernetes Services) and
+    schedulers accept it: lower-case letters, digits and '-', starting with a letter."""
+    base = re.sub(r"[^a-z0-9-]+", "-", os.path.basename(os.path.normpath(self.workdir)).lower()).strip("-")
+    if not base[:1].isalpha():
+      base = f"strata-{base}"
+    return base[:40].strip("-")
 
   def train_args(self) -> list[str]:
     return ["train.py", f"--config={self.config}", f"--workdir={self.workdir}", *self.overrides]

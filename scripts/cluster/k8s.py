@@ -58,7 +58,9 @@ def _container(run: Run, pods: Pods, name: str) -> dict:
   coordinator = f"{name}-0.{name}:{COORDINATOR_PORT}"
   command = ["python", *run.train_args(), f"--coordinator_address={coordinator}",
              f"--num_processes={pods.nodes}", "--process_id=$(JOB_COMPLETION_INDEX)"]
-  resource = {"google.com/tpu": pods.chips_per_node} if pods.tpu_type else {"nvidia.com/gpu": pods.gpus_per_node}
+  # Quantities as strings, as the API's schema types them.
+  resource = ({"google.com/tpu": str(pods.chips_per_node)} if pods.tpu_type
+              else {"nvidia.com/gpu": str(pods.gpus_per_node)})
   container = {
       "name": "train",
       "image": pods.image,
@@ -68,8 +70,9 @@ def _container(run: Run, pods: Pods, name: str) -> dict:
       "ports": [{"name": "coordinator", "containerPort": COORDINATOR_PORT}],
       "resources": {"limits": resource, "requests": resource},
   }
+  container["volumeMounts"] = [{"name": "dshm", "mountPath": "/dev/shm"}]
   if pods.pvc:
-    container["volumeMounts"] = [{"name": "runs", "mountPath": pods.pvc_mount}]
+    container["volumeMounts"].append({"name": "runs", "mountPath": pods.pvc_mount})
   return container
 
 
@@ -104,8 +107,10 @@ def manifests(run: Run, pods: Pods) -> list[dict]:
   }
   if selector := _node_selector(pods):
     pod_spec["nodeSelector"] = selector
+  # A memory-backed /dev/shm: containers get 64 MiB by default, too little for NCCL and data workers.
+  pod_spec["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
   if pods.pvc:
-    pod_spec["volumes"] = [{"name": "runs", "persistentVolumeClaim": {"claimName": pods.pvc}}]
+    pod_spec["volumes"].append({"name": "runs", "persistentVolumeClaim": {"claimName": pods.pvc}})
   job = {
       "apiVersion": "batch/v1",
       "kind": "Job",

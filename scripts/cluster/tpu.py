@@ -14,6 +14,9 @@ from errors import UserError
 from scripts.cluster.job import REPO, Run
 
 ARCHIVE = "strata-code.tgz"
+# The TPU VM software version of each generation (gcloud compute tpus versions list), unless given.
+RUNTIMES = {"v2": "tpu-ubuntu2204-base", "v3": "tpu-ubuntu2204-base", "v4": "tpu-ubuntu2204-base",
+            "v5p": "v2-alpha-tpuv5", "v5litepod": "v2-alpha-tpuv5-lite", "v6e": "v2-alpha-tpuv6e"}
 REMOTE_DIR = "~/strata"
 REMOTE_VENV = "~/strata-venv"
 
@@ -24,7 +27,7 @@ class Slice:
   zone: str
   accelerator_type: str
   project: str = ""
-  runtime_version: str = "v2-alpha-tpuv5"
+  runtime_version: str = ""       # '' takes the generation's (RUNTIMES)
   create: bool = False            # make a queued resource first (and wait until it is ACTIVE)
   delete: bool = False            # delete the queued resource when the run ends (or fails)
   spot: bool = False
@@ -36,8 +39,9 @@ def _gcloud(tpu: Slice, *args: str) -> list[str]:
 
 
 def create_command(tpu: Slice) -> list[str]:
+  runtime = tpu.runtime_version or RUNTIMES[tpu.accelerator_type.split("-")[0]]
   return _gcloud(tpu, "queued-resources", "create", tpu.name, f"--node-id={tpu.name}",
-                 f"--accelerator-type={tpu.accelerator_type}", f"--runtime-version={tpu.runtime_version}",
+                 f"--accelerator-type={tpu.accelerator_type}", f"--runtime-version={runtime}",
                  *(["--spot"] if tpu.spot else []))
 
 
@@ -105,7 +109,10 @@ def _call(argv: list[str]) -> None:
 
 def _wait_active(tpu: Slice, poll_s: float = 30.0) -> None:
   while True:
-    state = subprocess.run(state_command(tpu), capture_output=True, text=True).stdout.strip()
+    done = subprocess.run(state_command(tpu), capture_output=True, text=True)
+    if done.returncode:
+      raise UserError(f"{shlex.join(state_command(tpu))} failed: {done.stderr.strip()}")
+    state = done.stdout.strip()
     print(f"queued resource {tpu.name}: {state or '(no state yet)'}", flush=True)
     if state == "ACTIVE":
       return
@@ -118,10 +125,10 @@ def _wait_active(tpu: Slice, poll_s: float = 30.0) -> None:
 def launch(tpu: Slice, run: Run, install: bool) -> None:
   if shutil.which("gcloud") is None:
     raise UserError("gcloud is not on PATH: install the Google Cloud CLI (or use --dry_run to print the commands)")
-  if tpu.create:
-    _call(create_command(tpu))
-    _wait_active(tpu)
-  try:
+  try:  # from the creation on: --delete also deletes a slice that is still queued when the launch stops
+    if tpu.create:
+      _call(create_command(tpu))
+      _wait_active(tpu)
     count = pack_repository(ARCHIVE)
     print(f"packed {count} files into {ARCHIVE}", flush=True)
     _call(copy_command(tpu))

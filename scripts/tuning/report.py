@@ -50,7 +50,7 @@ def _fmt(value) -> str:
 
 
 def _write_atomic(path: str, write) -> None:
-  tmp = path + ".tmp"
+  tmp = f"{path}.{os.getpid()}.tmp"  # SLURM array workers may write the report at once
   with open(tmp, "w", newline="") as f:
     write(f)
   os.replace(tmp, path)
@@ -75,6 +75,12 @@ def _markdown(rows: list[dict], columns: list[str], sweep: Sweep, summary: list[
   _write_atomic(path, lambda f: f.write("\n".join(lines) + "\n"))
 
 
+def _save(fig, path: str) -> None:
+  tmp = f"{path}.{os.getpid()}.tmp.png"
+  fig.savefig(tmp, dpi=110)
+  os.replace(tmp, path)
+
+
 def _plots(rows: list[dict], sweep: Sweep, sweep_dir: str) -> None:
   keys = list(sweep.space)
   fig, axes = plt.subplots(1, len(keys), figsize=(4.5 * len(keys), 3.6), squeeze=False)
@@ -95,7 +101,7 @@ def _plots(rows: list[dict], sweep: Sweep, sweep_dir: str) -> None:
     ax.grid(alpha=0.3)
   axes[0][0].legend()
   fig.tight_layout()
-  fig.savefig(os.path.join(sweep_dir, "params.png"), dpi=110)
+  _save(fig, os.path.join(sweep_dir, "params.png"))
   plt.close(fig)
 
   fig, ax = plt.subplots(figsize=(7, 4.5))
@@ -114,7 +120,7 @@ def _plots(rows: list[dict], sweep: Sweep, sweep_dir: str) -> None:
   if best:
     ax.legend()
   fig.tight_layout()
-  fig.savefig(os.path.join(sweep_dir, "curves.png"), dpi=110)
+  _save(fig, os.path.join(sweep_dir, "curves.png"))
   plt.close(fig)
 
 

@@ -75,10 +75,11 @@ class Sweep:
     return split, name
 
 
-def _config_path(sweep_path: str, config: str) -> str:
-  """A config path as written in the sweep: relative to the working directory or to the repository."""
+def _config_path(config: str) -> str:
+  """A config path as written in the sweep, relative to the working directory or to the repository,
+  made absolute: trials run in the repository."""
   if os.path.isabs(config) or os.path.exists(config):
-    return config
+    return os.path.abspath(config)
   repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
   return os.path.join(repo, config)
 
@@ -97,7 +98,7 @@ def load(path: str) -> Sweep:
   if not isinstance(sweep, Sweep):
     raise UserError(f"{path}: get_sweep() returned {type(sweep).__name__}; expected a scripts.tuning.space.Sweep")
   check(sweep, path)
-  return dataclasses.replace(sweep, config=_config_path(path, sweep.config))
+  return dataclasses.replace(sweep, config=_config_path(sweep.config))
 
 
 def check(sweep: Sweep, where: str) -> None:
@@ -121,7 +122,7 @@ def check(sweep: Sweep, where: str) -> None:
     ranged = [k for k, d in sweep.space.items() if not isinstance(d, optuna.distributions.CategoricalDistribution)]
     if ranged:
       fail(f"sampler='grid' needs choice(...) for every key; {', '.join(ranged)} is a range")
-  config_path = _config_path(where, sweep.config)
+  config_path = _config_path(sweep.config)
   base = config_overrides.load_with_overrides(config_path, list(sweep.overrides))
   for key, dist in sweep.space.items():
     if not isinstance(dist, optuna.distributions.BaseDistribution):
@@ -146,8 +147,10 @@ def default_params(sweep: Sweep) -> dict:
     node = base
     for part in key.split("."):
       node = node[part]
-    if isinstance(dist, optuna.distributions.CategoricalDistribution) and node not in dist.choices:
-      raise UserError(f"include_default: config.{key}={node!r} is not among {dist.choices}; add it to the "
-                      f"choice or set include_default=False")
+    inside = (node in dist.choices if isinstance(dist, optuna.distributions.CategoricalDistribution)
+              else dist.low <= node <= dist.high)
+    if not inside:
+      raise UserError(f"include_default: the config's {key}={node!r} lies outside the space's {dist}; "
+                      f"widen the space or set include_default=False")
     params[key] = node
   return params

@@ -2,6 +2,7 @@
 
 import ctypes
 import dataclasses
+import fcntl
 import json
 import os
 import shlex
@@ -9,10 +10,12 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 
 import optuna
 
 from scripts.tuning.space import Sweep
+from trainer import workdir_lock
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LOG = "train.log"
@@ -75,33 +78,67 @@ _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before any fork: the child o
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
-  """In the child: SIGTERM when the sweep dies, even by SIGKILL, so the run checkpoints and stops."""
-  _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def _die_with(parent: int):
+  def in_child() -> None:
+    """SIGTERM when the sweep dies, even by SIGKILL, so the run checkpoints and stops. (Linux sends it
+    when the forking thread ends; each worker thread waits for its trial, so that is the sweep ending.)
+    A parent gone before the call is caught by comparing parent pids."""
+    _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != parent:
+      os.kill(os.getpid(), signal.SIGTERM)
+  return in_child
 
 
-def _stop(process: subprocess.Popen) -> None:
-  """SIGTERM (train.py saves a checkpoint and stops), then SIGKILL if it lingers."""
-  if process.poll() is None:
+def _terminate(process: subprocess.Popen) -> None:
+  """Stops a trial the sweep is leaving: train.py saves a checkpoint on SIGTERM, which a rerun resumes.
+
+  Under SLURM a requeue or scancel has already sent SIGTERM to every process of the step, the trial's
+  included; a second one would make train.py stop at once, unsaved, so then it is only waited for.
+  """
+  if process.poll() is None and "SLURM_JOB_ID" not in os.environ:
     process.send_signal(signal.SIGTERM)
-    try:
-      process.wait(timeout=120)
-    except subprocess.TimeoutExpired:
-      process.kill()
-      process.wait()
+  try:
+    process.wait(timeout=300)
+  except subprocess.TimeoutExpired:
+    process.kill()
+    process.wait()
+
+
+def _wait_for_workdir(workdir: str, timeout_s: float = 300) -> None:
+  """A resumed trial's previous train.py may still be saving its checkpoint (a killed sweep's child
+  gets SIGTERM): wait until it lets go of the workdir's lock rather than be refused by it."""
+  path = os.path.join(workdir, workdir_lock.NAME)
+  if not os.path.exists(path):
+    return
+  deadline = time.time() + timeout_s
+  with open(path) as f:
+    while True:
+      try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return
+      except BlockingIOError:
+        if time.time() > deadline:
+          return  # train.py's own refusal names the holder
+        time.sleep(1)
 
 
 def run(trial: optuna.Trial, sweep: Sweep, argv: list[str], workdir: str, stop: threading.Event,
-        poll_s: float = 1.0) -> Outcome:
-  """Runs the trial's process to its end, reporting each new value of the metric to the pruner."""
+        extra_env: dict | None = None, heartbeat_s: float = 30, poll_s: float = 1.0) -> Outcome:
+  """Runs the trial's process to its end, reporting each new value of the metric to the pruner and
+  stamping the trial (user attribute `heartbeat`) so other workers know it is alive."""
   os.makedirs(workdir, exist_ok=True)
-  env = dict(os.environ, PYTHONUNBUFFERED="1")
+  _wait_for_workdir(workdir)
+  env = dict(os.environ, PYTHONUNBUFFERED="1", **(extra_env or {}))
   reported = set()
+  stamped = time.time()
   with open(os.path.join(workdir, LOG), "a") as log:
     log.write(f"$ {shlex.join(argv)}\n")
     log.flush()
+    # Its own session: a Ctrl-C at the sweep's terminal reaches the sweep, which stops trials with one
+    # SIGTERM each (a second signal would make train.py stop without saving).
     process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
-                               preexec_fn=_die_with_parent)
+                               preexec_fn=_die_with(os.getpid()), start_new_session=True)
     while True:
       finished = process.poll() is not None
       for step, value in curve(workdir, sweep.metric):
@@ -110,12 +147,16 @@ def run(trial: optuna.Trial, sweep: Sweep, argv: list[str], workdir: str, stop: 
         reported.add(step)
         trial.report(value, step)
         if not finished and trial.should_prune():
-          _stop(process)
+          process.kill()  # a pruned trial is never resumed: no checkpoint to wait for
+          process.wait()
           return Outcome("pruned", value)
       if finished:
         break
+      if time.time() - stamped > heartbeat_s:
+        trial.set_user_attr("heartbeat", time.time())
+        stamped = time.time()
       if stop.wait(poll_s):
-        _stop(process)
+        _terminate(process)
         return Outcome("interrupted")
   points = curve(workdir, sweep.metric)
   if process.returncode != 0:
