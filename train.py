@@ -37,7 +37,7 @@ def main(argv):
     summary = loop.run(_CONFIG.value, _WORKDIR.value, task_evaluator=in_training.TaskEvaluator)
   except UserError as e:
     sys.exit(f"error: {e}")
-  except KeyboardInterrupt:  # a second SIGINT/SIGTERM during the stop: out at once, no checkpoint
+  except KeyboardInterrupt:  # a second Ctrl-C during the stop: out at once, no checkpoint
     print("stopped at once without saving; a rerun resumes from the last checkpoint", file=sys.stderr)
     sys.exit(130)
   if summary.get("interrupted"):

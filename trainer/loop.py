@@ -41,6 +41,9 @@ class _StopRequest:
 
   The loop keeps at most one step in flight and records in `finished` the
   last step the device completed, so the stop comes within about one step.
+  Only a second Ctrl-C (SIGINT) stops at once, unsaved: a repeated SIGTERM is the
+  same request again (schedulers follow SIGTERM with SIGKILL, not a second
+  SIGTERM; a parent-death signal comes once per exiting thread of the parent).
   """
 
   def __init__(self):
@@ -55,12 +58,14 @@ class _StopRequest:
     return self
 
   def _handle(self, signum, frame):
-    if self.requested:  # a second Ctrl-C stops at once
-      raise KeyboardInterrupt
+    if self.requested:
+      if signum == signal.SIGINT:  # a second Ctrl-C stops at once
+        raise KeyboardInterrupt
+      return
     self.requested = True
     # Said at once, whatever the logging verbosity; os.write, as the handler may interrupt a print.
     os.write(2, f"{signal.Signals(signum).name} after step {self.finished}: finishing the steps in flight (at most 2), "
-                f"saving a checkpoint and stopping (signal again to stop at once, unsaved)\n".encode())
+                f"saving a checkpoint and stopping (Ctrl-C again to stop at once, unsaved)\n".encode())
 
   def agreed(self) -> bool:
     """True on every process once any process was signalled."""

@@ -38,9 +38,9 @@ def _sampler(sweep: Sweep, seed: int) -> optuna.samplers.BaseSampler:
 
 def _pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
   if sweep.pruner == "median":
-    return optuna.pruners.MedianPruner(n_startup_trials=sweep.startup_trials)
+    return optuna.pruners.MedianPruner(n_startup_trials=sweep.startup_trials, n_warmup_steps=sweep.prune_from_step)
   if sweep.pruner == "asha":
-    return optuna.pruners.SuccessiveHalvingPruner()
+    return optuna.pruners.SuccessiveHalvingPruner(min_resource=max(1, sweep.prune_from_step))
   return optuna.pruners.NopPruner()
 
 

@@ -66,6 +66,7 @@ class Sweep:
   sampler: str = "tpe"
   pruner: str = "median"                     # fed by the metric's values as each trial evaluates
   startup_trials: int = 3                    # trials before TPE models the space and the pruner prunes
+  prune_from_step: int = 0                   # no pruning before this step (a long warmup starts slower)
   seed: int = 0
   include_default: bool = True               # the first trial runs the config's own values of the keys
 

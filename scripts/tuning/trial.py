@@ -90,12 +90,9 @@ def _die_with(parent: int):
 
 
 def _terminate(process: subprocess.Popen) -> None:
-  """Stops a trial the sweep is leaving: train.py saves a checkpoint on SIGTERM, which a rerun resumes.
-
-  Under SLURM a requeue or scancel has already sent SIGTERM to every process of the step, the trial's
-  included; a second one would make train.py stop at once, unsaved, so then it is only waited for.
-  """
-  if process.poll() is None and "SLURM_JOB_ID" not in os.environ:
+  """Stops a trial the sweep is leaving: train.py saves a checkpoint on SIGTERM, which a rerun resumes
+  (a SIGTERM SLURM already sent it asks for the same stop)."""
+  if process.poll() is None:
     process.send_signal(signal.SIGTERM)
   try:
     process.wait(timeout=300)
@@ -135,8 +132,8 @@ def run(trial: optuna.Trial, sweep: Sweep, argv: list[str], workdir: str, stop: 
   with open(os.path.join(workdir, LOG), "a") as log:
     log.write(f"$ {shlex.join(argv)}\n")
     log.flush()
-    # Its own session: a Ctrl-C at the sweep's terminal reaches the sweep, which stops trials with one
-    # SIGTERM each (a second signal would make train.py stop without saving).
+    # Its own session: a Ctrl-C at the sweep's terminal reaches the sweep alone, which stops each trial
+    # with a SIGTERM (a Ctrl-C of their own would be a second SIGINT: train.py would stop unsaved).
     process = subprocess.Popen(argv, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
                                preexec_fn=_die_with(os.getpid()), start_new_session=True)
     while True:
