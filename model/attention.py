@@ -57,8 +57,10 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxTxD, positions_BxT, segments_BxT, kv_x=None, kv_positions=None, kv_segments=None,
-               cache=None):
-    """Attention output [B, T, D]; with `cache`, (output, updated cache)."""
+               cache=None, bias_BxNxTxS=None):
+    """Attention output [B, T, D]; with `cache`, (output, updated cache). `bias_BxNxTxS` is added to
+    the logits (T5's relative position bias; its batch axis may be 1). T5 does not scale the logits
+    by 1/sqrt(head_dim): its initialisation folds that into the query weights."""
     cfg = self.cfg
     self_attention = kv_x is None
     kv_x_BxSxD = x_BxTxD if self_attention else kv_x
@@ -75,11 +77,15 @@ class Attention(nn.Module):
     if cache is None:
       out_BxTxNxH = jax.nn.dot_product_attention(
           q_BxTxNxH, k_BxSxKxH, v_BxSxKxH,
+          bias=None if bias_BxNxTxS is None else bias_BxNxTxS.astype(q_BxTxNxH.dtype),
           mask=segment_mask(segments_BxT, kv_segments_BxS),
+          scale=1.0 if cfg.position == "relative" else None,
           is_causal=self.causal and self_attention,
           implementation=attention_implementation(cfg),
       )
     else:
+      if bias_BxNxTxS is not None or cfg.position == "relative":
+        raise ValueError("cached decoding of an encoder-decoder (T5) model is not built yet")
       cache = write_cache(cache, k_BxSxKxH, v_BxSxKxH, positions_BxT)
       out_BxTxNxH = cached_attention(q_BxTxNxH, cache["k"], cache["v"], positions_BxT)
     out_BxTxNxH = nn.with_logical_constraint(out_BxTxNxH, ("batch", "length", "act_heads", "head_dim"))

@@ -12,7 +12,8 @@ from typed_config import DERIVED, Section
 @dataclasses.dataclass(frozen=True)
 class ModelConfig(Section):
   PATH = "config.model"
-  family: Literal["decoder", "encoder"] = "decoder"  # model/families.py: causal LM | BERT/RoBERTa
+  # model/families.py: causal LM | BERT/RoBERTa | T5 (model/t5.py)
+  family: Literal["decoder", "encoder", "encoder_decoder"] = "decoder"
   vocab_size: int = 32_000
   d_model: int = 512
   num_layers: int = 8
@@ -26,9 +27,14 @@ class ModelConfig(Section):
   # "pre": x + f(norm(x)) (Llama, GPT-2; a final norm follows the layers);
   # "post": norm(x + f(x)) (BERT, RoBERTa; no final norm).
   norm_position: Literal["pre", "post"] = "pre"
-  # "swiglu" (Llama) | "gelu" (GPT-2, tanh GELU) | "gelu_erf" (BERT, exact GELU)
-  mlp: Literal["swiglu", "gelu", "gelu_erf"] = "swiglu"
-  position: Literal["rope", "learned"] = "rope"  # Llama | GPT-2, BERT
+  # "swiglu" (Llama) | "gelu" (GPT-2, tanh GELU) | "gelu_erf" (BERT, exact GELU) |
+  # "gated_gelu" (T5 v1.1, Flan-T5: tanh GELU gate times a linear unit) | "relu" (original T5)
+  mlp: Literal["swiglu", "gelu", "gelu_erf", "gated_gelu", "relu"] = "swiglu"
+  # Llama | GPT-2, BERT | T5: a learned bias per head and bucket of query-key distance, on the logits
+  position: Literal["rope", "learned", "relative"] = "rope"
+  relative_buckets: int = 32               # relative only: log-spaced distance buckets
+  relative_max_distance: int = 128         # relative only: distances past this share the last bucket
+  num_decoder_layers: int = 0              # encoder_decoder only: 0 = num_layers
   rope_theta: float = 10_000.0
   rope_scaling: Literal["none", "linear", "llama3"] = "none"  # llama3: Llama 3.1+ long-context RoPE
   rope_scaling_factor: float = 1.0
@@ -77,5 +83,8 @@ class ModelConfig(Section):
                  f"a multiple of config.model.num_kv_heads={self.num_kv_heads}")
     for field in ("type_vocab_size", "position_offset", "num_labels"):
       self.require(getattr(self, field) >= 0, field, "0 or more")
+    self.require((self.family == "encoder_decoder") == (self.position == "relative"), "position",
+                 "'relative' exactly when config.model.family='encoder_decoder' (T5)")
+    self.require(self.num_decoder_layers >= 0, "num_decoder_layers", "0 (= num_layers) or more")
     self.require(self.family != "encoder" or not self.mlm_head or self.tie_embeddings, "tie_embeddings",
                  "True: the encoder's MLM head always projects with the word embeddings (BERT/RoBERTa)")

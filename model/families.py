@@ -17,6 +17,7 @@ import jax.numpy as jnp
 
 from model.config import ModelConfig
 from model.encoder import EncoderLM
+from model.t5 import EncoderDecoderModel
 from model.transformer import DecoderLM
 
 
@@ -24,6 +25,15 @@ def _token_inputs(seq_len: int) -> tuple:
   """(tokens, positions, segment ids) of one row: one document, no padding."""
   tokens = jnp.zeros((1, seq_len), jnp.int32)
   return tokens, jnp.zeros_like(tokens), jnp.ones_like(tokens)
+
+
+ENCODER_DECODER_FIELDS = ("encoder_tokens", "encoder_positions", "encoder_segment_ids",
+                          "tokens", "positions", "segment_ids")
+
+
+def _encoder_decoder_inputs(seq_len: int) -> tuple:
+  """An encoder row and a decoder row of `seq_len` tokens each."""
+  return _token_inputs(seq_len) + _token_inputs(seq_len)
 
 
 def _encoder_fields(cfg: ModelConfig) -> tuple[str, ...]:
@@ -42,6 +52,8 @@ FAMILIES = {
     "decoder": Family(DecoderLM, _token_inputs, lambda cfg: ("tokens", "positions", "segment_ids")),
     # Token types default to zeros, so the encoder traces with the decoder's three inputs.
     "encoder": Family(EncoderLM, _token_inputs, _encoder_fields),
+    # The encoder's inputs, then the decoder's (target tokens shifted right: teacher forcing).
+    "encoder_decoder": Family(EncoderDecoderModel, _encoder_decoder_inputs, lambda cfg: ENCODER_DECODER_FIELDS),
 }
 
 

@@ -82,7 +82,8 @@ class LearnedPositions(nn.Module):
 
 
 class Mlp(nn.Module):
-  """SwiGLU (Llama) or GELU (GPT-2's tanh approximation; BERT's exact erf form) feed-forward block."""
+  """SwiGLU (Llama), GELU (GPT-2's tanh approximation; BERT's exact erf form), gated GELU (T5 v1.1) or
+  ReLU (original T5) feed-forward block."""
   cfg: ModelConfig
 
   @nn.compact
@@ -101,6 +102,10 @@ class Mlp(nn.Module):
 
     if cfg.mlp == "swiglu":
       h_BxTxF = jax.nn.silu(proj_in("gate")) * proj_in("up")
+    elif cfg.mlp == "gated_gelu":
+      h_BxTxF = jax.nn.gelu(proj_in("gate"), approximate=True) * proj_in("up")
+    elif cfg.mlp == "relu":
+      h_BxTxF = jax.nn.relu(proj_in("up"))
     else:
       h_BxTxF = jax.nn.gelu(proj_in("up"), approximate=cfg.mlp == "gelu")
     w_down = self.param("down", param_init(cfg, ("mlp", "embed"), std=out_std),

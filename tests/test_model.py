@@ -145,9 +145,12 @@ def test_flops_formula():
 
 def test_model_family_is_validated():
   c = quickstart.get_config().model
-  c.family = "encoder_decoder"
-  with pytest.raises(UserError, match=r"config.model.family='encoder_decoder'; expected one of "
-                                      r"'decoder', 'encoder'"):
+  c.family = "seq2seq"
+  with pytest.raises(UserError, match=r"config.model.family='seq2seq'; expected one of "
+                                      r"'decoder', 'encoder', 'encoder_decoder'"):
+    ModelConfig.from_config(c)
+  c.family = "encoder_decoder"  # T5 takes relative positions, and only it does
+  with pytest.raises(UserError, match=r"config.model.position='rope'; expected 'relative' exactly when"):
     ModelConfig.from_config(c)
 
 

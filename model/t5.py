@@ -1,0 +1,147 @@
+"""The encoder-decoder family: T5 (original: ReLU MLP, tied embeddings) and T5 v1.1 / Flan-T5 (gated
+GELU, untied head), on the decoder's pieces (Attention, Mlp, Norm: the same logical axes and rules).
+
+What T5 has that the other families have not: a relative position bias, a learned scalar per head and
+bucket of key-minus-query distance added to the attention logits (log-spaced buckets; both directions
+in the encoder, only the past in the decoder), computed once per stack and shared by its layers; no
+1/sqrt(head_dim) scaling of the logits; cross-attention from each decoder layer to the encoder's
+output; RMSNorm without a bias (cfg.norm="rmsnorm"); with tied embeddings the decoder's output is
+scaled by d_model^-0.5 before the shared table projects it.
+
+Inputs are packed rows on both sides: per-example positions (from 0) and segment ids (0 marks
+padding). An encoder row and its decoder row hold the same examples under the same segment ids, so
+cross-attention never looks across examples.
+
+    model.apply(v, enc_tokens, enc_positions, enc_segments, tokens, positions, segments)  # logits [B,T,V] f32
+    model.apply(v, enc_tokens, enc_positions, enc_segments, method="encode")             # [B,S,D]
+"""
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from model.attention import Attention
+from model.config import ModelConfig
+from model.layers import Embed, Mlp, Norm, param_init
+from model.transformer import REMAT_POLICIES
+
+
+def relative_bucket(relative_BxTxS, bidirectional: bool, num_buckets: int, max_distance: int):
+  """T5's bucket of each key-minus-query distance: exact below half the buckets (of a direction),
+  log-spaced up to max_distance, and the last bucket past it. Bidirectional splits the buckets
+  between keys after and before the query; otherwise every future key shares bucket 0."""
+  bucket = jnp.zeros_like(relative_BxTxS)
+  if bidirectional:
+    num_buckets //= 2
+    bucket = bucket + (relative_BxTxS > 0).astype(relative_BxTxS.dtype) * num_buckets
+    distance = jnp.abs(relative_BxTxS)
+  else:
+    distance = jnp.maximum(-relative_BxTxS, 0)
+  exact = num_buckets // 2
+  scaled = jnp.log(jnp.maximum(distance, 1).astype(jnp.float32) / exact) / jnp.log(max_distance / exact)
+  far = jnp.minimum(exact + (scaled * (num_buckets - exact)).astype(relative_BxTxS.dtype), num_buckets - 1)
+  return bucket + jnp.where(distance < exact, distance, far)
+
+
+class RelativeBias(nn.Module):
+  """The bias [B, N, T, S] (float32) of every query-key pair, from the pair's positions."""
+  cfg: ModelConfig
+  bidirectional: bool
+
+  @nn.compact
+  def __call__(self, q_positions_BxT, k_positions_BxS):
+    cfg = self.cfg
+    table = self.param("table", param_init(cfg, (None, "heads")), (cfg.relative_buckets, cfg.num_heads),
+                       cfg.weight_dtype)
+    relative_BxTxS = k_positions_BxS[:, None, :] - q_positions_BxT[:, :, None]
+    bucket_BxTxS = relative_bucket(relative_BxTxS, self.bidirectional, cfg.relative_buckets,
+                                   cfg.relative_max_distance)
+    bias_BxTxSxN = jnp.take(table.astype(jnp.float32), bucket_BxTxS, axis=0)
+    return bias_BxTxSxN.transpose(0, 3, 1, 2)
+
+
+class EncoderBlock(nn.Module):
+  """Pre-norm: x + self_attention(norm(x)) with the bias, then x + mlp(norm(x))."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxSxD, positions_BxS, segments_BxS, bias_BxNxSxS):
+    cfg = self.cfg
+    h = Attention(cfg, causal=False, name="attention")(
+        Norm(cfg, name="attention_norm")(x_BxSxD), positions_BxS, segments_BxS, bias_BxNxTxS=bias_BxNxSxS)
+    x_BxSxD = x_BxSxD + h
+    x_BxSxD = x_BxSxD + Mlp(cfg, name="mlp")(Norm(cfg, name="mlp_norm")(x_BxSxD))
+    return nn.with_logical_constraint(x_BxSxD, ("batch", "length", "act_embed"))
+
+
+class DecoderBlock(nn.Module):
+  """Pre-norm: causal self-attention with the bias, cross-attention to the encoder, then the MLP."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD, positions_BxT, segments_BxT, bias_BxNxTxT, enc_BxSxD, enc_positions_BxS,
+               enc_segments_BxS):
+    cfg = self.cfg
+    h = Attention(cfg, causal=True, name="attention")(
+        Norm(cfg, name="attention_norm")(x_BxTxD), positions_BxT, segments_BxT, bias_BxNxTxS=bias_BxNxTxT)
+    x_BxTxD = x_BxTxD + h
+    h = Attention(cfg, causal=False, name="cross_attention")(
+        Norm(cfg, name="cross_attention_norm")(x_BxTxD), positions_BxT, segments_BxT, kv_x=enc_BxSxD,
+        kv_positions=enc_positions_BxS, kv_segments=enc_segments_BxS)
+    x_BxTxD = x_BxTxD + h
+    x_BxTxD = x_BxTxD + Mlp(cfg, name="mlp")(Norm(cfg, name="mlp_norm")(x_BxTxD))
+    return nn.with_logical_constraint(x_BxTxD, ("batch", "length", "act_embed"))
+
+
+def _maybe_remat(cfg: ModelConfig, block):
+  return block if cfg.remat == "none" else nn.remat(block, policy=REMAT_POLICIES[cfg.remat])
+
+
+class EncoderDecoderModel(nn.Module):
+  """T5: `encode` the inputs once, then `decode` target tokens against them; `__call__` does both."""
+  cfg: ModelConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.embed = Embed(cfg)  # shared by the encoder, the decoder and (tied) the output head
+    self.encoder_bias = RelativeBias(cfg, bidirectional=True)
+    self.decoder_bias = RelativeBias(cfg, bidirectional=False)
+    encoder_block, decoder_block = _maybe_remat(cfg, EncoderBlock), _maybe_remat(cfg, DecoderBlock)
+    self.encoder_layers = [encoder_block(cfg) for _ in range(cfg.num_layers)]
+    self.decoder_layers = [decoder_block(cfg) for _ in range(cfg.num_decoder_layers or cfg.num_layers)]
+    self.encoder_norm = Norm(cfg)
+    self.decoder_norm = Norm(cfg)
+    if not cfg.tie_embeddings:
+      self.lm_head = self.param("lm_head", param_init(cfg, ("embed", "vocab")), (cfg.d_model, cfg.vocab_size),
+                                cfg.weight_dtype)
+
+  def encode(self, enc_tokens_BxS, enc_positions_BxS, enc_segments_BxS):
+    """The encoder's output [B, S, D] (transformers' encoder last_hidden_state)."""
+    x_BxSxD = self.embed(enc_tokens_BxS)
+    bias_BxNxSxS = self.encoder_bias(enc_positions_BxS, enc_positions_BxS)
+    for layer in self.encoder_layers:
+      x_BxSxD = layer(x_BxSxD, enc_positions_BxS, enc_segments_BxS, bias_BxNxSxS)
+    return self.encoder_norm(x_BxSxD)
+
+  def decode(self, enc_BxSxD, enc_positions_BxS, enc_segments_BxS, tokens_BxT, positions_BxT, segments_BxT):
+    """Logits [B, T, V] (float32) of the next target token at every decoder position."""
+    cfg = self.cfg
+    x_BxTxD = self.embed(tokens_BxT)
+    bias_BxNxTxT = self.decoder_bias(positions_BxT, positions_BxT)
+    for layer in self.decoder_layers:
+      x_BxTxD = layer(x_BxTxD, positions_BxT, segments_BxT, bias_BxNxTxT, enc_BxSxD, enc_positions_BxS,
+                      enc_segments_BxS)
+    x_BxTxD = self.decoder_norm(x_BxTxD)
+    if cfg.tie_embeddings:
+      logits_BxTxV = self.embed.attend(x_BxTxD * jnp.asarray(cfg.d_model ** -0.5, x_BxTxD.dtype))
+    else:
+      logits_BxTxV = jnp.einsum("btd,dv->btv", x_BxTxD, self.lm_head.astype(cfg.compute_dtype),
+                                preferred_element_type=jnp.float32)
+    return nn.with_logical_constraint(logits_BxTxV, ("batch", "length", "act_vocab"))
+
+  def __call__(self, enc_tokens_BxS, enc_positions_BxS, enc_segments_BxS, tokens_BxT, positions_BxT,
+               segments_BxT):
+    enc_BxSxD = self.encode(enc_tokens_BxS, enc_positions_BxS, enc_segments_BxS)
+    return self.decode(enc_BxSxD, enc_positions_BxS, enc_segments_BxS, tokens_BxT, positions_BxT,
+                       segments_BxT)
+
+
