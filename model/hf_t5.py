@@ -23,7 +23,7 @@ def config_fields(hf: dict, where: str = "config.json") -> dict:
     raise UserError(f"{where}: feed_forward_proj={proj!r}; Strata reproduces T5 exactly with "
                     f"{' or '.join(_MLPS)} only")
   heads = hf["num_heads"]
-  return dict(family="encoder_decoder", position="relative", norm="rmsnorm", norm_position="pre",
+  return dict(family="encoder_decoder", position="relative", norm="rmsnorm", norm_position="pre", scan_layers=False,
               vocab_size=hf["vocab_size"], d_model=hf["d_model"], num_layers=hf["num_layers"],
               num_decoder_layers=hf.get("num_decoder_layers") or hf["num_layers"], num_heads=heads,
               num_kv_heads=heads, head_dim=hf["d_kv"], mlp_dim=hf["d_ff"], mlp=_MLPS[proj],

@@ -15,6 +15,8 @@ shares: SLURM's shared filesystem, a mount on every TPU worker, a PersistentVolu
 
 import argparse
 import os
+import shutil
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -115,8 +117,6 @@ def _k8s(args, run: job.Run) -> None:
   if args.dry_run:
     print(text, end="")
     return
-  import shutil
-  import subprocess
   path = args.manifest or f"{run.name}.k8s.yaml"
   with open(path + ".tmp", "w") as f:
     f.write(text)

@@ -18,6 +18,7 @@ import optuna
 
 from configs import overrides as config_overrides
 from errors import UserError
+from scripts.cluster.job import REPO
 
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "asha", "none")
@@ -72,8 +73,14 @@ class Sweep:
 
   @property
   def split_and_name(self) -> tuple[str, str]:
-    split, _, name = self.metric.rpartition("/")
-    return split, name
+    return split_metric(self.metric)
+
+
+def split_metric(metric: str) -> tuple[str, str]:
+  """("val", "loss") of "val/loss", ("task/NAME", "accuracy") of "task/NAME/accuracy": a metrics.jsonl
+  row's split and key."""
+  split, _, name = metric.rpartition("/")
+  return split, name
 
 
 def _config_path(config: str) -> str:
@@ -81,8 +88,7 @@ def _config_path(config: str) -> str:
   made absolute: trials run in the repository."""
   if os.path.isabs(config) or os.path.exists(config):
     return os.path.abspath(config)
-  repo = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-  return os.path.join(repo, config)
+  return os.path.join(REPO, config)
 
 
 def load(path: str) -> Sweep:

@@ -14,10 +14,10 @@ import time
 
 import optuna
 
-from scripts.tuning.space import Sweep
+from scripts.cluster.job import REPO
+from scripts.tuning.space import Sweep, split_metric
 from trainer import workdir_lock
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 LOG = "train.log"
 TAIL_LINES = 20
 NO_METRIC = "the run wrote no "
@@ -38,7 +38,7 @@ def command(sweep: Sweep, params: dict, workdir: str) -> list[str]:
 
 def curve(workdir: str, metric: str) -> list[tuple[int, float]]:
   """(step, value) of `metric` (SPLIT/NAME) in the workdir's metrics.jsonl, in order."""
-  split, _, name = metric.rpartition("/")
+  split, name = split_metric(metric)
   path = os.path.join(workdir, "metrics.jsonl")
   if not os.path.exists(path):
     return []
