@@ -67,6 +67,20 @@ class MlmConfig(Section):
 
 
 @dataclasses.dataclass(frozen=True)
+class SpanCorruptionConfig(Section):
+  """objective="span_corruption" (data/span_corruption.py): T5's pretraining. Of each raw row, noise_density
+  of the tokens go, in spans of mean length mean_span_length, each replaced by a sentinel in the encoder's
+  row (train.seq_len tokens); the decoder predicts the spans. Seeded by train.seed and the row."""
+  PATH = "config.train.span_corruption"
+  noise_density: float = 0.15
+  mean_span_length: float = 3.0
+
+  def check(self) -> None:
+    self.require(0.0 < self.noise_density < 1.0, "noise_density", "a fraction in (0, 1)")
+    self.require(self.mean_span_length >= 1.0, "mean_span_length", "1 or more tokens")
+
+
+@dataclasses.dataclass(frozen=True)
 class DpoConfig(Section):
   """objective="dpo" (trainer/objectives/preference.py), in TRL's formulas and beta convention."""
   PATH = "config.train.dpo"
@@ -211,7 +225,9 @@ class TrainConfig(Section):
   objective: str = "causal_lm"    # trainer/objectives: what the loss is (it must fit config.model.family)
   steps: int = 1000
   batch_size: int = 32            # global sequences per optimizer step
-  seq_len: int = 512
+  seq_len: int = 512              # tokens per row (an encoder-decoder's encoder row)
+  # Encoder-decoders: tokens per decoder row; 0 = seq_len (seq2seq) or what span corruption needs.
+  target_len: int = 0
   seed: int = 0
   grad_accum_steps: int = 1       # micro-batches per step; batch_size must divide evenly
   # Decoder losses on token log-probabilities (causal_lm, dpo) go over the vocabulary this many
@@ -223,6 +239,7 @@ class TrainConfig(Section):
   on_nonfinite: Literal["stop", "skip"] = "stop"
   max_skipped_steps: int = 10
   mlm: MlmConfig = dataclasses.field(default_factory=MlmConfig)
+  span_corruption: SpanCorruptionConfig = dataclasses.field(default_factory=SpanCorruptionConfig)
   dpo: DpoConfig = dataclasses.field(default_factory=DpoConfig)
   reward: RewardConfig = dataclasses.field(default_factory=RewardConfig)
   distill: DistillConfig = dataclasses.field(default_factory=DistillConfig)
@@ -234,6 +251,7 @@ class TrainConfig(Section):
     self.require(self.batch_size % self.grad_accum_steps == 0, "batch_size",
                  f"a multiple of config.train.grad_accum_steps={self.grad_accum_steps}")
     self.require(self.max_skipped_steps >= 0, "max_skipped_steps", "0 or more")
+    self.require(self.target_len >= 0, "target_len", "0 (derived) or a positive number of tokens")
     self.require(self.vocab_chunk >= 0, "vocab_chunk", "0 (the whole vocabulary at once) or a positive size")
     if self.objective == "grpo":
       self.require(self.batch_size % self.grpo.num_generations == 0, "batch_size",

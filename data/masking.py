@@ -66,6 +66,14 @@ class MaskSpec:
       raise ValueError(f"MaskSpec.mask_id={self.mask_id} is outside the vocabulary of {self.vocab_size}")
 
   # Lookup tables, built once per process (cached_property writes the instance's __dict__ directly).
+  def source_len(self, seq_len: int) -> int:
+    """Tokens per packed row the pipeline reads: masking keeps a row's length."""
+    return seq_len
+
+  def rows_map(self, stream: str) -> "MaskRows":
+    """The grain transform that masks rows of `stream` (the pipeline's protocol, shared with SpanSpec)."""
+    return MaskRows(self, stream)
+
   @functools.cached_property
   def _special(self) -> np.ndarray:
     return _flags(self.vocab_size, self.special_ids + (self.mask_id,))

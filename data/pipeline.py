@@ -7,9 +7,11 @@ of processes. With `data.mixture`, the stream interleaves several datasets'
 rows in proportion to their weights (grain's MapDataset.mix: a fixed,
 random-access pattern, so resumption stays exact).
 
-With a MaskSpec (masked-LM objectives), each row is masked before batching
-(data/masking.py), seeded by its global index in the stream: the masks, like
-the rows, depend neither on the number of processes nor on resumption.
+With a row corruption (`masking`: a MaskSpec for masked LM, data/masking.py; a
+SpanSpec for T5's span corruption, data/span_corruption.py), each row is
+corrupted before batching, seeded by its global index in the stream: the draws,
+like the rows, depend neither on the number of processes nor on resumption. A
+corruption may read rows of another length than it writes (`source_len`).
 """
 
 import os
@@ -17,7 +19,6 @@ import os
 import grain
 import numpy as np
 
-from data import masking as masking_lib
 from data import shards
 from data import teacher_topk as teacher_topk_lib
 from data.examples import ExampleRows
@@ -154,20 +155,19 @@ class _ReadProcessRow(grain.transforms.Map):
 
 
 def _local_batches(rows: RowStream, global_batch: int, row_start: int, row_stop: int,
-                   num_batches: int | None, masking: masking_lib.MaskSpec | None = None,
+                   num_batches: int | None, masking=None,
                    stream: str = "train") -> grain.MapDataset:
   local = row_stop - row_start
   total_steps = len(rows) // global_batch if num_batches is None else num_batches
   ds = grain.MapDataset.range(total_steps * local).map(
       _ReadProcessRow(rows, global_batch, row_start, row_stop, with_index=masking is not None))
   if masking is not None:
-    ds = ds.map(masking_lib.MaskRows(masking, stream))
+    ds = ds.map(masking.rows_map(stream))
   return ds.batch(local, drop_remainder=True)
 
 
 def train_iterator(data_cfg, seq_len: int, global_batch: int, row_start: int, row_stop: int,
-                   seed: int, split: str = "train", masking: masking_lib.MaskSpec | None = None, repeats: int = 1,
-                   teacher_topk: str = ""):
+                   seed: int, split: str = "train", masking=None, repeats: int = 1, teacher_topk: str = ""):
   """Endless, shuffled (per epoch), checkpointable iterator of this process's batch rows.
 
   Rows carry what their dataset holds (packed documents: tokens, positions,
@@ -176,6 +176,7 @@ def train_iterator(data_cfg, seq_len: int, global_batch: int, row_start: int, ro
   restoring the iterator's state restores them too. The trainer keeps the
   fields its objective reads.
   """
+  seq_len = masking.source_len(seq_len) if masking is not None else seq_len
   rows = RowStream(data_cfg, split, seq_len, seed=seed, shuffle=True, repeats=repeats, teacher_topk=teacher_topk)
   ds = _local_batches(rows, global_batch, row_start, row_stop, None, masking, "train").to_iter_dataset()
   if data_cfg.worker_count > 0:
@@ -184,13 +185,14 @@ def train_iterator(data_cfg, seq_len: int, global_batch: int, row_start: int, ro
 
 
 def eval_batches(data_cfg, split: str, seq_len: int, global_batch: int, row_start: int,
-                 row_stop: int, num_batches: int, masking: masking_lib.MaskSpec | None = None,
-                 repeats: int = 1, teacher_topk: str = "") -> list[dict]:
+                 row_stop: int, num_batches: int, masking=None, repeats: int = 1,
+                 teacher_topk: str = "") -> list[dict]:
   """The first `num_batches` batches of a split, in document order (the same every eval).
 
   Fewer if the split is smaller: never wraps around, so no row counts twice.
   With `masking`, one fixed masking of those rows (the "eval" stream).
   """
+  seq_len = masking.source_len(seq_len) if masking is not None else seq_len
   rows = RowStream(data_cfg, split, seq_len, seed=0, shuffle=False, repeats=repeats, teacher_topk=teacher_topk)
   available = rows.rows_per_epoch // global_batch
   if available == 0:

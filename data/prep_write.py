@@ -15,7 +15,7 @@ import os
 import shutil
 from typing import Callable, Iterable, Iterator
 
-from data import report, shards, stage_stats
+from data import report, shards, span_corruption, stage_stats
 from data import tokenizer as tokenizer_lib
 from data.prep_io import SPLITS, atomic_directory, gzip_writer, note, split_of, write_json_atomic
 from errors import UserError
@@ -29,6 +29,8 @@ def fingerprint(input_sha256s: list[str], cfg) -> str:
   config = cfg.to_dict()
   if not config.get("tokenizer", {}).get("encoder_specials", True):  # datasets made before the key keep theirs
     del config["tokenizer"]["encoder_specials"]
+  if not config.get("tokenizer", {}).get("sentinels", 1):
+    del config["tokenizer"]["sentinels"]
   h = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
   for digest in input_sha256s:
     h.update(digest.encode())
@@ -68,6 +70,10 @@ def _tokenizer(cfg, kept_train_docs: Iterator[dict], out_dir: str) -> tokenizer_
     if t.get("encoder_specials") and not tokenizer_lib.encoder_special_ids(tok):
       raise UserError(f"config.tokenizer.encoder_specials=True, but tokenizer.path={t.path} has no [MASK] "
                       f"token; train one (leave tokenizer.path empty) or use a tokenizer that has one")
+    have = span_corruption.sentinel_count(tok, tok.vocab_size)
+    if have < t.get("sentinels", 0):
+      raise UserError(f"config.tokenizer.sentinels={t.sentinels}, but tokenizer.path={t.path} has {have} "
+                      f"(<extra_id_0> at the last id and down); train one (leave tokenizer.path empty)")
     return tok
   sample = os.path.join(out_dir, "tokenizer_sample.txt")
   chars = 0
@@ -83,7 +89,8 @@ def _tokenizer(cfg, kept_train_docs: Iterator[dict], out_dir: str) -> tokenizer_
   note(f"training a {t.vocab_size}-piece {t.model_type} tokenizer on {chars} characters")
   path = tokenizer_lib.train_sentencepiece(sample, os.path.join(out_dir, "tokenizer"), t.vocab_size, t.seed,
                                            t.model_type, t.byte_fallback, symbols,
-                                           encoder_specials=bool(t.get("encoder_specials", False)))
+                                           encoder_specials=bool(t.get("encoder_specials", False)),
+                                           sentinels=int(t.get("sentinels", 0)))
   os.remove(os.path.join(out_dir, "tokenizer.vocab"))
   os.remove(sample)
   return tokenizer_lib.load(path)

@@ -63,6 +63,9 @@ def default_config() -> ml_collections.ConfigDict:
       # so documents pack as "[CLS] doc [SEP]") and record their ids in metadata.json. With `path`,
       # that tokenizer must already have a [MASK] (or <mask>) token.
       encoder_specials=False,
+      # T5's span corruption: this many sentinels at the end of the vocabulary, <extra_id_0> = vocab_size - 1
+      # and down, out of vocab_size pieces. With `path`, that tokenizer must already have them.
+      sentinels=0,
   ))
   c.output = ml_collections.ConfigDict(dict(docs_per_shard=4096, examples_per_reason=3))
   c.num_workers = 0            # processes for the per-file stages; 0 = one per CPU

@@ -50,7 +50,7 @@ _ENCODER_SPECIALS = {"mask_id": (MASK, "<mask>"), "cls_id": (CLS, "<s>"), "sep_i
 def train_sentencepiece(lines_file: str, model_prefix: str, vocab_size: int, seed: int = 0,
                         model_type: str = "bpe", byte_fallback: bool = True,
                         user_defined_symbols: tuple[str, ...] = (), max_sentences: int = 300_000,
-                        encoder_specials: bool = False) -> str:
+                        encoder_specials: bool = False, sentinels: int = 0) -> str:
   """Trains a tokenizer for text or code; returns the path of the .model file.
 
   Whitespace is kept verbatim (identity normalization, no whitespace collapsing)
@@ -58,7 +58,9 @@ def train_sentencepiece(lines_file: str, model_prefix: str, vocab_size: int, see
   fallback nothing is ever <unk>. `user_defined_symbols` (e.g. chat markers)
   are always single pieces. `encoder_specials` reserves what a masked-LM encoder
   needs: BOS/EOS become [CLS]/[SEP], plus [PAD] and [MASK] -- control pieces, so a
-  literal "[MASK]" in a document stays text.
+  literal "[MASK]" in a document stays text. `sentinels` reserves T5's span-corruption
+  sentinels at the end of the vocabulary, <extra_id_0> = vocab_size - 1 and down (as T5's
+  tokenizer has them), out of the `vocab_size` pieces.
   """
   if model_type not in ("bpe", "unigram"):
     raise UserError(f"tokenizer model_type={model_type!r}; expected 'bpe' or 'unigram'")
@@ -68,7 +70,7 @@ def train_sentencepiece(lines_file: str, model_prefix: str, vocab_size: int, see
       if encoder_specials else dict(pad_id=-1)
   try:
     spm.SentencePieceTrainer.train(
-        input=lines_file, model_prefix=model_prefix, vocab_size=vocab_size, model_type=model_type,
+        input=lines_file, model_prefix=model_prefix, vocab_size=vocab_size - sentinels, model_type=model_type,
         character_coverage=0.9995, byte_fallback=byte_fallback, normalization_rule_name="identity",
         remove_extra_whitespaces=False, allow_whitespace_only_pieces=True, split_digits=True,
         user_defined_symbols=symbols, input_sentence_size=max_sentences, shuffle_input_sentence=True,
@@ -76,7 +78,7 @@ def train_sentencepiece(lines_file: str, model_prefix: str, vocab_size: int, see
         num_threads=os.cpu_count() or 1, minloglevel=2)
   except RuntimeError as e:
     raise UserError(f"sentencepiece training failed: {e}") from None
-  _strip_paths(model_prefix + ".model")
+  _strip_paths(model_prefix + ".model", sentinels)
   return model_prefix + ".model"
 
 
@@ -100,15 +102,19 @@ def special_ids(tok: "Tokenizer") -> list[int]:
   return sorted(ids)
 
 
-def _strip_paths(model_file: str) -> None:
+def _strip_paths(model_file: str, sentinels: int = 0) -> None:
   """Drops the (temporary) training paths sentencepiece records in the model, so the
-  same data always gives a byte-identical tokenizer."""
+  same data always gives a byte-identical tokenizer; appends `sentinels` sentinel pieces,
+  the last one <extra_id_0>."""
   from sentencepiece import sentencepiece_model_pb2
   proto = sentencepiece_model_pb2.ModelProto()
   with open(model_file, "rb") as f:
     proto.ParseFromString(f.read())
   del proto.trainer_spec.input[:]
   proto.trainer_spec.model_prefix = ""
+  for i in reversed(range(sentinels)):
+    proto.pieces.add(piece=f"<extra_id_{i}>", score=0.0, type=_USER_DEFINED)
+  proto.trainer_spec.vocab_size = len(proto.pieces)
   with open(model_file, "wb") as f:
     f.write(proto.SerializeToString())
 

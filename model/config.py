@@ -35,6 +35,7 @@ class ModelConfig(Section):
   relative_buckets: int = 32               # relative only: log-spaced distance buckets
   relative_max_distance: int = 128         # relative only: distances past this share the last bucket
   num_decoder_layers: int = 0              # encoder_decoder only: 0 = num_layers
+  decoder_start_id: int = 0                # encoder_decoder only: the decoder's first input (T5: pad, 0)
   rope_theta: float = 10_000.0
   rope_scaling: Literal["none", "linear", "llama3"] = "none"  # llama3: Llama 3.1+ long-context RoPE
   rope_scaling_factor: float = 1.0

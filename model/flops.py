@@ -9,15 +9,35 @@ value matmuls, forward plus backward. An encoder attends both ways over the
 same T keys, so the formula holds as it is. The head is the vocabulary
 projection of a language model (plus the MLM head's dense layer); a
 classifier's head runs once per row, not per token, and is left out.
+
+An encoder-decoder (T5) reads S encoder tokens and T decoder tokens per row:
+the encoder's layers see S tokens attending to S, the decoder's T tokens
+attending to T (self) and to S (cross), so a row costs
+    6 (N_enc S + N_dec T) + 12 H Q (L_enc S^2 + L_dec (T^2 + T S))
+and its FLOPs per token are counted per encoder token (tokens/s counts those).
 """
 
 from model.config import ModelConfig
 
 
-def matmul_params(cfg: ModelConfig) -> int:
+def _layer_params(cfg: ModelConfig) -> tuple[int, int]:
+  """(attention, MLP) matmul weights of one layer."""
   d, h, k, q, f = cfg.d_model, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.mlp_dim
   attention = d * h * q * 2 + d * k * q * 2  # query + out, key + value
-  mlp = d * f * (3 if cfg.mlp == "swiglu" else 2)
+  return attention, d * f * (3 if cfg.mlp in ("swiglu", "gated_gelu") else 2)
+
+
+def encoder_decoder_params(cfg: ModelConfig) -> tuple[int, int]:
+  """(encoder, decoder) matmul weights of an encoder-decoder; the decoder's has cross-attention and the head."""
+  attention, mlp = _layer_params(cfg)
+  decoder_layers = cfg.num_decoder_layers or cfg.num_layers
+  return cfg.num_layers * (attention + mlp), decoder_layers * (2 * attention + mlp) + head_params(cfg)
+
+
+def matmul_params(cfg: ModelConfig) -> int:
+  if cfg.family == "encoder_decoder":
+    return sum(encoder_decoder_params(cfg))
+  attention, mlp = _layer_params(cfg)
   return cfg.num_layers * (attention + mlp) + head_params(cfg)
 
 
@@ -31,6 +51,15 @@ def head_params(cfg: ModelConfig) -> int:
 
 def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
   return 6.0 * matmul_params(cfg) + 12.0 * cfg.num_layers * cfg.num_heads * cfg.head_dim * seq_len
+
+
+def encoder_decoder_flops_per_token(cfg: ModelConfig, inputs_len: int, targets_len: int) -> float:
+  """Training FLOPs of a row of `inputs_len` encoder and `targets_len` decoder tokens, per encoder token."""
+  n_enc, n_dec = encoder_decoder_params(cfg)
+  hq, S, T = cfg.num_heads * cfg.head_dim, inputs_len, targets_len
+  per_row = (6.0 * (n_enc * S + n_dec * T)
+             + 12.0 * hq * (cfg.num_layers * S * S + (cfg.num_decoder_layers or cfg.num_layers) * (T * T + T * S)))
+  return per_row / S
 
 
 def forward_flops_per_token(cfg: ModelConfig, context_len: float) -> float:

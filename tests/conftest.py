@@ -68,6 +68,16 @@ def encoder_dataset_dir(tmp_path_factory):
   return out
 
 
+@pytest.fixture(scope="session")
+def t5_dataset_dir(tmp_path_factory):
+  """20 standard-library modules, tokenized with 100 T5 sentinels at the end of a 512-piece vocabulary."""
+  cfg = stdlib_data_config(num_files=20)
+  cfg.tokenizer.sentinels = 100
+  out = str(tmp_path_factory.mktemp("t5") / "stdlib20")
+  prepare.prepare(cfg, out)
+  return out
+
+
 def apply_overrides(c, overrides: dict):
   """Sets dotted keys ({"train.steps": 5}) on a config, as --config.train.steps=5 would."""
   for key, value in overrides.items():

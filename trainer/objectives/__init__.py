@@ -12,7 +12,7 @@ Adding an objective means one module in this package and one entry in
 """
 
 from errors import UserError
-from trainer.objectives import causal_lm, classification, distill, grpo, masked_lm, preference
+from trainer.objectives import causal_lm, classification, distill, grpo, masked_lm, preference, seq2seq
 from trainer.objectives.causal_lm import cross_entropy_sums, next_token_targets  # noqa: F401 (API)
 
 OBJECTIVES = {
@@ -23,6 +23,8 @@ OBJECTIVES = {
     "dpo": preference.DPO,
     "distill": distill.Distill,
     "grpo": grpo.GRPO,
+    "seq2seq": seq2seq.Seq2Seq,
+    "span_corruption": seq2seq.SpanCorruption,
 }
 
 
