@@ -57,37 +57,47 @@ class Attention(nn.Module):
 
   @nn.compact
   def __call__(self, x_BxTxD, positions_BxT, segments_BxT, kv_x=None, kv_positions=None, kv_segments=None,
-               cache=None, bias_BxNxTxS=None):
+               cache=None, bias_BxNxTxS=None, cross_cached: bool = False):
     """Attention output [B, T, D]; with `cache`, (output, updated cache). `bias_BxNxTxS` is added to
     the logits (T5's relative position bias; its batch axis may be 1). T5 does not scale the logits
     by 1/sqrt(head_dim): its initialisation folds that into the query weights."""
     cfg = self.cfg
-    self_attention = kv_x is None
+    self_attention = kv_x is None and not cross_cached
     kv_x_BxSxD = x_BxTxD if self_attention else kv_x
     kv_positions_BxS = positions_BxT if self_attention else kv_positions
     kv_segments_BxS = segments_BxT if self_attention else kv_segments
 
     q_BxTxNxH = self._project("query", "q", x_BxTxD, cfg.num_heads, "heads")
-    k_BxSxKxH = self._project("key", "k", kv_x_BxSxD, cfg.num_kv_heads, "kv_heads")
-    v_BxSxKxH = self._project("value", "v", kv_x_BxSxD, cfg.num_kv_heads, "kv_heads")
+    if not (cross_cached and kv_x is None):  # cached cross-attention after its first step: keys in `cache`
+      k_BxSxKxH = self._project("key", "k", kv_x_BxSxD, cfg.num_kv_heads, "kv_heads")
+      v_BxSxKxH = self._project("value", "v", kv_x_BxSxD, cfg.num_kv_heads, "kv_heads")
     if cfg.position == "rope":
       q_BxTxNxH = apply_rope(q_BxTxNxH, positions_BxT, cfg)
       k_BxSxKxH = apply_rope(k_BxSxKxH, kv_positions_BxS, cfg)
+    scale = 1.0 if cfg.position == "relative" else None
 
     if cache is None:
       out_BxTxNxH = jax.nn.dot_product_attention(
           q_BxTxNxH, k_BxSxKxH, v_BxSxKxH,
           bias=None if bias_BxNxTxS is None else bias_BxNxTxS.astype(q_BxTxNxH.dtype),
           mask=segment_mask(segments_BxT, kv_segments_BxS),
-          scale=1.0 if cfg.position == "relative" else None,
+          scale=scale,
           is_causal=self.causal and self_attention,
           implementation=attention_implementation(cfg),
       )
-    else:
-      if bias_BxNxTxS is not None or cfg.position == "relative":
-        raise ValueError("cached decoding of an encoder-decoder (T5) model is not built yet")
+    elif not cross_cached:  # this token's key and value go into its slot; it sees slots 0..position
       cache = write_cache(cache, k_BxSxKxH, v_BxSxKxH, positions_BxT)
-      out_BxTxNxH = cached_attention(q_BxTxNxH, cache["k"], cache["v"], positions_BxT)
+      slots = cache["k"].shape[2]
+      visible_BxTxS = jnp.arange(slots)[None, None, :] <= positions_BxT[:, :, None]
+      out_BxTxNxH = cached_attention(q_BxTxNxH, cache["k"], cache["v"], visible_BxTxS, bias_BxNxTxS, scale)
+    else:  # cross-attention: the encoder's keys and values, projected once (kv_x given) and then reused
+      if kv_x is not None:
+        axes = ("batch", "act_kv_heads", "length", "head_dim")
+        cache = {name: nn.with_logical_constraint(x.transpose(0, 2, 1, 3), axes)
+                 for name, x in (("k", k_BxSxKxH), ("v", v_BxSxKxH))}
+      visible_BxTxS = jnp.broadcast_to((kv_segments_BxS != 0)[:, None, :],
+                                       (q_BxTxNxH.shape[0], q_BxTxNxH.shape[1], kv_segments_BxS.shape[1]))
+      out_BxTxNxH = cached_attention(q_BxTxNxH, cache["k"], cache["v"], visible_BxTxS, None, scale)
     out_BxTxNxH = nn.with_logical_constraint(out_BxTxNxH, ("batch", "length", "act_heads", "head_dim"))
 
     out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5  # GPT-2 residual scaling
@@ -112,8 +122,9 @@ def write_cache(cache, k_BxTxKxH, v_BxTxKxH, positions_BxT):
           for name, new in (("k", k_BxTxKxH), ("v", v_BxTxKxH))}
 
 
-def cached_attention(q_BxTxNxH, k_BxKxSxH, v_BxKxSxH, positions_BxT):
-  """Grouped-query attention of new tokens over a KV cache; position p sees slots 0..p.
+def cached_attention(q_BxTxNxH, k_BxKxSxH, v_BxKxSxH, visible_BxTxS, bias_BxNxTxS=None, scale=None):
+  """Grouped-query attention of new tokens over a KV cache, where `visible_BxTxS` allows; `bias` (T5's
+  relative positions) is added to the logits, which are scaled by `scale` (None: 1/sqrt(head_dim)).
 
   The cache is [B, K, S, H], batch and head dims leading, so both matmuls
   read it in place: with [B, S, K, H] XLA copies a transposed cache on every
@@ -121,11 +132,15 @@ def cached_attention(q_BxTxNxH, k_BxKxSxH, v_BxKxSxH, positions_BxT):
   """
   batch, length, heads, head_dim = q_BxTxNxH.shape
   kv_heads, slots = k_BxKxSxH.shape[1], k_BxKxSxH.shape[2]
-  q_BxKxGxTxH = q_BxTxNxH.reshape(batch, length, kv_heads, heads // kv_heads, head_dim).transpose(0, 2, 3, 1, 4)
+  groups = heads // kv_heads
+  scale = 1.0 / jnp.sqrt(jnp.float32(head_dim)) if scale is None else scale
+  q_BxKxGxTxH = q_BxTxNxH.reshape(batch, length, kv_heads, groups, head_dim).transpose(0, 2, 3, 1, 4)
   scores_BxKxGxTxS = jnp.einsum("bkgth,bksh->bkgts", q_BxKxGxTxH, k_BxKxSxH.astype(q_BxTxNxH.dtype),
-                                preferred_element_type=jnp.float32) / jnp.sqrt(jnp.float32(head_dim))
-  visible_Bx1x1xTxS = (jnp.arange(slots)[None, :] <= positions_BxT[:, :, None])[:, None, None]
-  scores_BxKxGxTxS = jnp.where(visible_Bx1x1xTxS, scores_BxKxGxTxS, jnp.finfo(jnp.float32).min)
+                                preferred_element_type=jnp.float32) * scale
+  if bias_BxNxTxS is not None:
+    scores_BxKxGxTxS = scores_BxKxGxTxS + bias_BxNxTxS.astype(jnp.float32).reshape(
+        bias_BxNxTxS.shape[0], kv_heads, groups, length, slots)
+  scores_BxKxGxTxS = jnp.where(visible_BxTxS[:, None, None], scores_BxKxGxTxS, jnp.finfo(jnp.float32).min)
   probs_BxKxGxTxS = jax.nn.softmax(scores_BxKxGxTxS, axis=-1).astype(q_BxTxNxH.dtype)
   out_BxKxGxTxH = jnp.einsum("bkgts,bksh->bkgth", probs_BxKxGxTxS, v_BxKxSxH.astype(q_BxTxNxH.dtype))
   return out_BxKxGxTxH.transpose(0, 3, 1, 2, 4).reshape(batch, length, heads, head_dim)

@@ -53,6 +53,15 @@ class Generation:
     return sum(len(t) for t in self.tokens)
 
 
+def make_decoder(cfg: ModelConfig, mesh, chunk: int = 64) -> "Decoder":
+  """The generator for cfg's family: a decoder continues prompts; an encoder-decoder (T5) reads each prompt
+  with its encoder and writes a new sequence (model/decode_seq2seq.py)."""
+  if cfg.family == "encoder_decoder":
+    from model.decode_seq2seq import Seq2SeqDecoder
+    return Seq2SeqDecoder(cfg, mesh, chunk)
+  return Decoder(cfg, mesh, chunk)
+
+
 class Decoder:
   """Generates from one model on one mesh; compiled programs are reused across calls."""
 
@@ -148,6 +157,18 @@ class Decoder:
       raise UserError(f"a prompt plus max_new_tokens needs {longest} positions; the model's learned position "
                       f"table has {self.cfg.max_seq_len}")
 
+  def _layout(self, longest: int, max_new_tokens: int) -> tuple[int, int]:
+    """(prompt length, cache slots) of a batch, bucketed: prompts and new tokens share the cache."""
+    length = bucket(longest, 16)
+    cache_len = bucket(max(length, longest + max_new_tokens), 64)
+    if self.cfg.position == "learned":  # pad positions must stay inside the position table
+      length, cache_len = min(length, self.cfg.max_seq_len), min(cache_len, self.cfg.max_seq_len)
+    return length, cache_len
+
+  def _first_position(self, lengths: np.ndarray) -> np.ndarray:
+    """Each row's position of the first token that the decode loop feeds back: right after its prompt."""
+    return lengths
+
   def generate(self, params, prompts: list[list[int]], max_new_tokens: int,
                sampling: SamplingConfig = SamplingConfig(), stop_ids: tuple[int, ...] = (),
                should_stop: Callable[[int, list[int]], bool] | None = None) -> Generation:
@@ -165,10 +186,7 @@ class Decoder:
     fns, fns_key = self._functions(sampling, tuple(sorted(set(stop_ids))), params)
     lengths = np.array([len(p) for p in prompts], np.int32)
     batch = -(-len(prompts) // self._batch_multiple) * self._batch_multiple
-    length = bucket(int(lengths.max()), 16)
-    cache_len = bucket(max(length, int(lengths.max()) + max_new_tokens), 64)
-    if self.cfg.position == "learned":  # pad positions must stay inside the position table
-      length, cache_len = min(length, self.cfg.max_seq_len), min(cache_len, self.cfg.max_seq_len)
+    length, cache_len = self._layout(int(lengths.max()), max_new_tokens)
     tokens = np.zeros((batch, length), np.int32)
     for i, p in enumerate(prompts):
       tokens[i, :len(p)] = p
@@ -188,7 +206,7 @@ class Decoder:
       out = [[] for _ in range(batch)]
       done = np.zeros(batch, bool)
       done[len(prompts):] = True
-      position, emitted = lengths, 0
+      position, emitted = self._first_position(lengths), 0
       while emitted < max_new_tokens and not done.all():
         limit = min(self.chunk, max_new_tokens - emitted)
         decode_args = (params, cache, host(token, "rows"), host(position, "rows"), host(done, "rows"),

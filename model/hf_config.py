@@ -229,19 +229,27 @@ def _bert(arch: str, hf: dict, path: str) -> dict:
   }
 
 
-ARCHITECTURES = {"LlamaForCausalLM": _llama, "GPT2LMHeadModel": _gpt2,
+def _t5(hf: dict, path: str) -> dict:
+  from model import hf_t5
+  return hf_t5.read_config(hf, path, _check)
+
+
+ARCHITECTURES = {"LlamaForCausalLM": _llama, "GPT2LMHeadModel": _gpt2, "T5ForConditionalGeneration": _t5,
                  "LlamaForSequenceClassification": lambda hf, path: {
                      **_llama(hf, path, "LlamaForSequenceClassification"), "num_labels": _num_labels(hf, path)},
                  **{arch: (lambda hf, path, arch=arch: _bert(arch, hf, path)) for arch in _ENCODERS}}
 # The architecture transformers' AutoModel builds for a config with no `architectures`.
 _MODEL_TYPES = {"llama": "LlamaForCausalLM", "gpt2": "GPT2LMHeadModel", "bert": "BertModel",
-                "roberta": "RobertaModel"}
+                "roberta": "RobertaModel", "t5": "T5ForConditionalGeneration"}
 _ARCH_MODEL_TYPE = {"LlamaForCausalLM": "llama", "GPT2LMHeadModel": "gpt2", "LlamaForSequenceClassification": "llama",
+                    "T5ForConditionalGeneration": "t5",
                     **{arch: spec[0] for arch, spec in _ENCODERS.items()}}
 
 
 def family(arch: str) -> str:
   """The model family (config.model.family) an architecture belongs to."""
+  if arch == "T5ForConditionalGeneration":
+    return "encoder_decoder"
   return "encoder" if arch in _ENCODERS else "decoder"
 
 
@@ -343,6 +351,9 @@ def _label_fields(c, labels) -> dict:
 def write(model_cfg, bos_id, eos_id, labels: list[str] | None = None) -> dict:
   """The HF config.json for one of our models (the inverse of `read`); `labels` names a classifier's classes."""
   c = model_cfg
+  if c.family == "encoder_decoder":
+    from model import hf_t5
+    return hf_t5.write_config(c, bos_id, eos_id)
   if c.family == "encoder":
     return {**_write_encoder(c, bos_id, eos_id), **(_label_fields(c, labels) if c.num_labels else {})}
   if c.norm_position != "pre":

@@ -1,4 +1,4 @@
-"""Hugging Face safetensors <-> our parameter tree, for Llama, GPT-2, BERT and RoBERTa.
+"""Hugging Face safetensors <-> our parameter tree, for Llama, GPT-2, BERT, RoBERTa and T5 (model/hf_t5.py).
 
 One table per architecture lists, for every HF tensor, the parameters it
 feeds and the reshapes both ways, so import and export cannot drift apart.
@@ -34,10 +34,18 @@ class TensorMap:
   to_ours: Callable                 # hf array -> list of our arrays
   to_hf: Callable                   # *our arrays -> hf array
   per_layer: bool = True
+  stack: str = ""                   # an encoder-decoder's "encoder" or "decoder" layers; "": the family's one stack
+  fallback: str = ""                # the tensor to read when a checkpoint lacks hf_name (T5's tied head)
 
 
-def _same():
+def same():
   return dict(to_ours=lambda w: [w], to_hf=lambda x: x)
+
+
+def transposed():
+  return dict(to_ours=lambda w: [w.T], to_hf=lambda x: x.T)
+
+
 
 
 def _llama(c: ModelConfig) -> list[TensorMap]:
@@ -55,10 +63,10 @@ def _llama(c: ModelConfig) -> list[TensorMap]:
       TensorMap(p + "mlp.gate_proj.weight", (("mlp", "gate"),), **transposed),
       TensorMap(p + "mlp.up_proj.weight", (("mlp", "up"),), **transposed),
       TensorMap(p + "mlp.down_proj.weight", (("mlp", "down"),), **transposed),
-      TensorMap(p + "input_layernorm.weight", (("attention_norm", "scale"),), **_same()),
-      TensorMap(p + "post_attention_layernorm.weight", (("mlp_norm", "scale"),), **_same()),
-      TensorMap("model.embed_tokens.weight", (("embed", "table"),), per_layer=False, **_same()),
-      TensorMap("model.norm.weight", (("final_norm", "scale"),), per_layer=False, **_same()),
+      TensorMap(p + "input_layernorm.weight", (("attention_norm", "scale"),), **same()),
+      TensorMap(p + "post_attention_layernorm.weight", (("mlp_norm", "scale"),), **same()),
+      TensorMap("model.embed_tokens.weight", (("embed", "table"),), per_layer=False, **same()),
+      TensorMap("model.norm.weight", (("final_norm", "scale"),), per_layer=False, **same()),
   ]
   if c.num_labels:  # LlamaForSequenceClassification: `score`, no bias, in place of the LM head
     maps.append(TensorMap("score.weight", (("score", "kernel"),), per_layer=False, **transposed))
@@ -81,19 +89,19 @@ def _gpt2(c: ModelConfig) -> list[TensorMap]:
                 to_hf=lambda *x: np.concatenate([a.reshape(D) for a in x])),
       TensorMap(p + "attn.c_proj.weight", (("attention", "out"),),
                 to_ours=lambda w: [w.reshape(N, H, D)], to_hf=lambda x: x.reshape(N * H, D)),
-      TensorMap(p + "attn.c_proj.bias", (("attention", "out_bias"),), **_same()),
-      TensorMap(p + "ln_1.weight", (("attention_norm", "scale"),), **_same()),
-      TensorMap(p + "ln_1.bias", (("attention_norm", "bias"),), **_same()),
-      TensorMap(p + "ln_2.weight", (("mlp_norm", "scale"),), **_same()),
-      TensorMap(p + "ln_2.bias", (("mlp_norm", "bias"),), **_same()),
-      TensorMap(p + "mlp.c_fc.weight", (("mlp", "up"),), **_same()),
-      TensorMap(p + "mlp.c_fc.bias", (("mlp", "up_bias"),), **_same()),
-      TensorMap(p + "mlp.c_proj.weight", (("mlp", "down"),), **_same()),
-      TensorMap(p + "mlp.c_proj.bias", (("mlp", "down_bias"),), **_same()),
-      TensorMap("transformer.wte.weight", (("embed", "table"),), per_layer=False, **_same()),
-      TensorMap("transformer.wpe.weight", (("positions", "table"),), per_layer=False, **_same()),
-      TensorMap("transformer.ln_f.weight", (("final_norm", "scale"),), per_layer=False, **_same()),
-      TensorMap("transformer.ln_f.bias", (("final_norm", "bias"),), per_layer=False, **_same()),
+      TensorMap(p + "attn.c_proj.bias", (("attention", "out_bias"),), **same()),
+      TensorMap(p + "ln_1.weight", (("attention_norm", "scale"),), **same()),
+      TensorMap(p + "ln_1.bias", (("attention_norm", "bias"),), **same()),
+      TensorMap(p + "ln_2.weight", (("mlp_norm", "scale"),), **same()),
+      TensorMap(p + "ln_2.bias", (("mlp_norm", "bias"),), **same()),
+      TensorMap(p + "mlp.c_fc.weight", (("mlp", "up"),), **same()),
+      TensorMap(p + "mlp.c_fc.bias", (("mlp", "up_bias"),), **same()),
+      TensorMap(p + "mlp.c_proj.weight", (("mlp", "down"),), **same()),
+      TensorMap(p + "mlp.c_proj.bias", (("mlp", "down_bias"),), **same()),
+      TensorMap("transformer.wte.weight", (("embed", "table"),), per_layer=False, **same()),
+      TensorMap("transformer.wpe.weight", (("positions", "table"),), per_layer=False, **same()),
+      TensorMap("transformer.ln_f.weight", (("final_norm", "scale"),), per_layer=False, **same()),
+      TensorMap("transformer.ln_f.bias", (("final_norm", "bias"),), per_layer=False, **same()),
   ]
   if c.num_labels:  # a classifier's head, as GPT2ForSequenceClassification names it
     maps.append(TensorMap("score.weight", (("score", "kernel"),), per_layer=False, to_ours=lambda w: [w.T],
@@ -127,18 +135,18 @@ def _bert(c: ModelConfig) -> list[TensorMap]:
       TensorMap(p + "attention.self.value.bias", (("attention", "value_bias"),), **proj_bias),
       TensorMap(p + "attention.output.dense.weight", (("attention", "out"),),
                 to_ours=lambda w: [w.T.reshape(N, H, D)], to_hf=lambda x: x.reshape(N * H, D).T),
-      TensorMap(p + "attention.output.dense.bias", (("attention", "out_bias"),), **_same()),
-      TensorMap(p + "attention.output.LayerNorm.weight", (("attention_norm", "scale"),), **_same()),
-      TensorMap(p + "attention.output.LayerNorm.bias", (("attention_norm", "bias"),), **_same()),
+      TensorMap(p + "attention.output.dense.bias", (("attention", "out_bias"),), **same()),
+      TensorMap(p + "attention.output.LayerNorm.weight", (("attention_norm", "scale"),), **same()),
+      TensorMap(p + "attention.output.LayerNorm.bias", (("attention_norm", "bias"),), **same()),
       TensorMap(p + "intermediate.dense.weight", (("mlp", "up"),), **transposed),
-      TensorMap(p + "intermediate.dense.bias", (("mlp", "up_bias"),), **_same()),
+      TensorMap(p + "intermediate.dense.bias", (("mlp", "up_bias"),), **same()),
       TensorMap(p + "output.dense.weight", (("mlp", "down"),), **transposed),
-      TensorMap(p + "output.dense.bias", (("mlp", "down_bias"),), **_same()),
-      TensorMap(p + "output.LayerNorm.weight", (("mlp_norm", "scale"),), **_same()),
-      TensorMap(p + "output.LayerNorm.bias", (("mlp_norm", "bias"),), **_same()),
+      TensorMap(p + "output.dense.bias", (("mlp", "down_bias"),), **same()),
+      TensorMap(p + "output.LayerNorm.weight", (("mlp_norm", "scale"),), **same()),
+      TensorMap(p + "output.LayerNorm.bias", (("mlp_norm", "bias"),), **same()),
   ]
   e = base + "embeddings."
-  maps += [TensorMap(e + hf, (ours,), per_layer=False, **_same()) for hf, ours in (
+  maps += [TensorMap(e + hf, (ours,), per_layer=False, **same()) for hf, ours in (
       ("word_embeddings.weight", ("embed", "table")),
       ("position_embeddings.weight", ("positions", "table")),
       ("token_type_embeddings.weight", ("token_types", "table")),
@@ -148,23 +156,23 @@ def _bert(c: ModelConfig) -> list[TensorMap]:
     dense, norm = ("dense", "layer_norm") if head == "lm_head." else ("transform.dense", "transform.LayerNorm")
     maps += [
         TensorMap(head + dense + ".weight", (("mlm_head", "dense"),), per_layer=False, **transposed),
-        TensorMap(head + dense + ".bias", (("mlm_head", "dense_bias"),), per_layer=False, **_same()),
-        TensorMap(head + norm + ".weight", (("mlm_head", "norm", "scale"),), per_layer=False, **_same()),
-        TensorMap(head + norm + ".bias", (("mlm_head", "norm", "bias"),), per_layer=False, **_same()),
-        TensorMap(head + "bias", (("mlm_head", "bias"),), per_layer=False, **_same()),
+        TensorMap(head + dense + ".bias", (("mlm_head", "dense_bias"),), per_layer=False, **same()),
+        TensorMap(head + norm + ".weight", (("mlm_head", "norm", "scale"),), per_layer=False, **same()),
+        TensorMap(head + norm + ".bias", (("mlm_head", "norm", "bias"),), per_layer=False, **same()),
+        TensorMap(head + "bias", (("mlm_head", "bias"),), per_layer=False, **same()),
     ]
   # RoBERTa's classification head holds the pooler's dense layer (its base model has no pooler).
   pooler = "classifier.dense." if c.num_labels and c.position_offset > 0 else base + "pooler.dense."
   if c.pooler:
     maps += [
         TensorMap(pooler + "weight", (("pooler", "dense"),), per_layer=False, **transposed),
-        TensorMap(pooler + "bias", (("pooler", "dense_bias"),), per_layer=False, **_same()),
+        TensorMap(pooler + "bias", (("pooler", "dense_bias"),), per_layer=False, **same()),
     ]
   if c.num_labels:
     out = "classifier.out_proj." if c.position_offset > 0 else "classifier."
     maps += [
         TensorMap(out + "weight", (("classifier", "kernel"),), per_layer=False, **transposed),
-        TensorMap(out + "bias", (("classifier", "bias"),), per_layer=False, **_same()),
+        TensorMap(out + "bias", (("classifier", "bias"),), per_layer=False, **same()),
     ]
   return maps
 
@@ -172,6 +180,9 @@ def _bert(c: ModelConfig) -> list[TensorMap]:
 def tied_copies(c: ModelConfig) -> list[tuple[str, str]]:
   """(tensor, the tensor it is tied to): copies transformers ties on load and no longer saves, which
   older checkpoints may still hold. They are read only to check that they are copies."""
+  if c.family == "encoder_decoder":
+    from model import hf_t5
+    return hf_t5.tied_copies(c)
   if c.family != "encoder" or not c.mlm_head or c.num_labels:
     return []
   base, head = _bert_names(c)
@@ -180,16 +191,26 @@ def tied_copies(c: ModelConfig) -> list[tuple[str, str]]:
 
 
 def tensor_maps(c: ModelConfig) -> list[TensorMap]:
+  if c.family == "encoder_decoder":
+    from model import hf_t5
+    return hf_t5.tensor_maps(c)
   if c.family == "encoder":
     return _bert(c)
   return _gpt2(c) if c.norm == "layernorm" else _llama(c)
 
 
-def _layer_prefix(c: ModelConfig, i: int | None) -> tuple[str, ...]:
+def _layer_prefix(c: ModelConfig, i: int | None, stack: str = "") -> tuple[str, ...]:
   """Where layer i's parameters live: stacked under STACK/layers/block, or STACK/layer_i, where
-  STACK is the family's TransformerStack (decoder or encoder)."""
+  STACK is the family's TransformerStack (decoder or encoder); an encoder-decoder's (unrolled)
+  layers are STACK_layers_i (model/t5.py)."""
+  if c.family == "encoder_decoder":
+    return (f"{stack}_layers_{i}",)
   stack = c.family
   return (stack, "layers", "block") if c.scan_layers else (stack, f"layer_{i}")
+
+
+def _num_layers(c: ModelConfig, stack: str = "") -> int:
+  return (c.num_decoder_layers or c.num_layers) if stack == "decoder" else c.num_layers
 
 
 def open_safetensors(path: str):
@@ -291,11 +312,10 @@ def load_params(hf_dir: str, cfg: ModelConfig, abstract_params, shardings, fresh
   head, which its own checkpoint holds) are not read.
   """
   reader = _SafetensorsReader(hf_dir)
-  layers = range(cfg.num_layers)
   fresh = {}
 
-  def layer_shape(path):
-    leaf = _get(abstract_params, _layer_prefix(cfg, 0) + path)
+  def layer_shape(path, stack):
+    leaf = _get(abstract_params, _layer_prefix(cfg, 0, stack) + path)
     return leaf.shape[1:] if cfg.scan_layers else leaf.shape
 
   def place(path, value):
@@ -315,10 +335,13 @@ def load_params(hf_dir: str, cfg: ModelConfig, abstract_params, shardings, fresh
       for path in m.ours:
         _set(params, path, _get(fresh, path))
       continue
+    layers = range(_num_layers(cfg, m.stack))
     for i in (layers if m.per_layer else [None]):
       name = m.hf_name.format(i=i)
+      if m.fallback and _hf_name(reader, name, cfg) is None:
+        name = m.fallback
       w = reader.get(_hf_name(reader, name, cfg) or name)
-      shapes = [layer_shape(p) if m.per_layer else _get(abstract_params, p).shape for p in m.ours]
+      shapes = [layer_shape(p, m.stack) if m.per_layer else _get(abstract_params, p).shape for p in m.ours]
       want = _expected_hf_shape(m, shapes)
       if w.shape != want:
         raise UserError(f"{hf_dir}: tensor {name!r} has shape {tuple(w.shape)} but config.json implies {want}")
@@ -328,10 +351,10 @@ def load_params(hf_dir: str, cfg: ModelConfig, abstract_params, shardings, fresh
       if not m.per_layer:
         place(path, values[0])
       elif cfg.scan_layers:
-        place(_layer_prefix(cfg, 0) + path, np.stack(values))
+        place(_layer_prefix(cfg, 0, m.stack) + path, np.stack(values))
       else:
         for i in layers:
-          place(_layer_prefix(cfg, i) + path, values[i])
+          place(_layer_prefix(cfg, i, m.stack) + path, values[i])
   for copy, source in tied_copies(cfg):
     if copy in reader.files and not np.array_equal(reader.get(copy), reader.get(source)):
       raise UserError(f"{hf_dir}: tensor {copy!r} differs from {source!r}, which it is tied to; untied "
@@ -339,7 +362,7 @@ def load_params(hf_dir: str, cfg: ModelConfig, abstract_params, shardings, fresh
   extra = [n for n in reader.unused() if not ((cfg.num_labels and n.startswith(_LM_HEADS))
                                               or (cfg.family == "encoder" and n.startswith(_UNUSED_ENCODER_HEADS)))]
   if extra:
-    what = cfg.norm if cfg.family == "decoder" else cfg.family
+    what = cfg.norm if cfg.family == "decoder" else cfg.family.replace("_", "-")
     raise UserError(f"{hf_dir}: tensors {extra[:5]} are not used by the {what} model config; "
                     f"refusing to drop weights silently")
   flat_abs = jax.tree_util.tree_flatten_with_path(abstract_params)[0]
@@ -362,15 +385,15 @@ def export_params(params, cfg: ModelConfig, dtype=np.float32) -> dict[str, np.nd
   host = lambda x: np.asarray(jax.device_get(x), np.float32)  # noqa: E731
   out = {}
   for m in tensor_maps(cfg):
-    for i in (range(cfg.num_layers) if m.per_layer else [None]):
+    for i in (range(_num_layers(cfg, m.stack)) if m.per_layer else [None]):
       ours = []
       for path in m.ours:
         if not m.per_layer:
           ours.append(host(_get(params, path)))
         elif cfg.scan_layers:
-          ours.append(host(_get(params, _layer_prefix(cfg, 0) + path)[i]))
+          ours.append(host(_get(params, _layer_prefix(cfg, 0, m.stack) + path)[i]))
         else:
-          ours.append(host(_get(params, _layer_prefix(cfg, i) + path)))
+          ours.append(host(_get(params, _layer_prefix(cfg, i, m.stack) + path)))
       out[m.hf_name.format(i=i)] = np.ascontiguousarray(m.to_hf(*ours)).astype(dtype)
   return out
 

@@ -74,22 +74,40 @@ class EncoderBlock(nn.Module):
 
 
 class DecoderBlock(nn.Module):
-  """Pre-norm: causal self-attention with the bias, cross-attention to the encoder, then the MLP."""
+  """Pre-norm: causal self-attention with the bias, cross-attention to the encoder, then the MLP.
+
+  Decoding passes this layer's `cache`, {"k", "v"} (self-attention, [B, K, slots, H]) and, after the
+  first step, {"cross_k", "cross_v"} (the encoder's keys and values, [B, K, S, H], projected on the
+  first step from `enc_BxSxD`, which later steps leave None); it returns (x, updated cache).
+  """
   cfg: ModelConfig
 
   @nn.compact
   def __call__(self, x_BxTxD, positions_BxT, segments_BxT, bias_BxNxTxT, enc_BxSxD, enc_positions_BxS,
-               enc_segments_BxS):
+               enc_segments_BxS, cache=None):
     cfg = self.cfg
+    self_cache = cross_cache = None
+    if cache is not None:
+      self_cache = {"k": cache["k"], "v": cache["v"]}
+      cross_cache = {"k": cache["cross_k"], "v": cache["cross_v"]} if "cross_k" in cache else {}
     h = Attention(cfg, causal=True, name="attention")(
-        Norm(cfg, name="attention_norm")(x_BxTxD), positions_BxT, segments_BxT, bias_BxNxTxS=bias_BxNxTxT)
+        Norm(cfg, name="attention_norm")(x_BxTxD), positions_BxT, segments_BxT, bias_BxNxTxS=bias_BxNxTxT,
+        cache=self_cache)
+    if cache is not None:
+      h, self_cache = h
     x_BxTxD = x_BxTxD + h
     h = Attention(cfg, causal=False, name="cross_attention")(
         Norm(cfg, name="cross_attention_norm")(x_BxTxD), positions_BxT, segments_BxT, kv_x=enc_BxSxD,
-        kv_positions=enc_positions_BxS, kv_segments=enc_segments_BxS)
+        kv_positions=enc_positions_BxS, kv_segments=enc_segments_BxS, cache=cross_cache,
+        cross_cached=cache is not None)
+    if cache is not None:
+      h, cross_cache = h
     x_BxTxD = x_BxTxD + h
     x_BxTxD = x_BxTxD + Mlp(cfg, name="mlp")(Norm(cfg, name="mlp_norm")(x_BxTxD))
-    return nn.with_logical_constraint(x_BxTxD, ("batch", "length", "act_embed"))
+    x_BxTxD = nn.with_logical_constraint(x_BxTxD, ("batch", "length", "act_embed"))
+    if cache is None:
+      return x_BxTxD
+    return x_BxTxD, {**self_cache, "cross_k": cross_cache["k"], "cross_v": cross_cache["v"]}
 
 
 def _maybe_remat(cfg: ModelConfig, block):
@@ -122,21 +140,40 @@ class EncoderDecoderModel(nn.Module):
       x_BxSxD = layer(x_BxSxD, enc_positions_BxS, enc_segments_BxS, bias_BxNxSxS)
     return self.encoder_norm(x_BxSxD)
 
-  def decode(self, enc_BxSxD, enc_positions_BxS, enc_segments_BxS, tokens_BxT, positions_BxT, segments_BxT):
-    """Logits [B, T, V] (float32) of the next target token at every decoder position."""
+  def decode(self, enc_BxSxD, enc_positions_BxS, enc_segments_BxS, tokens_BxT, positions_BxT, segments_BxT,
+             cache=None):
+    """Logits [B, T, V] (float32) of the next target token at every decoder position.
+
+    Generation (model/decode_seq2seq.py) passes a `cache` of stacked layers, {"k", "v"}: [L, B, K, slots, H]
+    and, after the first step, {"cross_k", "cross_v"}: [L, B, K, S, H], and gets (logits, cache) back; the
+    first step computes the cross-attention keys and values from `enc_BxSxD`, later steps pass None.
+    """
     cfg = self.cfg
     x_BxTxD = self.embed(tokens_BxT)
-    bias_BxNxTxT = self.decoder_bias(positions_BxT, positions_BxT)
-    for layer in self.decoder_layers:
-      x_BxTxD = layer(x_BxTxD, positions_BxT, segments_BxT, bias_BxNxTxT, enc_BxSxD, enc_positions_BxS,
-                      enc_segments_BxS)
+    if cache is None:
+      bias_BxNxTxT = self.decoder_bias(positions_BxT, positions_BxT)
+    else:  # every cache slot is a key position; the slots after a query's position are masked
+      slots = cache["k"].shape[3]
+      bias_BxNxTxT = self.decoder_bias(positions_BxT, jnp.arange(slots, dtype=positions_BxT.dtype)[None, :])
+    new_cache = []
+    for i, layer in enumerate(self.decoder_layers):
+      if cache is None:
+        x_BxTxD = layer(x_BxTxD, positions_BxT, segments_BxT, bias_BxNxTxT, enc_BxSxD, enc_positions_BxS,
+                        enc_segments_BxS)
+      else:
+        x_BxTxD, layer_cache = layer(x_BxTxD, positions_BxT, segments_BxT, bias_BxNxTxT, enc_BxSxD,
+                                     enc_positions_BxS, enc_segments_BxS, {k: c[i] for k, c in cache.items()})
+        new_cache.append(layer_cache)
     x_BxTxD = self.decoder_norm(x_BxTxD)
     if cfg.tie_embeddings:
       logits_BxTxV = self.embed.attend(x_BxTxD * jnp.asarray(cfg.d_model ** -0.5, x_BxTxD.dtype))
     else:
       logits_BxTxV = jnp.einsum("btd,dv->btv", x_BxTxD, self.lm_head.astype(cfg.compute_dtype),
                                 preferred_element_type=jnp.float32)
-    return nn.with_logical_constraint(logits_BxTxV, ("batch", "length", "act_vocab"))
+    logits_BxTxV = nn.with_logical_constraint(logits_BxTxV, ("batch", "length", "act_vocab"))
+    if cache is None:
+      return logits_BxTxV
+    return logits_BxTxV, {k: jnp.stack([c[k] for c in new_cache]) for k in new_cache[0]}
 
   def __call__(self, enc_tokens_BxS, enc_positions_BxS, enc_segments_BxS, tokens_BxT, positions_BxT,
                segments_BxT):
