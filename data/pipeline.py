@@ -20,6 +20,7 @@ import grain
 import numpy as np
 
 from data import shards
+from data import seq2seq
 from data import teacher_topk as teacher_topk_lib
 from data.examples import ExampleRows
 from data.pairs import PairRows
@@ -77,11 +78,12 @@ def verify(data_cfg, split: str) -> None:
     shards.verify_split(directory, split)
 
 
-def rows_per_epoch(data_cfg, split: str, seq_len: int, repeats: int = 1, teacher_topk: str = "") -> int:
+def rows_per_epoch(data_cfg, split: str, seq_len: int, repeats: int = 1, teacher_topk: str = "",
+                   target_len: int = 0) -> int:
   """Packed rows of `seq_len` in one epoch of `split`, as RowStream packs them; 0 if not even one."""
   try:
     return RowStream(data_cfg, split, seq_len, seed=0, shuffle=False, repeats=repeats,
-                     teacher_topk=teacher_topk).rows_per_epoch
+                     teacher_topk=teacher_topk, target_len=target_len).rows_per_epoch
   except ValueError:  # PackedRows: a member's tokens cannot fill a single row
     return 0
 
@@ -90,9 +92,10 @@ class RowStream:
   """Random-access packed rows of one dataset or a weighted mixture."""
 
   def __init__(self, data_cfg, split: str, seq_len: int, seed: int, shuffle: bool, repeats: int = 1,
-               teacher_topk: str = ""):
+               teacher_topk: str = "", target_len: int = 0):
     """`repeats`: rows each prompt of a prompt dataset fills (a GRPO group). `teacher_topk`: a directory of
-    a teacher's predictions precomputed over the rows (data/teacher_topk.py), read with them."""
+    a teacher's predictions precomputed over the rows (data/teacher_topk.py), read with them. `target_len`:
+    the decoder row of text-to-text examples (0: seq_len)."""
     members = datasets(data_cfg)
     topk_meta = teacher_topk_lib.load(teacher_topk) if teacher_topk else None
     self.rows = []
@@ -107,6 +110,10 @@ class RowStream:
         self.rows.append(PairRows(source, lengths, seq_len, seed=seed + i, shuffle=shuffle, dataset=i,
                                   margins=shards.open_margins(directory, split, meta),
                                   ref_logps=shards.open_ref_logps(directory, split, meta)))
+        continue
+      if meta.get("kind") == seq2seq.KIND:  # (input, target) examples, packed two-sided
+        self.rows.append(seq2seq.Seq2SeqRows(source, lengths, seq_len, target_len or seq_len, seed=seed + i,
+                                             shuffle=shuffle, dataset=i))
         continue
       if meta.get("kind") == "prompts":  # prompts to sample from: one per row, `repeats` rows each
         self.rows.append(PromptRows(source, lengths, seq_len, seed=seed + i, shuffle=shuffle, dataset=i,
@@ -167,7 +174,8 @@ def _local_batches(rows: RowStream, global_batch: int, row_start: int, row_stop:
 
 
 def train_iterator(data_cfg, seq_len: int, global_batch: int, row_start: int, row_stop: int,
-                   seed: int, split: str = "train", masking=None, repeats: int = 1, teacher_topk: str = ""):
+                   seed: int, split: str = "train", masking=None, repeats: int = 1, teacher_topk: str = "",
+                   target_len: int = 0):
   """Endless, shuffled (per epoch), checkpointable iterator of this process's batch rows.
 
   Rows carry what their dataset holds (packed documents: tokens, positions,
@@ -177,7 +185,8 @@ def train_iterator(data_cfg, seq_len: int, global_batch: int, row_start: int, ro
   fields its objective reads.
   """
   seq_len = masking.source_len(seq_len) if masking is not None else seq_len
-  rows = RowStream(data_cfg, split, seq_len, seed=seed, shuffle=True, repeats=repeats, teacher_topk=teacher_topk)
+  rows = RowStream(data_cfg, split, seq_len, seed=seed, shuffle=True, repeats=repeats, teacher_topk=teacher_topk,
+                   target_len=target_len)
   ds = _local_batches(rows, global_batch, row_start, row_stop, None, masking, "train").to_iter_dataset()
   if data_cfg.worker_count > 0:
     ds = ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=data_cfg.worker_count))
@@ -186,14 +195,15 @@ def train_iterator(data_cfg, seq_len: int, global_batch: int, row_start: int, ro
 
 def eval_batches(data_cfg, split: str, seq_len: int, global_batch: int, row_start: int,
                  row_stop: int, num_batches: int, masking=None, repeats: int = 1,
-                 teacher_topk: str = "") -> list[dict]:
+                 teacher_topk: str = "", target_len: int = 0) -> list[dict]:
   """The first `num_batches` batches of a split, in document order (the same every eval).
 
   Fewer if the split is smaller: never wraps around, so no row counts twice.
   With `masking`, one fixed masking of those rows (the "eval" stream).
   """
   seq_len = masking.source_len(seq_len) if masking is not None else seq_len
-  rows = RowStream(data_cfg, split, seq_len, seed=0, shuffle=False, repeats=repeats, teacher_topk=teacher_topk)
+  rows = RowStream(data_cfg, split, seq_len, seed=0, shuffle=False, repeats=repeats, teacher_topk=teacher_topk,
+                   target_len=target_len)
   available = rows.rows_per_epoch // global_batch
   if available == 0:
     raise UserError(f"split {split!r} of {data_cfg.mixture or data_cfg.dir} has {rows.rows_per_epoch} rows "

@@ -9,6 +9,7 @@ parsed with `ast`, never imported.
 import ast
 import os
 import random
+import zlib
 import sysconfig
 
 _QUESTIONS = ("What does `{name}` do?", "Explain `{name}` in Python.", "What is `{name}` for?")
@@ -99,3 +100,39 @@ def prompts(files: list[str], min_answer_chars: int = 40) -> list[dict]:
     if first.isalpha():
       out.append({"prompt": question, "answer": first})
   return out
+
+
+def _summary_line(doc: str) -> str:
+  """The docstring's first sentence (of its first paragraph)."""
+  paragraph = _first_paragraph(doc)
+  end = paragraph.find(". ")
+  return paragraph if end < 0 else paragraph[:end + 1]
+
+
+def _held_out(module: str, eval_fraction: float) -> bool:
+  """A module's examples all go to evaluation or all to training, by a hash of its name."""
+  return zlib.crc32(module.encode()) % 1000 < eval_fraction * 1000
+
+
+def summaries(files: list[str], eval_fraction: float = 0.1, max_code_chars: int = 800) -> tuple[list, list]:
+  """(train, eval) {"input": a function's code without its docstring, "target": the docstring's first
+  sentence, "module"} for each documented public function or method; whole modules are held out."""
+  root = sysconfig.get_paths()["stdlib"]
+  train, held = [], []
+  for path in files:
+    try:
+      with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    except (SyntaxError, UnicodeDecodeError, ValueError):
+      continue
+    module = _module_name(path, root)
+    for _, node in _public_functions(tree):
+      doc = ast.get_docstring(node)
+      summary = _summary_line(doc) if doc else ""
+      if not 15 <= len(summary) <= 120 or len(node.body) < 2:
+        continue
+      node.body = node.body[1:]  # the docstring is the target
+      code = ast.unparse(node)[:max_code_chars]
+      (held if _held_out(module, eval_fraction) else train).append(
+          {"input": code, "target": summary, "module": module})
+  return train, held

@@ -93,10 +93,15 @@ class LanguageModel:
       raise UserError(f"tokenizer {self.tokenizer.path} has {self.tokenizer.vocab_size} tokens but the model's "
                       f"vocab_size is {self.cfg.vocab_size}; they do not belong together")
 
+  @property
+  def text_to_text(self) -> bool:
+    """An encoder-decoder (T5): a prompt is the encoder's input, and generation writes a new sequence."""
+    return self.cfg.family == "encoder_decoder"
+
   @functools.cached_property
   def decoder(self) -> decode_lib.Decoder:
     """Built on first generation, so scoring-only evaluations never set it up."""
-    return decode_lib.Decoder(self.cfg, self.mesh)
+    return decode_lib.make_decoder(self.cfg, self.mesh)
 
   # ------------------------------------------------------------ loading
 
@@ -117,7 +122,7 @@ class LanguageModel:
       tok, formatter = sft.model_chat(hf_dir)
     else:
       cfg, params, tok, formatter = _restore_run(workdir, mesh)
-    if cfg.family != "decoder" or cfg.num_labels:
+    if cfg.family == "encoder" or cfg.num_labels:
       what = "a classifier" if cfg.num_labels else f"an {cfg.family}"
       raise UserError(f"{workdir or hf_dir} holds {what}, not a language model that scores and generates text"
                       + ("; score it with scripts/evaluate.py --labelled" if cfg.num_labels else ""))
@@ -143,6 +148,8 @@ class LanguageModel:
     lm-evaluation-harness.
     """
     ids = self.tokenizer.encode(text) if text else []
+    if add_bos and self.text_to_text:  # an encoder's input ends with EOS, as T5's tokenizer makes it
+      return ids + [self.tokenizer.eos_id]
     if add_bos and self.tokenizer.add_bos and ids[:1] != [self.tokenizer.bos_id]:
       ids = [self.tokenizer.bos_id] + ids
     return ids
@@ -187,6 +194,9 @@ class LanguageModel:
 
   def _score(self):
     """jitted (params, tokens, targets, mask) -> (sum of target log-probs, whether all are argmax) per row."""
+    if self.text_to_text:
+      raise UserError("scoring tasks (perplexity, multiple choice, ranking) need a decoder-only language model; "
+                      "an encoder-decoder is evaluated on generation tasks")
     if self._score_fn is None:
       model = self.model
 
@@ -261,10 +271,13 @@ class LanguageModel:
                    temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                    seed: int = 0) -> decode_lib.Generation:
     """New token ids per prompt (EOS included when it ended the row), batch by batch of batch_size."""
-    if max_new_tokens >= self.max_len:
+    if self.text_to_text:  # the encoder reads up to max_len tokens (the start, where a task prefix is)
+      prompts = [list(p) if len(p) <= self.max_len else list(p)[:self.max_len - 1] + list(p)[-1:] for p in prompts]
+    elif max_new_tokens >= self.max_len:
       raise UserError(f"max_new_tokens={max_new_tokens} leaves no room for a prompt in max_len {self.max_len}")
-    keep = self.max_len - max_new_tokens
-    prompts = [list(p)[-keep:] for p in prompts]
+    else:
+      keep = self.max_len - max_new_tokens
+      prompts = [list(p)[-keep:] for p in prompts]
     sampling = SamplingConfig(temperature=temperature, top_k=top_k, top_p=top_p, seed=seed)
     stop_ids = () if self.tokenizer.eos_id is None else (self.tokenizer.eos_id,)
     stop = [s for s in stop if s]

@@ -173,6 +173,8 @@ class _Run:
     if max_len > config.train.seq_len:
       raise UserError(f"config.train.seq_len={config.train.seq_len} is shorter than the examples of {config.data.dir} "
                       f"(prepared with --max_len={max_len}): they would lose their end; set train.seq_len={max_len}")
+    if self.meta.get("kind") == "seq2seq":
+      self._check_seq2seq(config)
     if self.meta["vocab_size"] > self.model_cfg.vocab_size:
       raise UserError(f"the tokenizer of the dataset has {self.meta['vocab_size']} tokens but "
                       f"config.model.vocab_size={self.model_cfg.vocab_size}; the embedding must be at "
@@ -186,6 +188,17 @@ class _Run:
     self.tx, self.schedule = optimizer_lib.make_optimizer(config.optimizer, t.steps)
     self._eval_batches: dict = {}
     self.teacher_step = None  # a distillation teacher's pinned checkpoint (Teacher.pin)
+
+  def _check_seq2seq(self, config) -> None:
+    """Text-to-text examples are read whole: each side must fit its row."""
+    t = config.train
+    target_len = t.target_len or t.seq_len
+    for side, longest, field, have in (("inputs", "max_input_len", "seq_len", t.seq_len),
+                                       ("targets", "max_target_len", "target_len", target_len)):
+      if self.meta[longest] > have:
+        raise UserError(f"config.train.{field}={have} is shorter than the longest {side} of {config.data.dir} "
+                        f"({self.meta[longest]} tokens); set config.train.{field}={self.meta[longest]} (or "
+                        f"prepare the data with a lower --{longest})")
 
   def _check_prompts(self, config) -> None:
     """GRPO samples from one prompt dataset; a prompt and its completion must fit a row."""
@@ -228,7 +241,8 @@ class _Run:
     self.train_iter = pipeline.train_iterator(self.config.data, t.seq_len, t.batch_size, *self.rows,
                                               seed=t.seed, masking=self.masking,
                                               repeats=self.objective.rows_per_prompt,
-                                              teacher_topk=self.objective.teacher_topk)
+                                              teacher_topk=self.objective.teacher_topk,
+                                              target_len=self.objective.target_len)
     self.rollout = None
     if self.objective.generates:  # GRPO: rows are sampled from the policy
       self.rollout = rollout_lib.Rollout(self.config, self.model_cfg, self.mesh, self.meta, self.rows,
@@ -350,7 +364,8 @@ class _Run:
     if key not in self._eval_batches:  # the same rows every evaluation: read them once
       batches = pipeline.eval_batches(self.config.data, split, t.seq_len, t.batch_size, *self.rows, num_batches,
                                       masking=self.masking, repeats=self.objective.rows_per_prompt,
-                                      teacher_topk=self.objective.teacher_topk)
+                                      teacher_topk=self.objective.teacher_topk,
+                                      target_len=self.objective.target_len)
       self._eval_batches[key] = batches if self.rollout is not None else self.model_fields(batches)
     if self.rollout is not None:  # GRPO: the rewards of completions sampled for held-out prompts
       return self.rollout.evaluate(self.inference_params(state, frozen), self._eval_batches[key], split, log)

@@ -77,7 +77,7 @@ def rows_needed(config) -> dict[str, int]:
 def check_split_size(config, meta: dict, split: str, rows: int) -> None:
   seq_len = config.train.seq_len
   group = config.train.grpo.num_generations if config.train.objective == "grpo" else 1
-  have = pipeline.rows_per_epoch(config.data, split, seq_len, repeats=group)
+  have = pipeline.rows_per_epoch(config.data, split, seq_len, repeats=group, target_len=config.train.target_len)
   if have >= rows:
     return
   if group > 1:  # GRPO: a batch is batch_size / num_generations prompts

@@ -20,6 +20,7 @@ class Objective:
   teacher_topk: str = ""                            # or its top-k logits, read with the rows (data/teacher_topk.py)
   generates: ClassVar[bool] = False                 # trains on completions it samples (trainer/rollout.py: GRPO)
   rows_per_prompt: int = 1                          # batch rows per prompt (GRPO: a group of completions)
+  target_len: int = 0                               # decoder tokens per row (encoder-decoders; 0: none)
 
   def masking(self, config, metadata: dict):
     """How the data pipeline corrupts rows for this objective (masked LM); None: rows arrive as read."""
