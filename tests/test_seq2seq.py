@@ -101,3 +101,33 @@ def test_seq2seq_finetune_learns(pairs_dir, tmp_path):
              str(tmp_path / "short"), devices=jax.devices()[:1])
   rows = pipeline.RowStream(DataConfig(dir=pairs_dir), "train", 64, seed=0, shuffle=True, target_len=16)
   assert rows.rows_per_epoch < 100  # several examples per row
+
+
+def test_lora_on_a_transformers_t5_base(pairs_dir, tmp_path):
+  """LoRA adapters train on a frozen T5 base imported from transformers: the loss falls while the base's
+  weights, merged out of the final checkpoint's adapters, stay as they were."""
+  import torch
+  from transformers import T5Config, T5ForConditionalGeneration
+  from parallel import restore
+  torch.manual_seed(0)
+  hf = T5ForConditionalGeneration(T5Config(
+      vocab_size=512, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=2, num_heads=4,
+      relative_attention_num_buckets=8, relative_attention_max_distance=16, feed_forward_proj="gated-gelu",
+      tie_word_embeddings=False, dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0))
+  hf.save_pretrained(str(tmp_path / "base"))
+  cfg = t5_config(pairs_dir, dict(data=1, fsdp=1, tensor=1), **{
+      "train.objective": "seq2seq", "train.steps": 20, "train.target_len": 16, "init.hf_dir": str(tmp_path / "base"),
+      "lora.rank": 4, "lora.base_dtype": "float32", "optimizer.learning_rate": 1e-2, "eval.every_steps": 20})
+  loop.run(cfg, str(tmp_path / "lora"), devices=jax.devices()[:1])
+  losses = train_losses(str(tmp_path / "lora"))
+  assert losses[20] < 0.8 * losses[1]
+  from model import hf_weights
+  from parallel import mesh as mesh_lib
+  mesh = mesh_lib.mesh_of_sizes()
+  r = restore.restore(str(tmp_path / "lora"), mesh)
+  _, base = hf_weights.load(str(tmp_path / "base"), mesh)
+  assert r.adapters is not None and r.lora.rank == 4
+  np.testing.assert_array_equal(np.asarray(r.params["embed"]["table"]), np.asarray(base["embed"]["table"]))
+  for layer, module in (("encoder_layers_0", "attention"), ("decoder_layers_1", "cross_attention")):
+    merged, frozen = np.asarray(r.params[layer][module]["query"]), np.asarray(base[layer][module]["query"])
+    assert np.abs(merged - frozen).max() > 1e-4  # the adapters moved the (merged) weights, base untouched
