@@ -51,3 +51,29 @@ def test_grpo_times_sampling_and_training_apart(tiny_hf_base):
       result["prefill_tokens_per_sec"] * flops.forward_flops_per_token(cfg, 24) / (1e9 * result["num_devices"]))
   assert result["sample_and_train_s"] == pytest.approx(result["sampling_time_s"] + result["step_time_s"])
   assert 2 * flops.forward_flops_per_token(cfg, 32) * 3 == pytest.approx(2 * flops.flops_per_token(cfg, 32))
+
+
+def test_t5_counts_encoder_tokens_and_both_stacks(t5_dataset_dir):
+  """Span corruption: tokens are the encoder's (seq_len per row); FLOPs count 6 x the matmul weights each
+  token passes (the encoder's for encoder tokens, the decoder's, cross-attention and head included, for
+  decoder tokens) plus attention: the encoder's S x S, the decoder's T x T and T x S. The weights are
+  counted here from the model's own parameter tree."""
+  import jax
+  import numpy as np
+  from model import families
+  from test_t5_training import t5_config
+  config = t5_config(t5_dataset_dir, dict(data=-1, fsdp=1, tensor=1))
+  result = benchmark.benchmark(config, 1, 0.0, "")
+  S, T = 32, result["target_len"]
+  assert T == 8 and _counted_tokens(result) == pytest.approx(8 * S)  # 32 inputs <- 34 raw tokens: 8 targets
+  cfg = ModelConfig.from_config(config.model)
+  shapes = jax.eval_shape(families.build(cfg).init, jax.random.key(0), *families.example_inputs(families.build(cfg)))
+  sizes = {jax.tree_util.keystr(p): int(np.prod(x.shape)) for p, x in
+           jax.tree_util.tree_flatten_with_path(shapes["params"])[0]}
+  matmul = lambda prefix: sum(n for k, n in sizes.items() if k.startswith(prefix) and "norm" not in k)  # noqa: E731
+  n_enc, n_dec = matmul("['encoder_layers_"), matmul("['decoder_layers_") + matmul("['lm_head']")
+  hq, L = cfg.num_heads * cfg.head_dim, cfg.num_layers
+  want = (6 * (n_enc * S + n_dec * T) + 12 * hq * L * (S * S + T * T + T * S)) / S
+  assert result["flops_per_token"] == pytest.approx(want)
+  devices = result["num_devices"]
+  assert result["mfu"] == pytest.approx(result["tokens_per_sec"] * want / (devices * result["peak_flops_per_device"]))

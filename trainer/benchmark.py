@@ -1,7 +1,8 @@
 """Time one config's train step on the devices present (scripts/benchmark.py): compile time, step time,
 tokens/s, MFU and memory, on random tokens (no dataset needed).
 
-MFU counts the objective's model FLOPs per token (Objective.flops_per_token: 6N + 12·L·H·Q·T, plus a
+An encoder-decoder (T5) counts its encoder tokens (seq_len per row) as the tokens, and its encoder's and
+decoder's FLOPs per encoder token (model/flops.py). MFU counts the objective's model FLOPs per token (Objective.flops_per_token: 6N + 12·L·H·Q·T, plus a
 live reference's or a teacher's forward pass) against the device's peak (trainer/mfu.py). An objective
 that samples (GRPO) also times its sampling phase with the KV-cache decoder: prefill and decoding, each
 counted at a forward pass per token (2N + 4·L·H·Q·context, model/flops.py).
@@ -49,6 +50,19 @@ def _frozen(objective, state, state_sh, mesh, seq_len: int) -> tuple[dict, dict]
   return frozen, frozen_sh
 
 
+def _encoder_decoder_batch(rng, rows: int, inputs_len: int, targets_len: int, vocab_size: int) -> dict:
+  """A batch of one example per row: the encoder's inputs, the decoder's inputs and targets."""
+  def side(length):
+    return (rng.integers(0, vocab_size, (rows, length)).astype(np.int32),
+            np.broadcast_to(np.arange(length, dtype=np.int32), (rows, length)).copy(), np.ones((rows, length), np.int32))
+  enc_tokens, enc_positions, enc_segments = side(inputs_len)
+  tokens, positions, segments = side(targets_len)
+  return {"encoder_tokens": enc_tokens, "encoder_positions": enc_positions, "encoder_segment_ids": enc_segments,
+          "tokens": tokens, "positions": positions, "segment_ids": segments,
+          "targets": rng.integers(0, vocab_size, (rows, targets_len)).astype(np.int32),
+          "target_weights": np.ones((rows, targets_len), np.float32)}
+
+
 def benchmark(config, steps: int, peak_override: float, profile_dir: str) -> dict:
   config = config.copy_and_resolve_references()
   with config.unlocked():
@@ -80,6 +94,8 @@ def benchmark(config, steps: int, peak_override: float, profile_dir: str) -> dic
       batch["teacher_ids"] = rng.integers(0, model_cfg.vocab_size, shape + (k,)).astype(np.int32)
       batch["teacher_logits"] = -np.sort(-rng.normal(size=shape + (k,)), -1).astype(np.float32)
       batch["teacher_lse"] = np.full(shape + (2,), 8.0, np.float32)
+    if model_cfg.family == "encoder_decoder":  # seq_len encoder tokens, target_len decoder tokens per row
+      batch.update(_encoder_decoder_batch(rng, t.batch_size, t.seq_len, objective.target_len, model_cfg.vocab_size))
     batch = jax.device_put({k: v for k, v in batch.items() if k in objective.batch_fields}, batch_sh)
 
     start = time.perf_counter()
@@ -109,6 +125,7 @@ def benchmark(config, steps: int, peak_override: float, profile_dir: str) -> dic
       "num_devices": jax.device_count(),
       "mesh": dict(mesh.shape),
       "batch_size": t.batch_size, "seq_len": t.seq_len,
+      **({"target_len": objective.target_len} if objective.target_len else {}),
       "params": int(sum(np.prod(x.shape) for x in jax.tree.leaves(abstract.params))),
       "flops_per_token": fpt,
       "peak_flops_per_device": peak,
