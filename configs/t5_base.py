@@ -35,7 +35,6 @@ def get_config():
   c.model.relative_max_distance = 128
   c.model.tie_embeddings = False
   c.model.init_std = 0.02
-  c.model.scan_layers = False
   c.model.dtype = "bfloat16"
 
   c.train.objective = "span_corruption"

@@ -87,7 +87,5 @@ class ModelConfig(Section):
     self.require((self.family == "encoder_decoder") == (self.position == "relative"), "position",
                  "'relative' exactly when config.model.family='encoder_decoder' (T5)")
     self.require(self.num_decoder_layers >= 0, "num_decoder_layers", "0 (= num_layers) or more")
-    self.require(self.family != "encoder_decoder" or not self.scan_layers, "scan_layers",
-                 "False for family='encoder_decoder' (its layers run unrolled; scanning them is not built yet)")
     self.require(self.family != "encoder" or not self.mlm_head or self.tie_embeddings, "tie_embeddings",
                  "True: the encoder's MLM head always projects with the word embeddings (BERT/RoBERTa)")

@@ -21,7 +21,7 @@ import numpy as np
 from jax.sharding import PartitionSpec
 
 from errors import UserError
-from model import families
+from model import families, t5
 from model.decode import CACHE_AXES, DONE, Decoder, bucket
 from model.sampling import SamplingConfig, next_token
 from parallel import sharding
@@ -33,7 +33,10 @@ class Seq2SeqDecoder(Decoder):
   def __init__(self, cfg, mesh, chunk: int = 64):
     self.cfg, self.mesh, self.chunk = cfg, mesh, chunk
     self.model = families.build(dataclasses.replace(cfg, scan_layers=False))
-    self._unstack = None  # the encoder-decoder's layers are never scanned (model/t5.py)
+    self._unstack = None
+    if cfg.scan_layers:  # one unrolled copy of the weights per generate call, made before the first token
+      _, unrolled_sh = sharding.abstract_variables(self.model, mesh)
+      self._unstack = jax.jit(lambda p: t5.unstacked_params(p, cfg), out_shardings=unrolled_sh)
     self._batch_multiple = mesh.shape["data"] * mesh.shape["fsdp"]
     self._jitted, self._compiled = {}, {}
 

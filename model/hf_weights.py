@@ -201,10 +201,10 @@ def tensor_maps(c: ModelConfig) -> list[TensorMap]:
 
 def _layer_prefix(c: ModelConfig, i: int | None, stack: str = "") -> tuple[str, ...]:
   """Where layer i's parameters live: stacked under STACK/layers/block, or STACK/layer_i, where
-  STACK is the family's TransformerStack (decoder or encoder); an encoder-decoder's (unrolled)
-  layers are STACK_layers_i (model/t5.py)."""
+  STACK is the family's TransformerStack (decoder or encoder); an encoder-decoder's are
+  STACK_layers/block or STACK_layers_i (model/t5.py)."""
   if c.family == "encoder_decoder":
-    return (f"{stack}_layers_{i}",)
+    return (f"{stack}_layers", "block") if c.scan_layers else (f"{stack}_layers_{i}",)
   stack = c.family
   return (stack, "layers", "block") if c.scan_layers else (stack, f"layer_{i}")
 

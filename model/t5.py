@@ -17,10 +17,12 @@ cross-attention never looks across examples.
 """
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from model.attention import Attention
 from model.config import ModelConfig
+from model import lora
 from model.layers import Embed, Mlp, Norm, param_init
 from model.transformer import REMAT_POLICIES
 
@@ -110,8 +112,46 @@ class DecoderBlock(nn.Module):
     return x_BxTxD, {**self_cache, "cross_k": cross_cache["k"], "cross_v": cross_cache["v"]}
 
 
-def _maybe_remat(cfg: ModelConfig, block):
-  return block if cfg.remat == "none" else nn.remat(block, policy=REMAT_POLICIES[cfg.remat])
+def _maybe_remat(cfg: ModelConfig, block, scanned: bool = False):
+  if cfg.remat == "none":
+    return block
+  return nn.remat(block, policy=REMAT_POLICIES[cfg.remat], prevent_cse=not scanned)
+
+
+class _EncoderScanBody(nn.Module):
+  """EncoderBlock in nn.scan's (carry, x) -> (carry, y) form."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxSxD, *args):
+    return EncoderBlock(self.cfg, name="block")(x_BxSxD, *args), None
+
+
+class _DecoderScanBody(nn.Module):
+  """DecoderBlock in nn.scan's form (training and scoring: decoding runs unrolled, see unstacked_params)."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x_BxTxD, *args):
+    return DecoderBlock(self.cfg, name="block")(x_BxTxD, *args), None
+
+
+def _scanned(cfg: ModelConfig, body, num_layers: int, num_inputs: int):
+  """`body` scanned over `num_layers` layers: one compiled layer, parameters stacked on a "layers" axis."""
+  return nn.scan(_maybe_remat(cfg, body, scanned=True), variable_axes={"params": 0, lora.COLLECTION: 0},
+                 split_rngs={"params": True, "dropout": True}, in_axes=(nn.broadcast,) * num_inputs,
+                 length=num_layers, metadata_params={nn.PARTITION_NAME: "layers"})(cfg)
+
+
+def unstacked_params(params: dict, cfg: ModelConfig) -> dict:
+  """Scanned-layer parameters (encoder_layers/block, decoder_layers/block: [layers, ...]) in the unrolled
+  layout (encoder_layers_0, ..., decoder_layers_0, ...), which cached decoding runs."""
+  out = {k: v for k, v in params.items() if k not in ("encoder_layers", "decoder_layers")}
+  for stack, n in (("encoder", cfg.num_layers), ("decoder", cfg.num_decoder_layers or cfg.num_layers)):
+    stacked = params[f"{stack}_layers"]["block"]
+    for i in range(n):
+      out[f"{stack}_layers_{i}"] = jax.tree.map(lambda w, i=i: w[i], stacked)
+  return out
 
 
 class EncoderDecoderModel(nn.Module):
@@ -123,9 +163,14 @@ class EncoderDecoderModel(nn.Module):
     self.embed = Embed(cfg)  # shared by the encoder, the decoder and (tied) the output head
     self.encoder_bias = RelativeBias(cfg, bidirectional=True)
     self.decoder_bias = RelativeBias(cfg, bidirectional=False)
-    encoder_block, decoder_block = _maybe_remat(cfg, EncoderBlock), _maybe_remat(cfg, DecoderBlock)
-    self.encoder_layers = [encoder_block(cfg) for _ in range(cfg.num_layers)]
-    self.decoder_layers = [decoder_block(cfg) for _ in range(cfg.num_decoder_layers or cfg.num_layers)]
+    num_decoder_layers = cfg.num_decoder_layers or cfg.num_layers
+    if cfg.scan_layers:  # params encoder_layers/block, decoder_layers/block, stacked over the layers
+      self.encoder_layers = _scanned(cfg, _EncoderScanBody, cfg.num_layers, 3)
+      self.decoder_layers = _scanned(cfg, _DecoderScanBody, num_decoder_layers, 6)
+    else:  # params encoder_layers_0, ..., decoder_layers_0, ...
+      encoder_block, decoder_block = _maybe_remat(cfg, EncoderBlock), _maybe_remat(cfg, DecoderBlock)
+      self.encoder_layers = [encoder_block(cfg) for _ in range(cfg.num_layers)]
+      self.decoder_layers = [decoder_block(cfg) for _ in range(num_decoder_layers)]
     self.encoder_norm = Norm(cfg)
     self.decoder_norm = Norm(cfg)
     if not cfg.tie_embeddings:
@@ -136,6 +181,9 @@ class EncoderDecoderModel(nn.Module):
     """The encoder's output [B, S, D] (transformers' encoder last_hidden_state)."""
     x_BxSxD = self.embed(enc_tokens_BxS)
     bias_BxNxSxS = self.encoder_bias(enc_positions_BxS, enc_positions_BxS)
+    if self.cfg.scan_layers:
+      x_BxSxD, _ = self.encoder_layers(x_BxSxD, enc_positions_BxS, enc_segments_BxS, bias_BxNxSxS)
+      return self.encoder_norm(x_BxSxD)
     for layer in self.encoder_layers:
       x_BxSxD = layer(x_BxSxD, enc_positions_BxS, enc_segments_BxS, bias_BxNxSxS)
     return self.encoder_norm(x_BxSxD)
@@ -156,7 +204,12 @@ class EncoderDecoderModel(nn.Module):
       slots = cache["k"].shape[3]
       bias_BxNxTxT = self.decoder_bias(positions_BxT, jnp.arange(slots, dtype=positions_BxT.dtype)[None, :])
     new_cache = []
-    for i, layer in enumerate(self.decoder_layers):
+    if cfg.scan_layers:
+      if cache is not None:
+        raise ValueError("a KV cache needs unrolled layers; model/decode_seq2seq.py unstacks scanned parameters")
+      x_BxTxD, _ = self.decoder_layers(x_BxTxD, positions_BxT, segments_BxT, bias_BxNxTxT, enc_BxSxD,
+                                       enc_positions_BxS, enc_segments_BxS)
+    for i, layer in enumerate([] if cfg.scan_layers else self.decoder_layers):
       if cache is None:
         x_BxTxD = layer(x_BxTxD, positions_BxT, segments_BxT, bias_BxNxTxT, enc_BxSxD, enc_positions_BxS,
                         enc_segments_BxS)

@@ -23,7 +23,7 @@ TINY_T5 = {"model.family": "encoder_decoder", "model.vocab_size": 512, "model.d_
            "model.num_decoder_layers": 2, "model.num_heads": 4, "model.num_kv_heads": 4, "model.head_dim": 8,
            "model.mlp_dim": 48, "model.mlp": "gated_gelu", "model.position": "relative", "model.norm_eps": 1e-6,
            "model.relative_buckets": 8, "model.relative_max_distance": 16, "model.tie_embeddings": False,
-           "model.scan_layers": False}
+           "model.scan_layers": True}
 
 
 def t5_config(data_dir, sizes: dict, **overrides):
