@@ -12,8 +12,9 @@ classifier's head runs once per row, not per token, and is left out.
 
 An encoder-decoder (T5) reads S encoder tokens and T decoder tokens per row:
 the encoder's layers see S tokens attending to S, the decoder's T tokens
-attending to T (self) and to S (cross), so a row costs
-    6 (N_enc S + N_dec T) + 12 H Q (L_enc S^2 + L_dec (T^2 + T S))
+attending to T (self) and to S (cross), whose keys and values project the S
+encoder outputs (N_kv weights), so a row costs
+    6 (N_enc S + (N_dec - N_kv) T + N_kv S) + 12 H Q (L_enc S^2 + L_dec (T^2 + T S))
 and its FLOPs per token are counted per encoder token (tokens/s counts those).
 """
 
@@ -54,10 +55,12 @@ def flops_per_token(cfg: ModelConfig, seq_len: int) -> float:
 
 
 def encoder_decoder_flops_per_token(cfg: ModelConfig, inputs_len: int, targets_len: int) -> float:
-  """Training FLOPs of a row of `inputs_len` encoder and `targets_len` decoder tokens, per encoder token."""
+  """Training FLOPs of a row of `inputs_len` encoder and `targets_len` decoder tokens, per encoder token.
+  Cross-attention's key and value projections read the S encoder outputs, not the T decoder tokens."""
   n_enc, n_dec = encoder_decoder_params(cfg)
+  cross_kv = (cfg.num_decoder_layers or cfg.num_layers) * 2 * cfg.d_model * cfg.num_kv_heads * cfg.head_dim
   hq, S, T = cfg.num_heads * cfg.head_dim, inputs_len, targets_len
-  per_row = (6.0 * (n_enc * S + n_dec * T)
+  per_row = (6.0 * (n_enc * S + (n_dec - cross_kv) * T + cross_kv * S)
              + 12.0 * hq * (cfg.num_layers * S * S + (cfg.num_decoder_layers or cfg.num_layers) * (T * T + T * S)))
   return per_row / S
 

@@ -56,7 +56,7 @@ def test_grpo_times_sampling_and_training_apart(tiny_hf_base):
 def test_t5_counts_encoder_tokens_and_both_stacks(t5_dataset_dir):
   """Span corruption: tokens are the encoder's (seq_len per row); FLOPs count 6 x the matmul weights each
   token passes (the encoder's for encoder tokens, the decoder's, cross-attention and head included, for
-  decoder tokens) plus attention: the encoder's S x S, the decoder's T x T and T x S. The weights are
+  decoder tokens; cross-attention's keys and values project the encoder's outputs) plus attention: the encoder's S x S, the decoder's T x T and T x S. The weights are
   counted here from the model's own parameter tree."""
   import jax
   import numpy as np
@@ -71,9 +71,11 @@ def test_t5_counts_encoder_tokens_and_both_stacks(t5_dataset_dir):
   sizes = {jax.tree_util.keystr(p): int(np.prod(x.shape)) for p, x in
            jax.tree_util.tree_flatten_with_path(shapes["params"])[0]}
   matmul = lambda prefix: sum(n for k, n in sizes.items() if k.startswith(prefix) and "norm" not in k)  # noqa: E731
-  n_enc, n_dec = matmul("['encoder_layers_"), matmul("['decoder_layers_") + matmul("['lm_head']")
+  n_enc, n_dec = matmul("['encoder_layers']"), matmul("['decoder_layers']") + matmul("['lm_head']")
+  n_kv = sum(n for k, n in sizes.items() if "['cross_attention']['key']" in k or "['cross_attention']['value']" in k)
+  assert n_enc and n_kv and n_dec > n_kv  # (scanned layers: stacked under encoder_layers/decoder_layers)
   hq, L = cfg.num_heads * cfg.head_dim, cfg.num_layers
-  want = (6 * (n_enc * S + n_dec * T) + 12 * hq * L * (S * S + T * T + T * S)) / S
+  want = (6 * (n_enc * S + (n_dec - n_kv) * T + n_kv * S) + 12 * hq * L * (S * S + T * T + T * S)) / S
   assert result["flops_per_token"] == pytest.approx(want)
   devices = result["num_devices"]
   assert result["mfu"] == pytest.approx(result["tokens_per_sec"] * want / (devices * result["peak_flops_per_device"]))

@@ -173,6 +173,10 @@ class _Run:
     if max_len > config.train.seq_len:
       raise UserError(f"config.train.seq_len={config.train.seq_len} is shorter than the examples of {config.data.dir} "
                       f"(prepared with --max_len={max_len}): they would lose their end; set train.seq_len={max_len}")
+    if (self.meta.get("kind") == "seq2seq") != (config.train.objective == "seq2seq"):
+      raise UserError(f"config.train.objective={config.train.objective!r} and {config.data.dir} (kind "
+                      f"{self.meta.get('kind') or 'text'!r}) do not go together: text-to-text examples "
+                      f"(scripts/prepare_seq2seq.py) train with objective 'seq2seq', and 'seq2seq' trains on them")
     if self.meta.get("kind") == "seq2seq":
       self._check_seq2seq(config)
     if self.meta["vocab_size"] > self.model_cfg.vocab_size:
@@ -192,6 +196,9 @@ class _Run:
   def _check_seq2seq(self, config) -> None:
     """Text-to-text examples are read whole: each side must fit its row."""
     t = config.train
+    if config.model.decoder_start_id != 0:
+      raise UserError(f"config.model.decoder_start_id={config.model.decoder_start_id}: text-to-text rows start "
+                      f"the decoder with 0 (T5's pad id); set it to 0")
     target_len = t.target_len or t.seq_len
     for side, longest, field, have in (("inputs", "max_input_len", "seq_len", t.seq_len),
                                        ("targets", "max_target_len", "target_len", target_len)):
