@@ -37,6 +37,8 @@ def get_config():
   c.model.init_std = 0.02
   c.model.dtype = "bfloat16"
 
+  c.data.add_bos = False  # documents are separated by EOS only, as T5's are
+
   c.train.objective = "span_corruption"
   c.train.span_corruption.noise_density = 0.15
   c.train.span_corruption.mean_span_length = 3.0

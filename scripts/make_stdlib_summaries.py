@@ -16,6 +16,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import yaml  # noqa: E402
 from absl import app, flags  # noqa: E402
 
 from data import corpus, stdlib_chat  # noqa: E402
@@ -25,14 +26,6 @@ _EVAL = flags.DEFINE_float("eval_fraction", 0.1, "Share of modules held out for 
 _EVAL_LIMIT = flags.DEFINE_integer("eval_examples", 200, "Evaluation examples kept (the first N).")
 _PREFIX = flags.DEFINE_string("prefix", "summarize: ", "The task prefix prepare_seq2seq.py puts before inputs.")
 
-_SPEC = """# The first sentence of a standard-library function's docstring, from its code (docstring removed).
-type: generation
-description: Summarize a standard-library function in one sentence.
-data: {data}
-prompt: "{prefix}{{input}}"
-max_new_tokens: 32
-stop: []
-"""
 
 
 def _write_jsonl(path: str, rows: list[dict]) -> None:
@@ -49,8 +42,14 @@ def main(argv):
   os.makedirs(os.path.dirname(os.path.abspath(_OUTPUT.value)), exist_ok=True)
   _write_jsonl(_OUTPUT.value + ".jsonl", train)
   _write_jsonl(_OUTPUT.value + "_eval.jsonl", [{"input": r["input"], "reference": r["target"]} for r in held])
-  with open(_OUTPUT.value + "_eval.yaml", "w") as f:
-    f.write(_SPEC.format(data=os.path.basename(_OUTPUT.value) + "_eval.jsonl", prefix=_PREFIX.value))
+  spec = {"type": "generation", "description": "Summarize a standard-library function in one sentence: its code "
+          "(docstring removed) in, the docstring's first sentence out.",
+          "data": os.path.basename(_OUTPUT.value) + "_eval.jsonl",
+          "prompt": _PREFIX.value.replace("{", "{{").replace("}", "}}") + "{input}", "max_new_tokens": 32, "stop": []}
+  tmp = _OUTPUT.value + "_eval.yaml.tmp"
+  with open(tmp, "w") as f:
+    yaml.safe_dump(spec, f, sort_keys=False)
+  os.replace(tmp, _OUTPUT.value + "_eval.yaml")
   print(json.dumps({"train": len(train), "eval": len(held), "output": _OUTPUT.value}))
 
 

@@ -74,8 +74,18 @@ def rows_needed(config) -> dict[str, int]:
   return needs
 
 
+def _source_len(config) -> int:
+  """Tokens per packed row the pipeline reads: span corruption reads longer raw rows than it writes."""
+  t = config.train
+  if t.objective != "span_corruption":
+    return t.seq_len
+  from data.span_corruption import SpanSpec
+  return SpanSpec(inputs_len=t.seq_len, vocab_size=2, eos_id=1, noise_density=t.span_corruption.noise_density,
+                  mean_span_length=t.span_corruption.mean_span_length).raw_len
+
+
 def check_split_size(config, meta: dict, split: str, rows: int) -> None:
-  seq_len = config.train.seq_len
+  seq_len = _source_len(config)
   group = config.train.grpo.num_generations if config.train.objective == "grpo" else 1
   have = pipeline.rows_per_epoch(config.data, split, seq_len, repeats=group, target_len=config.train.target_len)
   if have >= rows:
@@ -87,8 +97,9 @@ def check_split_size(config, meta: dict, split: str, rows: int) -> None:
   where = config.data.mixture or config.data.dir
   info = meta["splits"].get(split, {})
   tokens = f"{info['num_tokens']} tokens in {info['num_docs']} documents, " if info else ""
-  what = (f"one batch of config.train.batch_size={config.train.batch_size} x config.train.seq_len={seq_len}"
-          if rows == config.train.batch_size else f"{rows} row(s) of config.train.seq_len={seq_len} tokens")
+  t = config.train
+  what = (f"one batch of config.train.batch_size={t.batch_size} x config.train.seq_len={t.seq_len}"
+          if rows == t.batch_size else f"{rows} row(s) of config.train.seq_len={t.seq_len} tokens")
   raise UserError(f"split {split!r} of {where} is too small: {tokens}{have} packed row(s) of {seq_len} tokens; "
                   f"the run needs {what} from it ({_why(config, split)})")
 
