@@ -47,6 +47,20 @@ def corrupted_lengths(length: int, noise_density: float, mean_span_length: float
   return length - num_noise + num_spans + 1, num_noise + num_spans + 1
 
 
+def row_lengths(inputs_len: int, noise_density: float, mean_span_length: float) -> tuple[int, int, int]:
+  """(raw row length, decoder row length, most spans) for encoder rows of `inputs_len` tokens: the longest
+  raw row whose inputs, and every shorter row's, fit (T5's random_spans_helper), and the longest targets
+  and most spans of any row up to it. (0, 0, 0) when not even two tokens fit."""
+  raw = 0
+  for length in range(2, 4 * inputs_len):
+    if corrupted_lengths(length, noise_density, mean_span_length)[0] > inputs_len:
+      break
+    raw = length
+  rows = range(2, raw + 1)
+  return (raw, max((corrupted_lengths(n, noise_density, mean_span_length)[1] for n in rows), default=0),
+          max((noise_counts(n, noise_density, mean_span_length)[1] for n in rows), default=0))
+
+
 @dataclasses.dataclass(frozen=True)
 class SpanSpec:
   """How rows are corrupted. `inputs_len` is the encoder's row length (config.train.seq_len)."""
@@ -69,24 +83,22 @@ class SpanSpec:
                       f"{self.mean_span_length} at noise density {self.noise_density}")
 
   @functools.cached_property
+  def _lengths(self) -> tuple[int, int, int]:
+    return row_lengths(self.inputs_len, self.noise_density, self.mean_span_length)
+
+  @property
   def raw_len(self) -> int:
     """The longest raw row whose inputs, and every shorter row's, fit `inputs_len` tokens."""
-    best = 0
-    for length in range(2, 4 * self.inputs_len):
-      if corrupted_lengths(length, self.noise_density, self.mean_span_length)[0] > self.inputs_len:
-        break
-      best = length
-    return best
+    return self._lengths[0]
 
-  @functools.cached_property
+  @property
   def targets_len(self) -> int:
-    """Decoder row length: the longest targets of any row up to raw_len tokens."""
-    return max([self.pad_targets_to] + [corrupted_lengths(n, self.noise_density, self.mean_span_length)[1]
-                                        for n in range(2, self.raw_len + 1)])
+    """Decoder row length: the longest targets of any row up to raw_len tokens (or pad_targets_to)."""
+    return max(self._lengths[1], self.pad_targets_to)
 
   @property
   def max_spans(self) -> int:
-    return max(noise_counts(n, self.noise_density, self.mean_span_length)[1] for n in range(2, self.raw_len + 1))
+    return self._lengths[2]
 
   def source_len(self, seq_len: int) -> int:
     """Tokens per packed row the pipeline reads (pipeline.RowStream's seq_len)."""

@@ -73,10 +73,14 @@ class Decoder:
     self._unstack = None
     if cfg.scan_layers:  # one copy of the weights per generate call, made before the first token
       _, unrolled_sh = sharding.abstract_variables(self.model, mesh)
-      self._unstack = jax.jit(lambda p: unstacked_params(p, cfg.num_layers), out_shardings=unrolled_sh)
+      self._unstack = jax.jit(self._unstacked, out_shardings=unrolled_sh)
     self._batch_multiple = mesh.shape["data"] * mesh.shape["fsdp"]
     self._jitted = {}
     self._compiled = {}  # (program, sampling key, argument shapes) -> compiled executable
+
+  def _unstacked(self, params: dict) -> dict:
+    """Scanned-layer parameters in the unrolled layout the KV cache runs."""
+    return unstacked_params(params, self.cfg.num_layers)
 
   def _executable(self, name: str, fn, key, *args):
     """(fn compiled for these arguments' shapes, seconds spent compiling it now: 0 when cached).
@@ -103,10 +107,10 @@ class Decoder:
       self._jitted[key] = self._compile(sampling, stop_ids, jax.tree.map(lambda a: a.sharding, params))
     return self._jitted[key], key
 
-  def _compile(self, sampling: SamplingConfig, stop_ids: tuple[int, ...], param_sh):
+  def _prefill_fn(self, sampling: SamplingConfig):
+    """(params, tokens [B, T], lengths [B], seed, cache_len) -> (cache, each row's first new token): the
+    prompts through the model, their keys and values into a fresh cache."""
     cfg, model = self.cfg, self.model
-    sh = self._shardings()
-    stop_S = jnp.asarray(stop_ids or (-2,), jnp.int32)
 
     def prefill(params, tokens_BxT, lengths_B, seed, cache_len):
       batch, length = tokens_BxT.shape
@@ -116,6 +120,17 @@ class Decoder:
       logits_Bx1xV, cache = model.apply({"params": params}, tokens_BxT, positions_BxT, jnp.ones_like(tokens_BxT),
                                         cache=cache, logits_at_BxK=(lengths_B - 1)[:, None])
       return cache, next_token(logits_Bx1xV[:, 0], jax.random.fold_in(jax.random.key(seed), 0), sampling)
+    return prefill
+
+  def _step(self, params, cache, token_B, position_B):
+    """One token per row through the model: (logits [B, V], the cache with its keys and values)."""
+    logits_Bx1xV, cache = self.model.apply({"params": params}, token_B[:, None], position_B[:, None],
+                                           jnp.ones_like(token_B)[:, None], cache=cache)
+    return logits_Bx1xV[:, 0], cache
+
+  def _compile(self, sampling: SamplingConfig, stop_ids: tuple[int, ...], param_sh):
+    sh = self._shardings()
+    stop_S = jnp.asarray(stop_ids or (-2,), jnp.int32)
 
     def decode_chunk(params, cache, token_B, position_B, done_B, first_index, limit, seed):
       """Emits up to `limit` tokens (fewer once every row is done); returns them [B, chunk]."""
@@ -125,24 +140,20 @@ class Decoder:
         cache, token_B, position_B, done_B, out_BxC, i = carry
         out_BxC = out_BxC.at[:, i].set(jnp.where(done_B, DONE, token_B))
         done_B = done_B | jnp.isin(token_B, stop_S)
-        logits_Bx1xV, cache = model.apply({"params": params}, token_B[:, None], position_B[:, None],
-                                          jnp.ones_like(token_B)[:, None], cache=cache)
-        token_B = next_token(logits_Bx1xV[:, 0], jax.random.fold_in(jax.random.key(seed), first_index + i + 1),
-                             sampling)
+        logits_BxV, cache = self._step(params, cache, token_B, position_B)
+        token_B = next_token(logits_BxV, jax.random.fold_in(jax.random.key(seed), first_index + i + 1), sampling)
         return cache, token_B, position_B + 1, done_B, out_BxC, i + 1
 
       def keep_going(carry):
         return (carry[-1] < limit) & ~jnp.all(carry[3])
 
-      cache, token_B, position_B, done_B, out_BxC, steps = jax.lax.while_loop(
-          keep_going, step, (cache, token_B, position_B, done_B, out_BxC, jnp.int32(0)))
-      return cache, token_B, position_B, done_B, out_BxC, steps
+      return jax.lax.while_loop(keep_going, step, (cache, token_B, position_B, done_B, out_BxC, jnp.int32(0)))
 
     rows, rep = sh["rows"], sh["replicated"]
     return dict(
         # Small outputs come back replicated: every process reads them whole.
-        prefill=jax.jit(prefill, static_argnums=(4,), in_shardings=(param_sh, sh["tokens"], rows, rep),
-                        out_shardings=(sh["cache"], rep)),
+        prefill=jax.jit(self._prefill_fn(sampling), static_argnums=(4,),
+                        in_shardings=(param_sh, sh["tokens"], rows, rep), out_shardings=(sh["cache"], rep)),
         decode=jax.jit(decode_chunk, in_shardings=(param_sh, sh["cache"], rows, rows, rows, rep, rep, rep),
                        out_shardings=(sh["cache"], rep, rep, rep, rep, rep), donate_argnums=(1,)),
     )

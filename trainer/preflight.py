@@ -79,9 +79,8 @@ def _source_len(config) -> int:
   t = config.train
   if t.objective != "span_corruption":
     return t.seq_len
-  from data.span_corruption import SpanSpec
-  return SpanSpec(inputs_len=t.seq_len, vocab_size=2, eos_id=1, noise_density=t.span_corruption.noise_density,
-                  mean_span_length=t.span_corruption.mean_span_length).raw_len
+  from data.span_corruption import row_lengths
+  return row_lengths(t.seq_len, t.span_corruption.noise_density, t.span_corruption.mean_span_length)[0]
 
 
 def check_split_size(config, meta: dict, split: str, rows: int) -> None:

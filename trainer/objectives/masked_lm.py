@@ -18,6 +18,24 @@ from trainer.objectives.base import Objective
 from trainer.objectives.causal_lm import cross_entropy_sums
 
 
+def target_token_sums(logits_BxTxV, batch: dict):
+  """(NLL sum, count, {"loss_sum", "accuracy_sum"}) over the weighted positions of `targets`: the scoring
+  shared by objectives whose rows carry their own targets (masked LM, the encoder-decoders)."""
+  targets_BxT = batch["targets"]
+  weights_BxT = batch["target_weights"].astype(jnp.float32)
+  nll, _, count = cross_entropy_sums(logits_BxTxV, targets_BxT, weights_BxT)
+  correct = jnp.sum((jnp.argmax(logits_BxTxV, axis=-1) == targets_BxT).astype(jnp.float32) * weights_BxT)
+  return nll, count, {"loss_sum": nll, "accuracy_sum": correct}
+
+
+def target_token_metrics(sums: dict) -> dict:
+  """Mean target-token loss, accuracy and perplexity, and how many target tokens were scored."""
+  count = max(sums["count"], 1.0)
+  loss = sums["loss_sum"] / count
+  return {"loss": loss, "accuracy": sums["accuracy_sum"] / count, "perplexity": math.exp(min(loss, 50.0)),
+          "tokens": sums["count"]}
+
+
 @dataclasses.dataclass(frozen=True)
 class MaskedLM(Objective):
   """Cross-entropy over the masked positions of an encoder's logits; reports masked-token accuracy."""
@@ -42,16 +60,8 @@ class MaskedLM(Objective):
 
   def sums(self, apply_fn, variables, batch, rngs=None, train: bool = True):
     """(masked-token NLL sum, masked-token count, {"loss_sum", "accuracy_sum"})."""
-    logits_BxTxV = apply_fn(variables, batch, rngs=rngs)
-    targets_BxT = batch["targets"]
-    weights_BxT = batch["target_weights"].astype(jnp.float32)
-    nll, _, count = cross_entropy_sums(logits_BxTxV, targets_BxT, weights_BxT)
-    correct = jnp.sum((jnp.argmax(logits_BxTxV, axis=-1) == targets_BxT).astype(jnp.float32) * weights_BxT)
-    return nll, count, {"loss_sum": nll, "accuracy_sum": correct}
+    return target_token_sums(apply_fn(variables, batch, rngs=rngs), batch)
 
   def eval_metrics(self, sums: dict) -> dict:
     """Mean masked-token loss, its accuracy and perplexity, and how many masked tokens were scored."""
-    count = max(sums["count"], 1.0)
-    loss = sums["loss_sum"] / count
-    return {"loss": loss, "accuracy": sums["accuracy_sum"] / count, "perplexity": math.exp(min(loss, 50.0)),
-            "tokens": sums["count"]}
+    return target_token_metrics(sums)

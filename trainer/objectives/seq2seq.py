@@ -8,17 +8,14 @@ and report target-token loss, accuracy and perplexity.
 """
 
 import dataclasses
-import math
 from typing import ClassVar
-
-import jax.numpy as jnp
 
 from data import span_corruption
 from errors import UserError
 from model import flops
 from model.families import ENCODER_DECODER_FIELDS
 from trainer.objectives.base import Objective
-from trainer.objectives.causal_lm import cross_entropy_sums
+from trainer.objectives.masked_lm import target_token_metrics, target_token_sums
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,19 +31,11 @@ class Seq2Seq(Objective):
 
   def sums(self, apply_fn, variables, batch, rngs=None, train: bool = True):
     """(target NLL sum, target count, {"loss_sum", "accuracy_sum"})."""
-    logits_BxTxV = apply_fn(variables, batch, rngs=rngs)
-    targets_BxT = batch["targets"]
-    weights_BxT = batch["target_weights"].astype(jnp.float32)
-    nll, _, count = cross_entropy_sums(logits_BxTxV, targets_BxT, weights_BxT)
-    correct = jnp.sum((jnp.argmax(logits_BxTxV, axis=-1) == targets_BxT).astype(jnp.float32) * weights_BxT)
-    return nll, count, {"loss_sum": nll, "accuracy_sum": correct}
+    return target_token_sums(apply_fn(variables, batch, rngs=rngs), batch)
 
   def eval_metrics(self, sums: dict) -> dict:
     """Mean target-token loss, accuracy and perplexity, and how many target tokens were scored."""
-    count = max(sums["count"], 1.0)
-    loss = sums["loss_sum"] / count
-    return {"loss": loss, "accuracy": sums["accuracy_sum"] / count, "perplexity": math.exp(min(loss, 50.0)),
-            "tokens": sums["count"]}
+    return target_token_metrics(sums)
 
   def flops_per_token(self, model_cfg, seq_len: int) -> float:
     """Encoder and decoder FLOPs of a row (model/flops.py), per encoder token."""
@@ -65,12 +54,11 @@ class SpanCorruption(Seq2Seq):
   @classmethod
   def from_config(cls, config) -> "SpanCorruption":
     sc, t = config.train.span_corruption, config.train
-    spec = span_corruption.SpanSpec(inputs_len=t.seq_len, vocab_size=2, eos_id=1,
-                                    noise_density=sc.noise_density, mean_span_length=sc.mean_span_length)
-    if t.target_len and t.target_len < spec.targets_len:
+    _, targets_len, _ = span_corruption.row_lengths(t.seq_len, sc.noise_density, sc.mean_span_length)
+    if t.target_len and t.target_len < targets_len:
       raise UserError(f"config.train.target_len={t.target_len} is shorter than span corruption's targets of "
-                      f"rows with {t.seq_len} encoder tokens ({spec.targets_len}); set it to 0 (derived)")
-    return cls(target_len=t.target_len or spec.targets_len, noise_density=sc.noise_density,
+                      f"rows with {t.seq_len} encoder tokens ({targets_len}); set it to 0 (derived)")
+    return cls(target_len=t.target_len or targets_len, noise_density=sc.noise_density,
                mean_span_length=sc.mean_span_length, seed=t.seed, decoder_start_id=config.model.decoder_start_id,
                inputs_len=t.seq_len)
 
