@@ -67,3 +67,16 @@ def mesh_of_sizes(sizes: dict | None = None) -> Mesh:
   wanted = math.prod(sizes.values())
   devices = jax.devices() if wanted < 0 or wanted > jax.device_count() else jax.devices()[:wanted]
   return make_mesh(MeshConfig.from_config(sizes), devices)
+
+
+def sizes_from_flag(entries: list[str]) -> dict | None:
+  """{"data": 1, "fsdp": 1, "tensor": 8} from a --mesh=tensor=8 flag's entries; None for one device."""
+  if not entries:
+    return None
+  sizes = dict(data=1, fsdp=1, tensor=1)
+  for entry in entries:
+    axis, _, size = entry.partition("=")
+    if axis not in sizes or not size.lstrip("-").isdigit():
+      raise UserError(f"--mesh entry {entry!r}: expected AXIS=N with AXIS one of {list(sizes)}")
+    sizes[axis] = int(size)
+  return sizes

@@ -36,6 +36,7 @@ from absl import app, flags  # noqa: E402
 import quiet_logs  # noqa: E402
 from data import chat  # noqa: E402
 from errors import UserError  # noqa: E402
+from parallel import mesh as mesh_lib  # noqa: E402
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "A train.py --workdir (newest checkpoint).")
 _HF_DIR = flags.DEFINE_string("hf_dir", None, "A Hugging Face model directory with its tokenizer.")
@@ -49,19 +50,6 @@ _STOP = flags.DEFINE_multi_string("stop", [], "Stop before this string (repeatab
 _CHAT = flags.DEFINE_bool("chat", False, "Talk through the chat template; interactive without --prompt.")
 _STATS = flags.DEFINE_bool("stats", False, "--chat: also print each turn's JSON line (ids, timings) to stderr.")
 _MESH = flags.DEFINE_list("mesh", [], "Mesh sizes as AXIS=N (data, fsdp, tensor), e.g. tensor=8; default one device.")
-
-
-def parse_mesh(entries: list[str]) -> dict | None:
-  """{"data": 1, "fsdp": 1, "tensor": 8} from ["tensor=8"]; None for one device."""
-  if not entries:
-    return None
-  sizes = dict(data=1, fsdp=1, tensor=1)
-  for entry in entries:
-    axis, _, size = entry.partition("=")
-    if axis not in sizes or not size.lstrip("-").isdigit():
-      raise UserError(f"--mesh entry {entry!r}: expected AXIS=N with AXIS one of {list(sizes)}")
-    sizes[axis] = int(size)
-  return sizes
 
 
 def check_prompt_flag(prompt: str | None, chat_mode: bool) -> None:
@@ -135,7 +123,7 @@ def main(argv):
     check_prompt_flag(_PROMPT.value, _CHAT.value)
     from evals.lm import LanguageModel
     lm = LanguageModel.load(workdir=_WORKDIR.value, hf_dir=_HF_DIR.value, batch_size=1,
-                            mesh_config=parse_mesh(_MESH.value))
+                            mesh_config=mesh_lib.sizes_from_flag(_MESH.value))
     # The built-in chat template ends a turn with text, not one token.
     stop = _STOP.value + ([chat.END_OF_TURN] if _CHAT.value else [])
     if _CHAT.value and _PROMPT.value is None:

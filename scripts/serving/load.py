@@ -1,0 +1,40 @@
+"""Builds the server scripts/serve.py runs: model, engine, guardrails, logs and retrieval."""
+
+import os
+
+from errors import UserError
+from parallel import mesh as mesh_lib
+
+
+def build_server(workdir: str | None = None, hf_dir: str | None = None, mesh=(), served_model_name=None,
+                 api_key=None, slots: int = 8, max_queue: int = 256, prefills_per_step: int = 1, max_n: int = 8,
+                 guardrails=None, request_log=None, log_max_mb: int = 64, rag_index=None, rag_top_k: int = 4):
+  """A Server (model, engine, options) from scripts/serve.py's flags; tests call it directly."""
+  from evals.lm import LanguageModel
+  from scripts.serving import app as app_lib
+  from scripts.serving import guardrails as guardrails_lib
+  from scripts.serving import metrics
+  from scripts.serving import request_log as log_lib
+  from scripts.serving.engine import Engine
+  lm = LanguageModel.load(workdir=workdir, hf_dir=hf_dir, batch_size=1,
+                          mesh_config=mesh_lib.sizes_from_flag(list(mesh or [])))
+  if lm.text_to_text:
+    raise UserError("serving encoder-decoders (T5) is not supported yet; serve a decoder")
+  guard = guardrails_lib.load(guardrails) if guardrails else None
+  m = metrics.Metrics()
+  if guard is not None:
+    guard.on_intervention = lambda stage, kind: m.guardrail_interventions.labels(stage, kind).inc()
+  rag = None
+  if rag_index:
+    from scripts.serving import rag as rag_lib
+    rag = rag_lib.Retriever.open(rag_index, top_k=rag_top_k)
+  engine = Engine(lm, slots=slots, max_queue=max_queue,
+                  prefills_per_step=prefills_per_step, metrics=m, guard=guard).start()
+  log_dir = request_log
+  max_bytes = log_max_mb << 20
+  source = (workdir or hf_dir).rstrip("/")
+  return app_lib.Server(
+      lm=lm, engine=engine, model_name=served_model_name or os.path.basename(source), metrics=m,
+      api_key=api_key, max_n=max_n, guard=guard, rag=rag,
+      request_log=log_lib.JsonlLog(log_dir, "requests", max_bytes) if log_dir else None,
+      feedback_log=log_lib.JsonlLog(log_dir, "feedback", max_bytes) if log_dir else None)
