@@ -58,19 +58,23 @@ def next_token(logits_BxV, rng, sampling: SamplingConfig):
 def next_token_rows(logits_BxV, temperature_B, top_k_B, top_p_B, keys_B):
   """One token per row, int32 [B], where every row has its own sampling settings and key (a server's
   slots hold different requests). Row-wise equivalent of `next_token`: temperature <= 0 is greedy,
-  top_k=0 and top_p=1 switch those filters off."""
+  top_k=0 and top_p=1 switch those filters off. When every row is greedy, nothing is sorted or drawn."""
   logits_BxV = logits_BxV.astype(jnp.float32)
-  vocab = logits_BxV.shape[-1]
   greedy_B = temperature_B <= 0
-  scaled_BxV = logits_BxV / jnp.where(greedy_B, 1.0, temperature_B)[:, None]
-  sorted_BxV = jnp.sort(scaled_BxV, axis=-1)[:, ::-1]
-  k_B = jnp.where(top_k_B > 0, jnp.minimum(top_k_B, vocab), vocab)
-  kth_Bx1 = jnp.take_along_axis(sorted_BxV, (k_B - 1)[:, None], axis=-1)
-  scaled_BxV = jnp.where(scaled_BxV < kth_Bx1, -jnp.inf, scaled_BxV)
-  nucleus_BxV = top_p_filter(scaled_BxV, top_p_B[:, None])
-  scaled_BxV = jnp.where((top_p_B < 1.0)[:, None], nucleus_BxV, scaled_BxV)
-  sampled_B = jax.vmap(lambda key, row: jax.random.categorical(key, row))(keys_B, scaled_BxV)
-  return jnp.where(greedy_B, jnp.argmax(logits_BxV, axis=-1), sampled_B).astype(jnp.int32)
+  argmax_B = jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
+
+  def sample(_):
+    vocab = logits_BxV.shape[-1]
+    scaled_BxV = logits_BxV / jnp.where(greedy_B, 1.0, temperature_B)[:, None]
+    sorted_BxV = jnp.sort(scaled_BxV, axis=-1)[:, ::-1]
+    k_B = jnp.where(top_k_B > 0, jnp.minimum(top_k_B, vocab), vocab)
+    kth_Bx1 = jnp.take_along_axis(sorted_BxV, (k_B - 1)[:, None], axis=-1)
+    scaled_BxV = jnp.where(scaled_BxV < kth_Bx1, -jnp.inf, scaled_BxV)
+    nucleus_BxV = top_p_filter(scaled_BxV, top_p_B[:, None])
+    scaled_BxV = jnp.where((top_p_B < 1.0)[:, None], nucleus_BxV, scaled_BxV)
+    sampled_B = jax.vmap(lambda key, row: jax.random.categorical(key, row))(keys_B, scaled_BxV)
+    return jnp.where(greedy_B, argmax_B, sampled_B).astype(jnp.int32)
+  return jax.lax.cond(jnp.all(greedy_B), lambda _: argmax_B, sample, None)
 
 
 def logprobs_of(logits_BxV, tokens_B, top: int):

@@ -272,7 +272,7 @@ def _gen_requests(server: Server, body, ids, max_tokens: int, score: bool) -> li
     raise ApiError(400, f"n={body.n}: this server returns at most {server.max_n} choices per prompt", "n")
   seed = body.seed if body.seed is not None else secrets.randbits(32)
   top_k = max(body.top_k, 0)
-  return [GenRequest(prompt=p, max_tokens=max_tokens, stop=body.stops, score_prompt=score,
+  return [GenRequest(prompt=p, max_tokens=max_tokens, stop=body.stops, score_prompt=score, ignore_eos=body.ignore_eos,
                      first_choice=i * body.n, prompt_index=i,
                      sampling=[RowSampling(body.temperature, top_k, body.top_p, seed, c) for c in range(body.n)])
           for i, p in enumerate(ids)]

@@ -40,6 +40,7 @@ class GenRequest:
   sampling: list[RowSampling]
   stop: list[str] = dataclasses.field(default_factory=list)
   score_prompt: bool = False
+  ignore_eos: bool = False
   first_choice: int = 0
   prompt_index: int = 0
 
@@ -187,7 +188,8 @@ class Engine:
         handle.emit(dict(type="prompt", prompt_index=request.prompt_index, prompt=request.prompt,
                          logprobs=first.prompt_logprobs, top_ids=first.prompt_top_ids,
                          top_logprobs=first.prompt_top_logprobs))
-      stream = TextStream(self.lm.decode, request.stop, self.lm.tokenizer.eos_id, self.guard, self._byte_ids)
+      eos = None if request.ignore_eos else self.lm.tokenizer.eos_id
+      stream = TextStream(self.lm.decode, request.stop, eos, self.guard, self._byte_ids)
       row = _Row(handle, request, choice, stream, position=len(request.prompt))
       if request.max_tokens == 0:  # echo-only scoring: nothing to generate
         handle.emit(dict(type="done", choice=request.first_choice + choice, finish="length", text=""))

@@ -1,6 +1,11 @@
-"""Builds the server scripts/serve.py runs: model, engine, guardrails, logs and retrieval."""
+"""Builds the server scripts/serve.py runs (model, engine, guardrails, logs, retrieval), and runs one on a
+thread of this process (benchmarks and tests)."""
 
+import contextlib
 import os
+import socket
+import threading
+import time
 
 from errors import UserError
 from parallel import mesh as mesh_lib
@@ -38,3 +43,32 @@ def build_server(workdir: str | None = None, hf_dir: str | None = None, mesh=(),
       api_key=api_key, max_n=max_n, guard=guard, rag=rag,
       request_log=log_lib.JsonlLog(log_dir, "requests", max_bytes) if log_dir else None,
       feedback_log=log_lib.JsonlLog(log_dir, "feedback", max_bytes) if log_dir else None)
+
+
+@contextlib.contextmanager
+def running_server(**options):
+  """A server on a free localhost port, uvicorn on a thread of this process: yields (base URL, Server) and
+  stops the engine and uvicorn on exit. `options` are build_server's."""
+  import uvicorn
+  from scripts.serving import app as app_lib
+  server = build_server(**options)
+  sock = socket.socket()
+  sock.bind(("127.0.0.1", 0))
+  port = sock.getsockname()[1]
+  sock.close()
+  http = uvicorn.Server(uvicorn.Config(app_lib.create_app(server), host="127.0.0.1", port=port,
+                                       log_level="warning"))
+  thread = threading.Thread(target=http.run, daemon=True)
+  thread.start()
+  deadline = time.time() + 60
+  while not http.started:
+    if time.time() > deadline or not thread.is_alive():
+      server.engine.stop()
+      raise RuntimeError("the server did not start")
+    time.sleep(0.02)
+  try:
+    yield f"http://127.0.0.1:{port}", server
+  finally:
+    http.should_exit = True
+    thread.join(timeout=10)
+    server.engine.stop()

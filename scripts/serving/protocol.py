@@ -42,6 +42,7 @@ class _Sampling(_Strict):
   stream_options: StreamOptions | None = None
   user: str | None = None
   return_token_ids: bool = False  # vLLM's extension: the generated token ids in each choice
+  ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever the model says (benchmarks)
   # Accepted for compatibility with clients that always send them; only their neutral values.
   presence_penalty: float = 0.0
   frequency_penalty: float = 0.0

@@ -7,6 +7,7 @@ arrives split over many tokens. Released text is never taken back, so a
 streamed answer and the same answer sent whole read the same.
 """
 
+import os
 from typing import Callable
 
 
@@ -64,11 +65,14 @@ class TextStream:
     return delta
 
   def _release(self, text: str, final: bool) -> str:
+    whole = text
     if not final:
       cut = len(text.rstrip("\ufffd")) if text.endswith("\ufffd") else len(text)  # a character still arriving
       text = text[:max(0, min(cut, len(text) - self._hold))]
     if self.guard is not None:
       text = self.guard.redact_output(text)
+      if not final:  # the cut may split a string that the whole text shows is personal data: stop before it
+        text = os.path.commonprefix([text, self.guard.redact_output(whole)])
     if not text.startswith(self.released):  # a redaction reached back over released text: wait for the end
       if not final:
         return ""
