@@ -13,7 +13,7 @@ import time
 from data import prep_io
 from errors import UserError
 from evals import (task_classification, task_generation, task_multiple_choice, task_perplexity,
-                   task_ranking)
+                   task_ranking, task_retrieval)
 from evals import tasks as tasks_lib
 
 RUNNERS = {
@@ -22,7 +22,9 @@ RUNNERS = {
     "multiple_choice": task_multiple_choice.run,
     "generation": task_generation.run,
     "ranking": task_ranking.run,
+    "retrieval": task_retrieval.run,
 }
+MODEL_FREE = {"retrieval"}  # scored with the index's own encoder: no language model to load
 
 
 def load_tasks(names_or_paths: list) -> list:
@@ -49,7 +51,7 @@ def _examples(task, limit: int | None) -> str:
 @contextlib.contextmanager
 def _progress_bar(lm, desc: str, enabled: bool):
   """A bar on stderr counting the sequences the model scores or generates for one task."""
-  if not enabled:
+  if not enabled or lm is None:
     yield
     return
   from tqdm import tqdm

@@ -36,12 +36,14 @@ TYPE_KEYS = {
     "multiple_choice": FEWSHOT_KEYS + ("choice_prefix",),
     "generation": FEWSHOT_KEYS + ("max_new_tokens", "stop", "target_prefix"),
     "ranking": FEWSHOT_KEYS + ("normalize", "k"),
+    "retrieval": ("index", "k"),
 }
 DEFAULT_PROMPTS = {
     "classification": "{text}",
     "multiple_choice": "Question: {question}\nAnswer:",
     "generation": "{prompt}",
     "ranking": "{query}\n",
+    "retrieval": "{query}",
 }
 DOCUMENT_MODES = ("file", "lines", "blank_line")
 SCORINGS = ("loglikelihood", "generate")
@@ -196,7 +198,7 @@ def _check_spec(path: str, spec: dict, key_lines: dict) -> dict:
     if out["data"] is None:
       check.fail("data", "is missing: give the JSONL file of examples (relative to the spec file)")
     out["prompt"] = check.template("prompt", DEFAULT_PROMPTS[task_type])
-    out["num_fewshot"] = check.integer("num_fewshot", 0)
+    out["num_fewshot"] = check.integer("num_fewshot", 0) if task_type != "retrieval" else 0
     out["fewshot_data"] = check.string("fewshot_data", allow_empty=False)
     out["fewshot_separator"] = check.string("fewshot_separator", "\n\n")
     out["fewshot_seed"] = check.integer("fewshot_seed", 1234)
@@ -255,8 +257,15 @@ def _check_ranking(check: _SpecChecker) -> dict:
   return {"normalize": check.boolean("normalize", False), "k": ks}
 
 
+def _check_retrieval(check: _SpecChecker) -> dict:
+  index = check.string("index", allow_empty=False)
+  if index is None:
+    check.fail("index", "is missing: give the index directory scripts/build_index.py wrote (relative to the spec)")
+  return {"index": index, "k": _check_ranking(check)["k"]}
+
+
 _TYPE_CHECKS = {"classification": _check_classification, "multiple_choice": _check_multiple_choice,
-                "generation": _check_generation, "ranking": _check_ranking}
+                "generation": _check_generation, "ranking": _check_ranking, "retrieval": _check_retrieval}
 
 
 # ---------------------------------------------------------------- data files
@@ -392,9 +401,17 @@ def _check_ranking_example(spec: dict, example: dict, where: str) -> dict:
   return {**example, "candidates": candidates}
 
 
+def _check_retrieval_example(spec: dict, example: dict, where: str) -> dict:
+  relevant = _require(example, "relevant", where, list, "a list of source ids")
+  if not relevant or not all(isinstance(r, str) for r in relevant):
+    raise UserError(f"{where}: field 'relevant' must be a non-empty list of source ids (strings), got {relevant!r}")
+  return example
+
+
 _EXAMPLE_CHECKS = {"classification": _check_classification_example,
                    "multiple_choice": _check_multiple_choice_example,
-                   "generation": _check_generation_example, "ranking": _check_ranking_example}
+                   "generation": _check_generation_example, "ranking": _check_ranking_example,
+                   "retrieval": _check_retrieval_example}
 
 
 def _load_examples(spec: dict, path: str) -> tuple[list[int], list[dict]]:

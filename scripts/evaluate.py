@@ -1,8 +1,10 @@
-"""Evaluate a model on task benchmarks: perplexity, classification, multiple choice, generation, ranking.
+"""Evaluate a model on task benchmarks: perplexity, classification, multiple choice, generation, ranking,
+and a vector index on retrieval tasks.
 
   python scripts/evaluate.py --workdir=runs/quickstart --tasks=sentiment,stdlib_docs_ppl
   python scripts/evaluate.py --hf_dir=exports/quickstart --tasks=sentiment,my/task.yaml --limit=50
   python scripts/evaluate.py --workdir=runs/spam --labelled=datasets/spam_jsonl/test.jsonl
+  python scripts/evaluate.py --tasks=my/retrieval.yaml        # recall@k and MRR of an index; no model needed
 
 --labelled scores a classifier run (configs/classify.py) on labelled JSONL
 ({"text"[, "text_pair"], "label"} lines): accuracy, macro-F1 and per-class
@@ -43,11 +45,13 @@ def main(argv):
       raise UserError("give exactly one of --tasks and --labelled")
     if _LABELLED.value:
       return _score_classifier()
-    if bool(_WORKDIR.value) == bool(_HF_DIR.value):
-      raise UserError("give exactly one of --workdir and --hf_dir")
     tasks = runner.load_tasks(_TASKS.value)  # a bad spec fails before the model loads
-    from evals.lm import LanguageModel
-    lm = LanguageModel.load(workdir=_WORKDIR.value, hf_dir=_HF_DIR.value, batch_size=_BATCH_SIZE.value)
+    lm = None
+    if any(t.type not in runner.MODEL_FREE for t in tasks):
+      if bool(_WORKDIR.value) == bool(_HF_DIR.value):
+        raise UserError("give exactly one of --workdir and --hf_dir")
+      from evals.lm import LanguageModel
+      lm = LanguageModel.load(workdir=_WORKDIR.value, hf_dir=_HF_DIR.value, batch_size=_BATCH_SIZE.value)
     results = runner.run_tasks(lm, tasks, _LIMIT.value, progress=True)  # a bar per task on stderr
   except UserError as e:
     sys.exit(f"error: {e}")

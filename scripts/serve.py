@@ -64,7 +64,7 @@ def main(argv):
   print(f"serving {server.model_name!r} on http://{_HOST.value}:{_PORT.value}/v1 "
         f"({server.engine.slots} slots, context {server.engine.context})", flush=True)
   uvicorn.run(app_lib.create_app(server), host=_HOST.value, port=_PORT.value, log_level="warning")
-  server.engine.stop()
+  server.close()
 
 
 if __name__ == "__main__":

@@ -45,6 +45,11 @@ class Server:
   feedback_log: object = None
   rag: object = None         # scripts/serving/rag.Retriever
 
+  def close(self) -> None:
+    self.engine.stop()
+    if self.rag is not None:
+      self.rag.close()
+
   def __post_init__(self):
     self.known_ids = set()
     if self.request_log is not None:  # feedback may name responses from before a restart
@@ -155,10 +160,9 @@ def create_app(server: Server) -> FastAPI:
       raise ApiError(400, "this model has no chat template; use /v1/completions", "messages")
     rid = _id("chatcmpl")
     messages = [m.model_dump(exclude_none=True) for m in body.messages]
-    if server.rag is not None:
-      messages, sources = server.rag.augment(messages)
-    else:
-      sources = None
+    sources = None
+    if server.rag is not None:  # embedding and search block: off the event loop
+      messages, sources = await asyncio.to_thread(server.rag.augment, messages)
     text = lm.chat.render(messages, add_generation_prompt=True)
     ids = [lm.tokenizer.encode(text)]
     refused = [False]

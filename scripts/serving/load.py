@@ -63,7 +63,7 @@ def running_server(**options):
   deadline = time.time() + 60
   while not http.started:
     if time.time() > deadline or not thread.is_alive():
-      server.engine.stop()
+      server.close()
       raise RuntimeError("the server did not start")
     time.sleep(0.02)
   try:
@@ -71,4 +71,4 @@ def running_server(**options):
   finally:
     http.should_exit = True
     thread.join(timeout=10)
-    server.engine.stop()
+    server.close()
