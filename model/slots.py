@@ -64,7 +64,7 @@ class SlotDecoder(Decoder):
     self.context = min(context or cfg.max_seq_len, cfg.max_seq_len)
     self._sh = sh = self._shardings()
     self._prefill_jit = {}
-    self._step_jit = jax.jit(self._step_all, donate_argnums=(1,),
+    self._step_jit = jax.jit(self._step_all, static_argnums=(0,), donate_argnums=(2,),
                              out_shardings=(sh["cache"],) + (sh["replicated"],) * 4)
 
   # ------------------------------------------------------------ state
@@ -113,9 +113,13 @@ class SlotDecoder(Decoder):
       return out
     return prefill
 
-  def _step_all(self, params, cache, token_S, position_S, temperature_S, top_k_S, top_p_S, seed_S, choice_S,
+  def _step_all(self, span, params, cache, token_S, position_S, temperature_S, top_k_S, top_p_S, seed_S, choice_S,
                 index_S):
-    logits_SxV, cache = self._step(params, cache, token_S, position_S)
+    # Attend over the first `span` cache positions only (every row's position is below it): a step's cost
+    # follows the longest running request, not the context the cache could hold.
+    window = {name: jax.lax.slice_in_dim(cache[name], 0, span, axis=3) for name in cache}
+    logits_SxV, window = self._step(params, window, token_S, position_S)
+    cache = {name: jax.lax.dynamic_update_slice_in_dim(cache[name], window[name], 0, axis=3) for name in cache}
     next_S = next_token_rows(logits_SxV, temperature_S, top_k_S, top_p_S, _row_keys(seed_S, choice_S, index_S))
     return (cache, next_S) + logprobs_of(logits_SxV, next_S, TOP_LOGPROBS)
 
@@ -152,7 +156,8 @@ class SlotDecoder(Decoder):
     host = lambda x: sharding.from_host(np.asarray(x), rows)  # noqa: E731
     args = (token_S, position_S, sampling_S["temperature"], sampling_S["top_k"], sampling_S["top_p"],
             sampling_S["seed"], sampling_S["choice"], index_S)
+    span = min(bucket(int(np.max(position_S)) + 1, 64), self.context)
     with sharding.activate(self.mesh):
-      cache, *out = self._step_jit(params, cache, *map(host, args))
+      cache, *out = self._step_jit(span, params, cache, *map(host, args))
     return (cache,) + tuple(np.asarray(x) for x in out)
 

@@ -101,7 +101,8 @@ def test_shipped_tasks_load():
   names = tasks_lib.available()
   assert {"sentiment", "stdlib_docs_ppl", "stdlib_modules", "stdlib_signatures", "stdlib_docstrings"} <= set(names)
   loaded = {t.name: t for t in runner.load_tasks(names)}
-  assert {t.type for t in loaded.values()} == set(runner.RUNNERS)
+  # Retrieval tasks name an index that users build (tests/test_rag.py makes and scores one).
+  assert {t.type for t in loaded.values()} == set(runner.RUNNERS) - runner.MODEL_FREE
   for task in loaded.values():
     assert 12 <= len(task.examples) <= 100
     assert os.path.getsize(task.data_path) < 100_000
