@@ -49,7 +49,7 @@ def minilm_dir() -> str:
 def index_dir(tmp_path_factory):
   root = tmp_path_factory.mktemp("rag")
   docs, questions = module_docs()
-  assert len(docs) >= 40
+  assert len(docs) >= 40  # 43 with CPython 3.11
   embedder = Embedder.load(minilm_dir(), max_len=128)
   out = str(root / "index")
   info = vector_index.build(out, embedder, vector_index.chunk_documents(docs, words=80, overlap=20))
