@@ -5,6 +5,8 @@
   python scripts/serve.py --workdir=runs/sft --guardrails=configs/guardrails/default.py --request_log=serve_logs
   python scripts/serve.py --workdir=runs/sft --rag_index=indexes/docs --rag_top_k=4
   python scripts/serve.py --hf_dir=/models/big --mesh=tensor=8     # tensor-parallel
+  python scripts/serve.py --hf_dir=/models/big --mesh=data=2,tensor=8 --coordinator_address=HOST0:1234 \
+      --num_processes=2 --process_id=$RANK     # multi-host: process 0 serves HTTP, the others follow
 
 Any OpenAI client works against it unchanged:
 
@@ -46,6 +48,9 @@ _LOG_DIR = flags.DEFINE_string("request_log", None, "Where responses and feedbac
 _LOG_MAX_MB = flags.DEFINE_integer("log_max_mb", 64, "Rotate the request log past this size.", lower_bound=1)
 _RAG_INDEX = flags.DEFINE_string("rag_index", None, "A scripts/build_index.py index: retrieve into chat prompts.")
 _RAG_TOP_K = flags.DEFINE_integer("rag_top_k", 4, "Chunks retrieved per request.", lower_bound=1)
+_COORDINATOR = flags.DEFINE_string("coordinator_address", "", "Multi-host: HOST:PORT of process 0.")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", 0, "Multi-host: number of processes.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", -1, "Multi-host: this process's index (0 serves HTTP).")
 _FLAGS = (_WORKDIR, _HF_DIR, _MESH, _NAME, _API_KEY, _SLOTS, _MAX_QUEUE, _PREFILLS, _MAX_N, _GUARDRAILS, _LOG_DIR,
           _LOG_MAX_MB, _RAG_INDEX, _RAG_TOP_K)
 
@@ -56,8 +61,14 @@ def main(argv):
   logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
   import uvicorn
   from scripts.serving import app as app_lib
-  from scripts.serving.load import build_server
+  import jax
+  from parallel import distributed
+  from scripts.serving.load import build_server, follow_leader
+  distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
   try:
+    if jax.process_index() != 0:  # a follower: no HTTP, the leader's batches
+      follow_leader(**{flag.name: flag.value for flag in _FLAGS})
+      return
     server = build_server(**{flag.name: flag.value for flag in _FLAGS})
   except UserError as e:
     sys.exit(f"error: {e}")

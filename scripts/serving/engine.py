@@ -22,6 +22,7 @@ import re
 import threading
 import time
 
+import jax
 import numpy as np
 
 from model.slots import RowSampling, SlotDecoder
@@ -79,6 +80,11 @@ class _Row:
     return self.request.sampling[self.choice]
 
 
+def make_slot_decoder(lm, slots: int) -> SlotDecoder:
+  """The engine's device side; followers of a multi-host server build theirs the same way."""
+  return SlotDecoder(lm.cfg, lm.mesh, slots, lm.max_len)
+
+
 def byte_fallback_ids(tokenizer) -> frozenset:
   """Ids of sentencepiece's byte pieces (<0x41>), whose text settles only when their run ends."""
   pieces = ((i, tokenizer.id_to_token(i)) for i in range(tokenizer.vocab_size))
@@ -89,7 +95,10 @@ class Engine:
   def __init__(self, lm, slots: int = 8, max_queue: int = 256, prefills_per_step: int = 1, metrics=None,
                guard=None):
     self.lm, self.metrics, self.guard = lm, metrics, guard
-    self.decoder = SlotDecoder(lm.cfg, lm.mesh, slots, lm.max_len)
+    self.decoder = make_slot_decoder(lm, slots)
+    if jax.process_count() > 1:  # the other processes make the same device calls (scripts/serving/lockstep.py)
+      from scripts.serving.lockstep import LockstepDecoder
+      self.decoder = LockstepDecoder(self.decoder)
     self.slots, self.context = self.decoder.slots, self.decoder.context
     self.params = self.decoder.prepare_params(lm.params)
     self.cache = self.decoder.empty_cache()
@@ -145,6 +154,8 @@ class Engine:
         if self.occupied == 0:
           self._wake.wait(timeout=0.05)
           self._wake.clear()
+          if hasattr(self.decoder, "heartbeat"):
+            self.decoder.heartbeat()
           continue
         self._decode()
       except Exception:  # noqa: BLE001 - the step itself failed: its requests fail, the server goes on
@@ -153,6 +164,8 @@ class Engine:
           self._fail(row.handle, "the decode step failed")
         self.cache = self.decoder.empty_cache()
       self._gauges()
+    if hasattr(self.decoder, "stop_followers"):
+      self.decoder.stop_followers()
 
   def _gauges(self) -> None:
     if self.metrics:

@@ -11,18 +11,37 @@ from errors import UserError
 from parallel import mesh as mesh_lib
 
 
+def load_model(workdir: str | None, hf_dir: str | None, mesh=()):
+  """The served model; on several processes the default mesh spans all their devices (data axis)."""
+  import jax
+  from evals.lm import LanguageModel
+  sizes = mesh_lib.sizes_from_flag(list(mesh or []))
+  if sizes is None and jax.process_count() > 1:
+    sizes = {"data": -1, "fsdp": 1, "tensor": 1}
+  return LanguageModel.load(workdir=workdir, hf_dir=hf_dir, batch_size=1, mesh_config=sizes)
+
+
+def follow_leader(workdir: str | None = None, hf_dir: str | None = None, mesh=(), slots: int = 8, **_) -> None:
+  """A process other than 0 of a multi-host server: the same model and device calls as process 0's engine,
+  in the same order, until process 0 stops (scripts/serving/lockstep.py)."""
+  from scripts.serving import lockstep
+  from scripts.serving.engine import make_slot_decoder
+  lm = load_model(workdir, hf_dir, mesh)
+  decoder = make_slot_decoder(lm, slots)
+  params = decoder.prepare_params(lm.params)
+  lockstep.follow(decoder, params, decoder.empty_cache())
+
+
 def build_server(workdir: str | None = None, hf_dir: str | None = None, mesh=(), served_model_name=None,
                  api_key=None, slots: int = 8, max_queue: int = 256, prefills_per_step: int = 1, max_n: int = 8,
                  guardrails=None, request_log=None, log_max_mb: int = 64, rag_index=None, rag_top_k: int = 4):
   """A Server (model, engine, options) from scripts/serve.py's flags; tests call it directly."""
-  from evals.lm import LanguageModel
   from scripts.serving import app as app_lib
   from scripts.serving import guardrails as guardrails_lib
   from scripts.serving import metrics
   from scripts.serving import request_log as log_lib
   from scripts.serving.engine import Engine
-  lm = LanguageModel.load(workdir=workdir, hf_dir=hf_dir, batch_size=1,
-                          mesh_config=mesh_lib.sizes_from_flag(list(mesh or [])))
+  lm = load_model(workdir, hf_dir, mesh)
   if lm.text_to_text:
     raise UserError("serving encoder-decoders (T5) is not supported yet; serve a decoder")
   guard = guardrails_lib.load(guardrails) if guardrails else None
