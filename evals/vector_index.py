@@ -63,7 +63,11 @@ def build(index_dir: str, embedder, chunks: list[Chunk], url: str | None = None,
   os.makedirs(work)
   try:
     client = _client(path=os.path.join(work, "qdrant"), url=url)
-    if client.collection_exists(collection):
+    if client.collection_exists(collection):  # only a server's: a local store starts empty
+      if not overwrite:
+        client.close()
+        raise UserError(f"the Qdrant server at {url} already has a collection {collection!r}; choose another "
+                        "--collection or pass --overwrite to replace it")
       client.delete_collection(collection)
     client.create_collection(collection, vectors_config=models.VectorParams(size=embedder.dim,
                                                                             distance=models.Distance.COSINE))

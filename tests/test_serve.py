@@ -290,3 +290,33 @@ def test_a_disconnected_stream_frees_its_slot(served):
   while server.engine.occupied and time.time() < deadline:
     time.sleep(0.05)
   assert server.engine.occupied == 0
+
+
+def test_a_failed_decode_step_fails_its_requests_and_the_server_recovers(served, monkeypatch):
+  url, server = served
+  step = server.engine.decoder.step
+  calls = {"n": 0}
+
+  def failing_once(*args, **kwargs):
+    calls["n"] += 1
+    if calls["n"] == 1:
+      raise RuntimeError("planted step failure")
+    return step(*args, **kwargs)
+  monkeypatch.setattr(server.engine.decoder, "step", failing_once)
+  failed = httpx.post(url + "/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 5}, timeout=60)
+  assert failed.status_code == 500 and "decode step failed" in failed.json()["error"]["message"]
+  ok = httpx.post(url + "/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 5}, timeout=60)
+  assert ok.status_code == 200 and ok.json()["usage"]["completion_tokens"] >= 1
+
+
+def test_an_engine_that_cannot_recover_says_so(tiny_hf_base, monkeypatch):
+  with running_server(hf_dir=tiny_hf_base, slots=2) as (url, server):
+    def broken(*args, **kwargs):
+      raise RuntimeError("planted: no memory left")
+    monkeypatch.setattr(server.engine.decoder, "step", broken)
+    monkeypatch.setattr(server.engine.decoder, "empty_cache", broken)
+    first = httpx.post(url + "/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 5}, timeout=60)
+    assert first.status_code in (500, 503)
+    assert httpx.get(url + "/health").status_code == 503
+    later = httpx.post(url + "/v1/completions", json={"model": MODEL, "prompt": "x", "max_tokens": 5}, timeout=60)
+    assert later.status_code == 503

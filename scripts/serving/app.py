@@ -103,6 +103,8 @@ def create_app(server: Server) -> FastAPI:
 
   @app.get("/health")
   async def health():
+    if not engine.alive:
+      return JSONResponse({"status": "engine stopped"}, status_code=503)
     return {"status": "ok", "slots": engine.slots, "occupied": engine.occupied, "queue_depth": engine.queue_depth}
 
   @app.get("/metrics")
@@ -133,6 +135,8 @@ def create_app(server: Server) -> FastAPI:
 
   @app.post("/detokenize")
   async def detokenize(body: protocol.DetokenizeRequest):
+    if any(not 0 <= t < lm.tokenizer.vocab_size for t in body.tokens):
+      raise ApiError(400, f"tokens: ids must be in [0, {lm.tokenizer.vocab_size})", "tokens")
     return {"prompt": lm.decode(body.tokens)}
 
   # ------------------------------------------------------------ generation
@@ -229,7 +233,7 @@ def _completion_prompts(lm, prompt) -> list:
     prompts = list(prompt)
   if not prompts:
     raise ApiError(400, "prompt: an empty list; send a string, a list of strings or token ids", "prompt")
-  vocab = lm.cfg.vocab_size
+  vocab = min(lm.cfg.vocab_size, lm.tokenizer.vocab_size)
   for p in prompts:
     if not isinstance(p, str) and any(not 0 <= t < vocab for t in p):
       raise ApiError(400, f"prompt: token ids must be in [0, {vocab})", "prompt")
@@ -314,13 +318,20 @@ async def _respond(server: Server, request: Request, rid: str, kind: str, body, 
   async def events():
     """The engine's events for this request until every choice is done; cancels on disconnect."""
     nonlocal pending
+    checked = time.monotonic()
     while pending:
       try:
         event = await asyncio.wait_for(handle.events.get(), DISCONNECT_POLL_S)
       except asyncio.TimeoutError:
+        event = None
+      if time.monotonic() - checked >= DISCONNECT_POLL_S:  # also while tokens keep arriving
+        checked = time.monotonic()
         if await request.is_disconnected():
           handle.cancelled = True
           return
+        if not server.engine.alive:
+          raise ApiError(503, f"request {rid}: the engine has stopped", kind="server_error")
+      if event is None:
         continue
       if event["type"] == "error":
         raise ApiError(500, f"request {rid} failed in the engine: {event['message']}", kind="server_error")
@@ -372,14 +383,14 @@ async def _respond(server: Server, request: Request, rid: str, kind: str, body, 
         if include_usage:
           yield _sse(fmt.base("chat.completion.chunk" if chat else "text_completion") | {"choices": [],
                                                                                            "usage": usage()})
+        if pending == 0:  # logged before [DONE]: feedback sent right after the stream finds the id
+          await asyncio.to_thread(log_response)
         yield "data: [DONE]\n\n"
       except ApiError as e:
         yield _sse(e.body())
         yield "data: [DONE]\n\n"
       finally:
         handle.cancelled = handle.cancelled or pending > 0
-        if pending == 0:
-          await asyncio.to_thread(log_response)
     return StreamingResponse(sse(), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Request-Id": rid})
 

@@ -109,6 +109,7 @@ class Engine:
     self._lock = threading.Lock()
     self._wake = threading.Event()
     self._stopping = False
+    self._dead = False
     self._thread = threading.Thread(target=self._run, name="strata-engine", daemon=True)
 
   # ------------------------------------------------------------ HTTP side
@@ -130,8 +131,14 @@ class Engine:
   def occupied(self) -> int:
     return sum(r is not None for r in self.rows)
 
+  @property
+  def alive(self) -> bool:
+    return not self._dead and self._thread.is_alive()
+
   def submit(self, requests: list[GenRequest], handle: Handle) -> None:
     """Queues all prompts of one HTTP request, or none: a full queue is a 429 at once."""
+    if not self.alive:
+      raise ApiError(503, "the engine has stopped; restart the server", kind="server_error")
     if any(len(r.sampling) > self.slots for r in requests):
       raise ApiError(400, f"n={len(requests[0].sampling)} needs more decode slots than the server's "
                      f"{self.slots}", "n")
@@ -160,9 +167,15 @@ class Engine:
         self._decode()
       except Exception:  # noqa: BLE001 - the step itself failed: its requests fail, the server goes on
         logger.exception("decode step failed; failing the requests in it")
-        for row in [r for r in self.rows if r is not None]:
-          self._fail(row.handle, "the decode step failed")
-        self.cache = self.decoder.empty_cache()
+        try:
+          for row in [r for r in self.rows if r is not None]:
+            self._fail(row.handle, "the decode step failed")
+          self._reset_cache()
+        except Exception:  # noqa: BLE001 - cannot recover: fail everything and stop taking requests
+          logger.exception("the engine cannot recover; it stops")
+          self._dead = True
+          self._fail_all("the engine stopped")
+          return
       self._gauges()
     if hasattr(self.decoder, "stop_followers"):
       self.decoder.stop_followers()
@@ -270,8 +283,20 @@ class Engine:
     if self.metrics:
       self.metrics.engine_errors.inc()
     if any(x.is_deleted() for x in self.cache.values()):  # the failure consumed the donated cache
-      for slot, row in enumerate(self.rows):
-        if row is not None:
-          self.rows[slot] = None
-          row.handle.emit(dict(type="error", message="the engine restarted its cache"))
-      self.cache = self.decoder.empty_cache()
+      self._fail_all("the engine restarted its cache")
+      self._reset_cache()
+
+  def _fail_all(self, message: str) -> None:
+    for slot, row in enumerate(self.rows):
+      if row is not None:
+        self.rows[slot] = None
+        row.handle.emit(dict(type="error", message=message))
+    with self._lock:
+      pending, self._pending = list(self._pending), collections.deque()
+    for _, handle in pending:
+      handle.emit(dict(type="error", message=message))
+
+  def _reset_cache(self) -> None:
+    """A fresh KV cache (the old one is dropped first: two need not fit); on several processes, all reset."""
+    self.cache = None
+    self.cache = self.decoder.reset_cache() if hasattr(self.decoder, "reset_cache") else self.decoder.empty_cache()

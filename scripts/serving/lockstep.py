@@ -11,6 +11,7 @@ long enough to time out; on shutdown it sends STOP.
 """
 
 import json
+import logging
 import time
 
 import numpy as np
@@ -18,7 +19,7 @@ from jax.experimental import multihost_utils
 
 from model.slots import RowSampling
 
-STOP, IDLE, PREFILL, STEP = 0, 1, 2, 3
+STOP, IDLE, PREFILL, STEP, RESET = 0, 1, 2, 3, 4
 HEARTBEAT_S = 1.0
 
 
@@ -57,6 +58,11 @@ class LockstepDecoder:
     self._last_sent = time.monotonic()
     return self.decoder.step(params, cache, token_S, position_S, sampling_S, index_S)
 
+  def reset_cache(self):
+    _broadcast(RESET)
+    self._last_sent = time.monotonic()
+    return self.decoder.empty_cache()
+
   def heartbeat(self) -> None:
     if time.monotonic() - self._last_sent >= HEARTBEAT_S:
       _broadcast(IDLE)
@@ -75,12 +81,23 @@ def follow(decoder, params, cache) -> None:
     op, args = _broadcast(IDLE)
     if op == STOP:
       return
-    if op == PREFILL:
-      t, k, p, seed, choice = args["sampling"]
-      cache, _ = decoder.prefill(params, cache, args["prompt"], args["slot"], RowSampling(t, k, p, seed, choice),
-                                 args["score"])
-    elif op == STEP:
-      sampling = {name: np.asarray(v, _DTYPES[name]) for name, v in args["sampling"].items()}
-      cache, *_ = decoder.step(params, cache, np.asarray(args["token"], np.int32),
-                               np.asarray(args["position"], np.int32), sampling,
-                               np.asarray(args["index"], np.int32))
+    if op == RESET:
+      cache = None  # dropped before the new one is made: two need not fit
+    try:
+      cache = _apply(decoder, params, cache, op, args)
+    except Exception:  # noqa: BLE001 - the leader failed the same call; it resets the cache next (RESET)
+      logging.exception("follower: a %s call failed", {PREFILL: "prefill", STEP: "step"}.get(op, op))
+
+
+def _apply(decoder, params, cache, op: int, args):
+  if op == RESET:
+    return decoder.empty_cache()
+  if op == PREFILL:
+    t, k, p, seed, choice = args["sampling"]
+    cache, _ = decoder.prefill(params, cache, args["prompt"], args["slot"], RowSampling(t, k, p, seed, choice),
+                               args["score"])
+  elif op == STEP:
+    sampling = {name: np.asarray(v, _DTYPES[name]) for name, v in args["sampling"].items()}
+    cache, *_ = decoder.step(params, cache, np.asarray(args["token"], np.int32),
+                             np.asarray(args["position"], np.int32), sampling, np.asarray(args["index"], np.int32))
+  return cache
