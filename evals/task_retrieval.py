@@ -16,14 +16,6 @@ from evals import metrics
 from evals import tasks as tasks_lib
 
 
-def _distinct(hits: list[dict]) -> list[str]:
-  seen = []
-  for h in hits:
-    if h["source"] not in seen:
-      seen.append(h["source"])
-  return seen
-
-
 def run(task, lm, limit: int | None) -> dict:
   del lm
   from evals.vector_index import VectorIndex
@@ -34,7 +26,7 @@ def run(task, lm, limit: int | None) -> dict:
     hits = index.search([tasks_lib.prompt(task, ex) for ex in examples], max(task.spec["k"]) * 4)
   finally:
     index.close()
-  rankings = [_distinct(h) for h in hits]
+  rankings = [list(dict.fromkeys(hit["source"] for hit in h)) for h in hits]  # distinct, best first
   details = [{"line": task.lines[i], "ranking": rankings[i][:max(task.spec["k"])], "relevant": ex["relevant"]}
              for i, ex in enumerate(examples)]
   return {"examples": len(examples), **metrics.ranking(rankings, [ex["relevant"] for ex in examples],

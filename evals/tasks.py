@@ -198,7 +198,7 @@ def _check_spec(path: str, spec: dict, key_lines: dict) -> dict:
     if out["data"] is None:
       check.fail("data", "is missing: give the JSONL file of examples (relative to the spec file)")
     out["prompt"] = check.template("prompt", DEFAULT_PROMPTS[task_type])
-    out["num_fewshot"] = check.integer("num_fewshot", 0) if task_type != "retrieval" else 0
+    out["num_fewshot"] = check.integer("num_fewshot", 0)
     out["fewshot_data"] = check.string("fewshot_data", allow_empty=False)
     out["fewshot_separator"] = check.string("fewshot_separator", "\n\n")
     out["fewshot_seed"] = check.integer("fewshot_seed", 1234)
@@ -249,19 +249,23 @@ def _check_generation(check: _SpecChecker) -> dict:
 
 
 def _check_ranking(check: _SpecChecker) -> dict:
+  return {"normalize": check.boolean("normalize", False), "k": _check_ks(check)}
+
+
+def _check_ks(check: _SpecChecker) -> list[int]:
   ks = check.spec.get("k", [1, 5])
   ks = [ks] if isinstance(ks, int) and not isinstance(ks, bool) else ks
   if not isinstance(ks, list) or not ks or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0
                                                    for k in ks):
     check.fail("k", f"must be a positive integer or a list of them (recall@k), got {ks!r}")
-  return {"normalize": check.boolean("normalize", False), "k": ks}
+  return ks
 
 
 def _check_retrieval(check: _SpecChecker) -> dict:
   index = check.string("index", allow_empty=False)
   if index is None:
     check.fail("index", "is missing: give the index directory scripts/build_index.py wrote (relative to the spec)")
-  return {"index": index, "k": _check_ranking(check)["k"]}
+  return {"index": index, "k": _check_ks(check)}
 
 
 _TYPE_CHECKS = {"classification": _check_classification, "multiple_choice": _check_multiple_choice,

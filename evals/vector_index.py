@@ -14,9 +14,8 @@ import dataclasses
 import json
 import os
 import re
-import shutil
-import uuid
 
+from data.prep_io import atomic_directory, write_json_atomic
 from errors import UserError
 
 INDEX_FILE = "index.json"
@@ -59,37 +58,29 @@ def build(index_dir: str, embedder, chunks: list[Chunk], url: str | None = None,
     raise UserError("no text to index: every input was empty")
   if os.path.exists(index_dir) and not overwrite:
     raise UserError(f"{index_dir} exists; pass --overwrite to replace it")
-  work = f"{index_dir.rstrip('/')}.tmp-{uuid.uuid4().hex[:8]}"
-  os.makedirs(work)
-  try:
+  with atomic_directory(index_dir) as work:
     client = _client(path=os.path.join(work, "qdrant"), url=url)
-    if client.collection_exists(collection):  # only a server's: a local store starts empty
-      if not overwrite:
-        client.close()
-        raise UserError(f"the Qdrant server at {url} already has a collection {collection!r}; choose another "
-                        "--collection or pass --overwrite to replace it")
-      client.delete_collection(collection)
-    client.create_collection(collection, vectors_config=models.VectorParams(size=embedder.dim,
-                                                                            distance=models.Distance.COSINE))
-    for start in range(0, len(chunks), UPSERT_BATCH):
-      batch = chunks[start:start + UPSERT_BATCH]
-      vectors = embedder.embed([c.text for c in batch])
-      client.upsert(collection, points=[
-          models.PointStruct(id=start + i, vector=v.tolist(),
-                             payload={"source": c.source, "chunk": c.index, "text": c.text})
-          for i, (c, v) in enumerate(zip(batch, vectors))])
-    client.close()
+    try:
+      if client.collection_exists(collection):  # only a server's: a local store starts empty
+        if not overwrite:
+          raise UserError(f"the Qdrant server at {url} already has a collection {collection!r}; choose another "
+                          "--collection or pass --overwrite to replace it")
+        client.delete_collection(collection)
+      client.create_collection(collection, vectors_config=models.VectorParams(size=embedder.dim,
+                                                                              distance=models.Distance.COSINE))
+      for start in range(0, len(chunks), UPSERT_BATCH):
+        batch = chunks[start:start + UPSERT_BATCH]
+        vectors = embedder.embed([c.text for c in batch])
+        client.upsert(collection, points=[
+            models.PointStruct(id=start + i, vector=v.tolist(),
+                               payload={"source": c.source, "chunk": c.index, "text": c.text})
+            for i, (c, v) in enumerate(zip(batch, vectors))])
+    finally:
+      client.close()  # an open local store stays locked
     info = {"encoder": os.path.abspath(embedder.source), "collection": collection, "url": url,
             "dim": embedder.dim, "chunks": len(chunks), "documents": len({c.source for c in chunks}),
             "max_len": embedder.max_len, "chunking": chunking or {}}
-    with open(os.path.join(work, INDEX_FILE), "w") as f:
-      json.dump(info, f, indent=2)
-    if os.path.exists(index_dir):
-      shutil.rmtree(index_dir)
-    os.rename(work, index_dir)
-  finally:
-    if os.path.exists(work):
-      shutil.rmtree(work)
+    write_json_atomic(os.path.join(work, INDEX_FILE), info)
   return info
 
 

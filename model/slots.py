@@ -29,7 +29,7 @@ TOP_LOGPROBS = 5  # OpenAI's completions API returns at most 5 alternatives per 
 
 @dataclasses.dataclass(frozen=True)
 class RowSampling:
-  """One row's sampling settings; `choice` tells apart the n samples of one request."""
+  """One row's sampling settings; `choice` tells apart the n samples of one request. `seed` is 32-bit."""
   temperature: float = 0.0
   top_k: int = 0
   top_p: float = 1.0
@@ -82,6 +82,16 @@ class SlotDecoder(Decoder):
                    out_shardings=self._sh["cache"])
     with sharding.activate(self.mesh):
       return make()
+
+  def reset_cache(self) -> dict:
+    """A new cache after a failure; a multi-host leader's version makes its followers reset too."""
+    return self.empty_cache()
+
+  def heartbeat(self) -> None:
+    """Nothing on one process (a multi-host leader keeps its followers' collectives alive)."""
+
+  def stop_followers(self) -> None:
+    """Nothing on one process (a multi-host leader ends its followers' loops)."""
 
   def prompt_bucket(self, length: int) -> int:
     return min(bucket(length, 16), self.context)
@@ -138,7 +148,7 @@ class SlotDecoder(Decoder):
                                                 out_shardings=(self._sh["cache"],) + (rep,) * (7 if score_prompt else 4))
     host = lambda x: sharding.from_host(np.asarray(x), self._sh["replicated"])  # noqa: E731
     args = (tokens, np.int32(length), np.int32(slot), np.float32(sampling.temperature), np.int32(sampling.top_k),
-            np.float32(sampling.top_p), np.uint32(sampling.seed % 2**32), np.int32(sampling.choice))
+            np.float32(sampling.top_p), np.uint32(sampling.seed), np.int32(sampling.choice))
     with sharding.activate(self.mesh):
       out = self._prefill_jit[score_prompt](params, cache, *map(host, args))
     cache, rest = out[0], [np.asarray(x) for x in out[1:]]

@@ -278,7 +278,7 @@ def _max_tokens(engine: Engine, ids, requested: int | None, field: str, default:
 def _gen_requests(server: Server, body, ids, max_tokens: int, score: bool) -> list[GenRequest]:
   if body.n > server.max_n:
     raise ApiError(400, f"n={body.n}: this server returns at most {server.max_n} choices per prompt", "n")
-  seed = body.seed if body.seed is not None else secrets.randbits(32)
+  seed = body.seed % 2**32 if body.seed is not None else secrets.randbits(32)  # the sampler's keys are 32-bit
   top_k = max(body.top_k, 0)
   return [GenRequest(prompt=p, max_tokens=max_tokens, stop=body.stops, score_prompt=score, ignore_eos=body.ignore_eos,
                      first_choice=i * body.n, prompt_index=i,

@@ -161,8 +161,7 @@ class Engine:
         if self.occupied == 0:
           self._wake.wait(timeout=0.05)
           self._wake.clear()
-          if hasattr(self.decoder, "heartbeat"):
-            self.decoder.heartbeat()
+          self.decoder.heartbeat()
           continue
         self._decode()
       except Exception:  # noqa: BLE001 - the step itself failed: its requests fail, the server goes on
@@ -174,11 +173,10 @@ class Engine:
         except Exception:  # noqa: BLE001 - cannot recover: fail everything and stop taking requests
           logger.exception("the engine cannot recover; it stops")
           self._dead = True
-          self._fail_all("the engine stopped")
+          self._fail_all("the engine stopped", waiting_too=True)
           return
       self._gauges()
-    if hasattr(self.decoder, "stop_followers"):
-      self.decoder.stop_followers()
+    self.decoder.stop_followers()
 
   def _gauges(self) -> None:
     if self.metrics:
@@ -204,6 +202,9 @@ class Engine:
       except Exception as e:  # noqa: BLE001 - this request fails alone
         logger.exception("request %s failed in prefill", handle.id)
         self._fail(handle, f"{type(e).__name__}: {e}")
+        if any(x.is_deleted() for x in self.cache.values()):  # the failed prefill consumed the donated cache
+          self._fail_all("the engine restarted its cache")
+          self._reset_cache()
 
   def _prefill(self, request: GenRequest, handle: Handle, free: list[int]) -> None:
     for choice, sampling in enumerate(request.sampling):
@@ -235,7 +236,7 @@ class Engine:
       token_S[slot], position_S[slot], index_S[slot] = row.stream.ids[-1], row.position, row.emitted
       s = row.sampling
       for name in sampling_S:
-        sampling_S[name][slot] = getattr(s, name) % 2**32 if name == "seed" else getattr(s, name)
+        sampling_S[name][slot] = getattr(s, name)
     self.cache, next_S, logprob_S, top_ids_SxK, top_lp_SxK = self.decoder.step(
         self.params, self.cache, token_S, position_S, sampling_S, index_S)
     for slot, row in active:
@@ -282,21 +283,20 @@ class Engine:
     handle.emit(dict(type="error", message=message))
     if self.metrics:
       self.metrics.engine_errors.inc()
-    if any(x.is_deleted() for x in self.cache.values()):  # the failure consumed the donated cache
-      self._fail_all("the engine restarted its cache")
-      self._reset_cache()
 
-  def _fail_all(self, message: str) -> None:
+  def _fail_all(self, message: str, waiting_too: bool = False) -> None:
+    """Fails every running request (and, with waiting_too, every queued one)."""
     for slot, row in enumerate(self.rows):
       if row is not None:
         self.rows[slot] = None
         row.handle.emit(dict(type="error", message=message))
-    with self._lock:
-      pending, self._pending = list(self._pending), collections.deque()
-    for _, handle in pending:
-      handle.emit(dict(type="error", message=message))
+    if waiting_too:
+      with self._lock:
+        pending, self._pending = list(self._pending), collections.deque()
+      for _, handle in pending:
+        handle.emit(dict(type="error", message=message))
 
   def _reset_cache(self) -> None:
     """A fresh KV cache (the old one is dropped first: two need not fit); on several processes, all reset."""
     self.cache = None
-    self.cache = self.decoder.reset_cache() if hasattr(self.decoder, "reset_cache") else self.decoder.empty_cache()
+    self.cache = self.decoder.reset_cache()

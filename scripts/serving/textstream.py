@@ -23,10 +23,6 @@ class TextStream:
     self._hold = max([len(s) - 1 for s in self.stop] + [guard.hold if guard else 0])
     self._searched = 0  # stop strings cannot start before this offset of the text
 
-  @property
-  def text(self) -> str:
-    return self.released
-
   def push(self, token: int) -> tuple[str, str | None]:
     if token == self.eos_id:
       return self._release(self.decode(self.ids), final=True), "stop"
@@ -76,10 +72,7 @@ class TextStream:
     if not text.startswith(self.released):  # a redaction reached back over released text: wait for the end
       if not final:
         return ""
-      common = 0
-      while common < min(len(text), len(self.released)) and text[common] == self.released[common]:
-        common += 1
-      text = self.released + text[common:]
+      text = self.released + text[len(os.path.commonprefix([text, self.released])):]
     delta = text[len(self.released):]
     self.released = text
     return delta
