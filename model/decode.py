@@ -27,11 +27,10 @@ from jax.sharding import PartitionSpec
 from errors import UserError
 from model.config import ModelConfig
 from model.sampling import SamplingConfig, next_token
-from model import families
+from model import families, kv_cache
 from model.transformer import unstacked_params
 from parallel import sharding
 
-CACHE_AXES = PartitionSpec("layers", "batch", "act_kv_heads", "length", "head_dim")  # [L, B, K, S, H]
 DONE = -1  # fills a row's output after it stopped
 
 
@@ -97,7 +96,7 @@ class Decoder:
 
   def _shardings(self):
     named = lambda spec: sharding.logical_to_sharding(spec, self.mesh)  # noqa: E731
-    return dict(cache=named({"k": CACHE_AXES, "v": CACHE_AXES}), rows=named(PartitionSpec("batch")),
+    return dict(cache=named(kv_cache.axes(self.cfg.num_layers)), rows=named(PartitionSpec("batch")),
                 tokens=sharding.batch_sharding(self.mesh), replicated=sharding.replicated(self.mesh))
 
   def _functions(self, sampling: SamplingConfig, stop_ids: tuple[int, ...], params):
@@ -114,8 +113,7 @@ class Decoder:
 
     def prefill(params, tokens_BxT, lengths_B, seed, cache_len):
       batch, length = tokens_BxT.shape
-      shape = (cfg.num_layers, batch, cfg.num_kv_heads, cache_len, cfg.head_dim)
-      cache = {name: jnp.zeros(shape, cfg.compute_dtype) for name in ("k", "v")}
+      cache = kv_cache.empty(cfg, cfg.num_layers, batch, cache_len)
       positions_BxT = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), tokens_BxT.shape)
       logits_Bx1xV, cache = model.apply({"params": params}, tokens_BxT, positions_BxT, jnp.ones_like(tokens_BxT),
                                         cache=cache, logits_at_BxK=(lengths_B - 1)[:, None])

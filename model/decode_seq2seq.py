@@ -20,7 +20,8 @@ from jax.sharding import PartitionSpec
 
 from errors import UserError
 from model import t5
-from model.decode import CACHE_AXES, Decoder, bucket
+from model import kv_cache
+from model.decode import Decoder, bucket
 from model.sampling import SamplingConfig, next_token
 from parallel import sharding
 
@@ -33,8 +34,8 @@ class Seq2SeqDecoder(Decoder):
 
   def _shardings(self):
     named = lambda spec: sharding.logical_to_sharding(spec, self.mesh)  # noqa: E731
-    cache = {name: CACHE_AXES for name in ("k", "v", "cross_k", "cross_v")}
-    return {**super()._shardings(), "cache": named({**cache, "enc_segments": PartitionSpec("batch", "length")})}
+    layers = kv_cache.axes(self.cfg.num_decoder_layers or self.cfg.num_layers, ("k", "v", "cross_k", "cross_v"))
+    return {**super()._shardings(), "cache": named({"layers": layers, "enc_segments": PartitionSpec("batch", "length")})}
 
   def _check_lengths(self, prompts, max_new_tokens: int) -> None:
     if not prompts or any(len(p) == 0 for p in prompts):
@@ -52,13 +53,12 @@ class Seq2SeqDecoder(Decoder):
   def _step(self, params, cache, token_B, position_B, enc_BxSxD=None, enc_positions_BxS=None):
     """One decoder step: (logits [B, V], the cache with this token's keys and values). The first step
     passes the encoder's output, whose cross-attention keys and values it adds to the cache."""
-    enc_segments_BxS = cache["enc_segments"]
-    layers = {k: v for k, v in cache.items() if k != "enc_segments"}
+    enc_segments_BxS, layers = cache["enc_segments"], cache["layers"]
     token_Bx1 = token_B[:, None]
     logits_Bx1xV, layers = self.model.apply({"params": params}, enc_BxSxD, enc_positions_BxS, enc_segments_BxS,
                                             token_Bx1, position_B[:, None], jnp.ones_like(token_Bx1), cache=layers,
                                             method="decode")
-    return logits_Bx1xV[:, 0], {**layers, "enc_segments": enc_segments_BxS}
+    return logits_Bx1xV[:, 0], {"layers": layers, "enc_segments": enc_segments_BxS}
 
   def _prefill_fn(self, sampling: SamplingConfig):
     """The encoder over the prompts (right-padded: `lengths` mark their tokens), then the decoder's first
@@ -70,10 +70,9 @@ class Seq2SeqDecoder(Decoder):
       positions_BxS = jnp.broadcast_to(jnp.arange(length, dtype=jnp.int32), tokens_BxS.shape)
       segments_BxS = (positions_BxS < lengths_B[:, None]).astype(jnp.int32)
       enc_BxSxD = model.apply({"params": params}, tokens_BxS, positions_BxS, segments_BxS, method="encode")
-      shape = (cfg.num_decoder_layers or cfg.num_layers, batch, cfg.num_kv_heads, cache_len, cfg.head_dim)
-      cache = {name: jnp.zeros(shape, cfg.compute_dtype) for name in ("k", "v")}
+      cache = kv_cache.empty(cfg, cfg.num_decoder_layers or cfg.num_layers, batch, cache_len)
       start_B = jnp.full((batch,), cfg.decoder_start_id, jnp.int32)
-      logits_BxV, cache = self._step(params, {**cache, "enc_segments": segments_BxS}, start_B,
+      logits_BxV, cache = self._step(params, {"layers": cache, "enc_segments": segments_BxS}, start_B,
                                      jnp.zeros_like(start_B), enc_BxSxD, positions_BxS)
       return cache, next_token(logits_BxV, jax.random.fold_in(jax.random.key(seed), 0), sampling)
     return prefill

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from model import kv_cache
 from model.config import ModelConfig
 from model.decode import Decoder, bucket
 from model.sampling import logprobs_of, next_token_rows
@@ -76,14 +77,13 @@ class SlotDecoder(Decoder):
     with sharding.activate(self.mesh):
       return self._unstack(params)
 
-  def empty_cache(self) -> dict:
-    shape = (self.cfg.num_layers, self.slots, self.cfg.num_kv_heads, self.context, self.cfg.head_dim)
-    make = jax.jit(lambda: {name: jnp.zeros(shape, self.cfg.compute_dtype) for name in ("k", "v")},
+  def empty_cache(self) -> list[dict]:
+    make = jax.jit(lambda: kv_cache.empty(self.cfg, self.cfg.num_layers, self.slots, self.context),
                    out_shardings=self._sh["cache"])
     with sharding.activate(self.mesh):
       return make()
 
-  def reset_cache(self) -> dict:
+  def reset_cache(self) -> list[dict]:
     """A new cache after a failure; a multi-host leader's version makes its followers reset too."""
     return self.empty_cache()
 
@@ -103,16 +103,14 @@ class SlotDecoder(Decoder):
 
     def prefill(params, cache, tokens_1xT, length, slot, temperature, top_k, top_p, seed, choice):
       padded = tokens_1xT.shape[1]
-      shape = (cfg.num_layers, 1, cfg.num_kv_heads, padded, cfg.head_dim)
-      row_cache = {name: jnp.zeros(shape, cfg.compute_dtype) for name in ("k", "v")}
+      row_cache = kv_cache.empty(cfg, cfg.num_layers, 1, padded)
       positions_1xT = jnp.arange(padded, dtype=jnp.int32)[None]
       logits_at = None if score_prompt else jnp.reshape(length - 1, (1, 1))
       logits_1xTxV, row_cache = model.apply({"params": params}, tokens_1xT, positions_1xT,
                                             jnp.ones_like(tokens_1xT), cache=row_cache, logits_at_BxK=logits_at)
       last_1xV = (jax.lax.dynamic_slice_in_dim(logits_1xTxV, length - 1, 1, axis=1) if score_prompt
                   else logits_1xTxV)[:, 0]
-      cache = {name: jax.lax.dynamic_update_slice(cache[name], row_cache[name], (0, slot, 0, 0, 0))
-               for name in ("k", "v")}
+      cache = jax.tree.map(lambda buf, row: jax.lax.dynamic_update_slice(buf, row, (slot, 0, 0, 0)), cache, row_cache)
       key_1 = _row_keys(seed[None], choice[None], jnp.zeros((1,), jnp.int32))
       token_1 = next_token_rows(last_1xV, temperature[None], top_k[None], top_p[None], key_1)
       first = logprobs_of(last_1xV, token_1, TOP_LOGPROBS)
@@ -127,9 +125,9 @@ class SlotDecoder(Decoder):
                 index_S):
     # Attend over the first `span` cache positions only (every row's position is below it): a step's cost
     # follows the longest running request, not the context the cache could hold.
-    window = {name: jax.lax.slice_in_dim(cache[name], 0, span, axis=3) for name in cache}
+    window = jax.tree.map(lambda buf: jax.lax.slice_in_dim(buf, 0, span, axis=2), cache)
     logits_SxV, window = self._step(params, window, token_S, position_S)
-    cache = {name: jax.lax.dynamic_update_slice_in_dim(cache[name], window[name], 0, axis=3) for name in cache}
+    cache = jax.tree.map(lambda buf, w: jax.lax.dynamic_update_slice_in_dim(buf, w, 0, axis=2), cache, window)
     next_S = next_token_rows(logits_SxV, temperature_S, top_k_S, top_p_S, _row_keys(seed_S, choice_S, index_S))
     return (cache, next_S) + logprobs_of(logits_SxV, next_S, TOP_LOGPROBS)
 

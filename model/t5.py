@@ -22,7 +22,7 @@ import jax.numpy as jnp
 
 from model.attention import Attention
 from model.config import ModelConfig
-from model import lora
+from model import kv_cache, lora
 from model.layers import Embed, Mlp, Norm, param_init
 from model.transformer import REMAT_POLICIES
 
@@ -192,8 +192,8 @@ class EncoderDecoderModel(nn.Module):
              cache=None):
     """Logits [B, T, V] (float32) of the next target token at every decoder position.
 
-    Generation (model/decode_seq2seq.py) passes a `cache` of stacked layers, {"k", "v"}: [L, B, K, slots, H]
-    and, after the first step, {"cross_k", "cross_v"}: [L, B, K, S, H], and gets (logits, cache) back; the
+    Generation (model/decode_seq2seq.py) passes a `cache` (model/kv_cache.py), per layer {"k", "v"}:
+    [B, K, slots, H] and, after the first step, {"cross_k", "cross_v"}: [B, K, S, H], and gets (logits, cache) back; the
     first step computes the cross-attention keys and values from `enc_BxSxD`, later steps pass None.
     """
     cfg = self.cfg
@@ -201,7 +201,7 @@ class EncoderDecoderModel(nn.Module):
     if cache is None:
       bias_BxNxTxT = self.decoder_bias(positions_BxT, positions_BxT)
     else:  # every cache slot is a key position; the slots after a query's position are masked
-      slots = cache["k"].shape[3]
+      slots = kv_cache.slots(cache)
       bias_BxNxTxT = self.decoder_bias(positions_BxT, jnp.arange(slots, dtype=positions_BxT.dtype)[None, :])
     new_cache = []
     if cfg.scan_layers:
@@ -215,7 +215,7 @@ class EncoderDecoderModel(nn.Module):
                         enc_segments_BxS)
       else:
         x_BxTxD, layer_cache = layer(x_BxTxD, positions_BxT, segments_BxT, bias_BxNxTxT, enc_BxSxD,
-                                     enc_positions_BxS, enc_segments_BxS, {k: c[i] for k, c in cache.items()})
+                                     enc_positions_BxS, enc_segments_BxS, cache[i])
         new_cache.append(layer_cache)
     x_BxTxD = self.decoder_norm(x_BxTxD)
     if cfg.tie_embeddings:
@@ -226,7 +226,7 @@ class EncoderDecoderModel(nn.Module):
     logits_BxTxV = nn.with_logical_constraint(logits_BxTxV, ("batch", "length", "act_vocab"))
     if cache is None:
       return logits_BxTxV
-    return logits_BxTxV, {k: jnp.stack([c[k] for c in new_cache]) for k in new_cache[0]}
+    return logits_BxTxV, new_cache
 
   def __call__(self, enc_tokens_BxS, enc_positions_BxS, enc_segments_BxS, tokens_BxT, positions_BxT,
                segments_BxT):

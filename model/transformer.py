@@ -60,9 +60,10 @@ class _ScanBody(nn.Module):
 class TransformerStack(nn.Module):
   """The layers, scanned (one compiled layer: fast compiles) or unrolled.
 
-  A KV cache, {"k", "v"}: [layers, B, K, S, H], needs unrolled layers: in a scan
-  every layer's cache would pass through the loop on every decoded token
+  A KV cache (model/kv_cache.py: a {"k", "v"} per layer) needs unrolled layers: in a
+  scan every layer's cache would pass through the loop on every decoded token
   (model/decode.py runs scanned checkpoints unrolled; see unstacked_params).
+  `scan_unroll` unrolls the scan's program but keeps its stacked parameters.
   """
   cfg: ModelConfig
   causal: bool = True
@@ -82,6 +83,7 @@ class TransformerStack(nn.Module):
           split_rngs={"params": True, "dropout": True},
           in_axes=(nn.broadcast, nn.broadcast),
           length=cfg.num_layers,
+          unroll=cfg.scan_unroll or cfg.num_layers,
           metadata_params={nn.PARTITION_NAME: "layers"},
       )(cfg, self.causal, name="layers")
       x_BxTxD, _ = stack(x_BxTxD, positions_BxT, segments_BxT)
@@ -95,11 +97,11 @@ class TransformerStack(nn.Module):
       if cache is None:
         x_BxTxD = layer(x_BxTxD, positions_BxT, segments_BxT)
       else:
-        x_BxTxD, layer_cache = layer(x_BxTxD, positions_BxT, segments_BxT, jax.tree.map(lambda c: c[i], cache))
+        x_BxTxD, layer_cache = layer(x_BxTxD, positions_BxT, segments_BxT, cache[i])
         new_layers.append(layer_cache)
     if cache is None:
       return x_BxTxD
-    return x_BxTxD, jax.tree.map(lambda *layers: jax.numpy.stack(layers), *new_layers)
+    return x_BxTxD, new_layers
 
 
 class DecoderLM(nn.Module):

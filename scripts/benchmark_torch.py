@@ -107,7 +107,7 @@ def rotate(x, cos, sin):
 
 
 class TwinLM(nn.Module):
-  """Strata's DecoderLM in PyTorch; forward returns the mean next-token cross-entropy."""
+  """Strata's decoder (model/transformer.py) in PyTorch; forward returns the mean next-token cross-entropy."""
 
   def __init__(self, cfg):
     super().__init__()
@@ -137,7 +137,7 @@ class TwinLM(nn.Module):
 
 
 def load_strata_params(model: TwinLM, params) -> None:
-  """Copies a Strata DecoderLM's parameters (scanned or unrolled, as jax or numpy arrays) into the twin."""
+  """Copies a Strata decoder's parameters (scanned or unrolled, as jax or numpy arrays) into the twin."""
   from model.transformer import unstacked_params
   cfg = model.cfg
   if "layers" in params["decoder"]:
