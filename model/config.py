@@ -51,8 +51,8 @@ class ModelConfig(Section):
   # applies (GPU, bf16/fp16) and XLA elsewhere; "xla" | "cudnn" force one.
   attention_impl: Literal["auto", "xla", "cudnn"] = "auto"
   scan_layers: bool = True        # one compiled layer body scanned over depth
-  # Layers per iteration of that scan; 0 unrolls them all: the stacked parameters stay, the program is
-  # unrolled (CPU: 13% faster quickstart steps, scripts/benchmark.py; compiles grow with depth).
+  # Layers per iteration of that scan (decoder and encoder stacks); 0 unrolls them all: the stacked
+  # parameters stay, the program is unrolled (CPU: 13% faster quickstart steps; compiles grow with depth).
   scan_unroll: int = 1
   remat: Literal["none", "full", "dots", "dots_no_batch"] = "none"
   # Encoder family only (model/encoder.py); the decoder ignores these.

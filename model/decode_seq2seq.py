@@ -8,9 +8,9 @@ KV cache, its cross-attention over the stored encoder keys and values (padding
 masked by the prompts' lengths). The batching, bucketing, chunked decode loop,
 seeding and stop handling are model/decode.py's Decoder's.
 
-The cache is {"k", "v"}: [L, B, K, slots, H] (decoder self-attention),
-{"cross_k", "cross_v"}: [L, B, K, S, H] and "enc_segments": [B, S] (which
-encoder positions hold prompt tokens).
+The cache is {"layers": per decoder layer (model/kv_cache.py) {"k", "v"}: [B, K,
+slots, H] (self-attention) and {"cross_k", "cross_v"}: [B, K, S, H], "enc_segments":
+[B, S] (which encoder positions hold prompt tokens)}.
 """
 
 import jax

@@ -134,7 +134,7 @@ class SlotDecoder(Decoder):
   # ------------------------------------------------------------ calls
 
   def prefill(self, params, cache, prompt: list[int], slot: int, sampling: RowSampling,
-              score_prompt: bool = False) -> tuple[dict, Prefilled]:
+              score_prompt: bool = False) -> tuple[list[dict], Prefilled]:
     """Writes `prompt` into row `slot` of `cache` (donated) and draws the row's first new token."""
     length = len(prompt)
     padded = self.prompt_bucket(length)

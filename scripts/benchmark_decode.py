@@ -9,11 +9,12 @@ and against the memory-bandwidth limit of the machine.
 49,152-token tied vocabulary), "110m" a 12-layer d_model 768 one with a 32k vocabulary. --hf_dir times a
 Llama-architecture directory instead. Both sides decode greedily in each of --dtypes (weights and
 compute), after one warm-up call each (Strata compiles then), on the same random prompts; prefill is the
-prompt's forward pass, decode every later token. In float32 the greedy tokens must be identical.
+prompt's forward pass, decode every later token. Whether the greedy tokens are identical is printed (they
+were in float32 in every run measured).
 
 Bandwidth limit: decoding one token per row reads every weight once per step, so a step can be no faster
 than weight bytes / memory bandwidth; the bandwidth is that of a large numpy copy (bytes read plus bytes
-written per second). The fraction printed is the measured decode tokens/s over the limit's (KV-cache reads
+written per second, one thread: an estimate, which several cores' reads can exceed on larger machines). The fraction printed is the measured decode tokens/s over the limit's (KV-cache reads
 are left out of the limit: they are under 1% of the weights at these lengths).
 
 Agreement: bfloat16 weights against float32 on real prompts: the Python standard library's source,

@@ -22,6 +22,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import jax  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -37,7 +38,7 @@ from trainer import optimizer as optimizer_lib  # noqa: E402
 MODES = ("eager", "compile")
 
 
-def _param(*shape, std=0.02):
+def _param(*shape, std):
   return nn.Parameter(torch.randn(*shape) * std)
 
 
@@ -57,7 +58,7 @@ class Norm(nn.Module):
 class Linear(nn.Module):
   """x @ kernel [in, out] (+ bias): Strata's layout."""
 
-  def __init__(self, d_in, d_out, bias: bool, std=0.02):
+  def __init__(self, d_in, d_out, bias: bool, std: float):
     super().__init__()
     self.kernel = _param(d_in, d_out, std=std)
     self.bias = nn.Parameter(torch.zeros(d_out)) if bias else None
@@ -74,10 +75,11 @@ class Block(nn.Module):
     n, k, h, d, f, bias = cfg.num_heads, cfg.num_kv_heads, cfg.head_dim, cfg.d_model, cfg.mlp_dim, cfg.use_bias
     out_std = cfg.init_std / math.sqrt(2 * cfg.num_layers)
     self.attention_norm, self.mlp_norm = Norm(cfg), Norm(cfg)
-    self.query, self.key, self.value = Linear(d, n * h, bias), Linear(d, k * h, bias), Linear(d, k * h, bias)
+    std = cfg.init_std
+    self.query, self.key, self.value = Linear(d, n * h, bias, std), Linear(d, k * h, bias, std), Linear(d, k * h, bias, std)
     self.out = Linear(n * h, d, bias, std=out_std)
-    self.gate = Linear(d, f, bias) if cfg.mlp == "swiglu" else None
-    self.up, self.down = Linear(d, f, bias), Linear(f, d, bias, std=out_std)
+    self.gate = Linear(d, f, bias, std) if cfg.mlp == "swiglu" else None
+    self.up, self.down = Linear(d, f, bias, std), Linear(f, d, bias, std=out_std)
 
   def attention(self, x, cos, sin):
     cfg = self.cfg
@@ -116,7 +118,7 @@ class TwinLM(nn.Module):
     self.positions = _param(cfg.max_seq_len, cfg.d_model, std=0.01) if cfg.position == "learned" else None
     self.layers = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
     self.final_norm = Norm(cfg)
-    self.lm_head = None if cfg.tie_embeddings else _param(cfg.d_model, cfg.vocab_size)
+    self.lm_head = None if cfg.tie_embeddings else _param(cfg.d_model, cfg.vocab_size, std=cfg.init_std)
     if cfg.position == "rope":
       self.register_buffer("inv_freq", torch.from_numpy(rope_frequencies(cfg)), persistent=False)
 
@@ -181,6 +183,14 @@ def check_supported(cfg) -> None:
     raise UserError(f"config.model.dtype={cfg.dtype!r}, param_dtype={cfg.param_dtype!r}: the twin runs float32")
 
 
+def check_step_supported(config: RunConfig) -> None:
+  """The twin's step is causal-LM training of every weight, without z-loss."""
+  if config.train.objective != "causal_lm" or config.optimizer.z_loss or config.lora.rank:
+    raise UserError(f"config.train.objective={config.train.objective!r}, config.optimizer.z_loss="
+                    f"{config.optimizer.z_loss}, config.lora.rank={config.lora.rank}: the PyTorch twin trains a "
+                    "causal LM, every weight, without z-loss ('causal_lm', 0, 0)")
+
+
 def decay_groups(model, weight_decay: float) -> list[dict]:
   """Weight decay on matrices only, as trainer/optimizer.decay_mask: not on norm scales or biases."""
   decay = [p for name, p in model.named_parameters() if not (name.endswith("scale") or name.endswith("bias"))]
@@ -194,17 +204,20 @@ class TwinTrainer:
   def __init__(self, config: RunConfig, mode: str = "eager"):
     cfg, opt = config.model, config.optimizer
     check_supported(cfg)
+    check_step_supported(config)
     self.model = TwinLM(cfg)
     self.opt_cfg = opt
-    self.schedule = optimizer_lib.learning_rate_schedule(opt, config.train.steps)
-    self.optimizer = torch.optim.AdamW(decay_groups(self.model, opt.weight_decay), lr=float(self.schedule(0)),
+    # Strata's schedule, evaluated once here: no JAX call inside a timed step.
+    schedule = optimizer_lib.learning_rate_schedule(opt, config.train.steps)
+    self.rates = np.asarray(jax.jit(jax.vmap(schedule))(np.arange(config.train.steps + 1)), np.float64)
+    self.optimizer = torch.optim.AdamW(decay_groups(self.model, opt.weight_decay), lr=float(self.rates[0]),
                                        betas=(opt.b1, opt.b2), eps=opt.eps, fused=True)
     self.loss_fn = torch.compile(self.model) if mode == "compile" else self.model
     self.step_count = 0
 
   def step(self, tokens: torch.Tensor) -> float:
     for group in self.optimizer.param_groups:
-      group["lr"] = float(self.schedule(self.step_count))
+      group["lr"] = float(self.rates[min(self.step_count, len(self.rates) - 1)])
     loss = self.loss_fn(tokens)
     self.optimizer.zero_grad(set_to_none=True)
     loss.backward()

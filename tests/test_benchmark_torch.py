@@ -80,3 +80,5 @@ def test_twin_refuses_what_it_does_not_model():
   c = tiny_config(**LLAMA)
   with pytest.raises(Exception, match="config.model.dtype='bfloat16'"):
     benchmark_torch.check_supported(dataclasses.replace(c.model, dtype="bfloat16"))
+  with pytest.raises(Exception, match="z_loss=0.0001"):
+    benchmark_torch.check_step_supported(dataclasses.replace(c, optimizer=dataclasses.replace(c.optimizer, z_loss=1e-4)))

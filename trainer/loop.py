@@ -91,7 +91,8 @@ def _check_mesh(config: RunConfig, mesh) -> None:
 # config.model fields a run started from another run's workdir chooses itself: the task's head and how
 # it computes. The rest (the architecture, scan_layers and max_seq_len included: they shape the
 # parameters) are the starting run's.
-_OWN_FIELDS = ("num_labels", "pooling", "pooler", "dtype", "param_dtype", "attention_impl", "remat")
+_OWN_FIELDS = ("num_labels", "pooling", "pooler", "dtype", "param_dtype", "attention_impl", "remat",
+               "scan_unroll")
 
 
 def take_init_architecture(config) -> None:

@@ -202,7 +202,7 @@ class Engine:
       except Exception as e:  # noqa: BLE001 - this request fails alone
         logger.exception("request %s failed in prefill", handle.id)
         self._fail(handle, f"{type(e).__name__}: {e}")
-        if any(x.is_deleted() for x in self.cache.values()):  # the failed prefill consumed the donated cache
+        if any(x.is_deleted() for x in jax.tree.leaves(self.cache)):  # the failed prefill consumed the donated cache
           self._fail_all("the engine restarted its cache")
           self._reset_cache()
 
