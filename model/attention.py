@@ -103,11 +103,14 @@ class Attention(nn.Module):
     out_std = cfg.init_std / (2 * cfg.num_layers) ** 0.5  # GPT-2 residual scaling
     w_out = self.param("out", param_init(cfg, ("heads", "head_dim", "embed"), std=out_std),
                        (cfg.num_heads, cfg.head_dim, cfg.d_model), cfg.weight_dtype)
-    # One [B, T, N*H] x [N*H, D] matmul: contracting two axes at once let XLA:CPU pick a layout that
-    # transposed the weight on every decoded token (scripts/benchmark_decode.py, 15% of a step).
-    batch, length = out_BxTxNxH.shape[:2]
-    y_BxTxD = jnp.einsum("btf,fd->btd", out_BxTxNxH.reshape(batch, length, -1),
-                         w_out.astype(cfg.compute_dtype).reshape(-1, cfg.d_model))
+    if cache is None:
+      y_BxTxD = jnp.einsum("btnh,nhd->btd", out_BxTxNxH, w_out.astype(cfg.compute_dtype))
+    else:  # decoding: one [B, T, N*H] x [N*H, D] matmul. Contracting two axes at once let XLA:CPU pick a
+      # layout that transposed the weight on every token (scripts/benchmark_decode.py: 15% of a step);
+      # training keeps the einsum, whose numerics the reference/precomputed equivalence tests pin.
+      batch, length = out_BxTxNxH.shape[:2]
+      y_BxTxD = jnp.einsum("btf,fd->btd", out_BxTxNxH.reshape(batch, length, -1),
+                           w_out.astype(cfg.compute_dtype).reshape(-1, cfg.d_model))
     y_BxTxD = y_BxTxD + lora.update(self, cfg.lora, "o", out_BxTxNxH, (cfg.num_heads, cfg.head_dim),
                                     ("heads", "head_dim"), (cfg.d_model,), ("embed",), cfg.compute_dtype)
     if cfg.use_bias:
