@@ -73,6 +73,8 @@ def test_twin_trains_like_strata(arch):
                                      else unstacked_params(final, config.model.num_layers))
   got = dict(trainer.model.named_parameters())
   for name, value in expected.named_parameters():
+    if name.endswith("key.bias"):
+      continue  # adds the same q.b to every score of a query: its gradient is 0 + rounding, which Adam scales up
     np.testing.assert_allclose(got[name].detach().numpy(), value.detach().numpy(), atol=3e-6, err_msg=name)
 
 
