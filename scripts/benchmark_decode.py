@@ -147,8 +147,20 @@ def real_prompts(hf_dir: str, count: int, length: int, vocab_size: int) -> list[
   return [ids[i * stride:i * stride + length] for i in range(count) if i * stride + length <= len(ids)]
 
 
+def check_flags() -> None:
+  for dtype in _DTYPES.value:
+    if dtype not in TORCH_DTYPES:
+      sys.exit(f"error: --dtypes: {dtype!r} is not one of {', '.join(TORCH_DTYPES)}")
+  for batch in _BATCH_SIZES.value:
+    if not batch.isdigit() or int(batch) < 1:
+      sys.exit(f"error: --batch_sizes: {batch!r} is not a positive integer")
+  if _HF_DIR.value and not os.path.isfile(os.path.join(_HF_DIR.value, "config.json")):
+    sys.exit(f"error: --hf_dir={_HF_DIR.value}: no config.json there (expected a Hugging Face model directory)")
+
+
 def main(argv):
   del argv
+  check_flags()
   import torch
   import transformers
   torch.set_num_threads(os.cpu_count())

@@ -33,6 +33,7 @@ from torch import nn  # noqa: E402
 from configs.schema import RunConfig  # noqa: E402
 from errors import UserError  # noqa: E402
 from model.rope import rope_frequencies  # noqa: E402
+from trainer import loop  # noqa: E402
 from trainer import optimizer as optimizer_lib  # noqa: E402
 
 MODES = ("eager", "compile")
@@ -192,10 +193,10 @@ def check_step_supported(config: RunConfig) -> None:
 
 
 def decay_groups(model, weight_decay: float) -> list[dict]:
-  """Weight decay on matrices only, as trainer/optimizer.decay_mask: not on norm scales or biases."""
-  decay = [p for name, p in model.named_parameters() if not (name.endswith("scale") or name.endswith("bias"))]
-  rest = [p for name, p in model.named_parameters() if name.endswith("scale") or name.endswith("bias")]
-  return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
+  """Weight decay where Strata decays (trainer/optimizer.decays): matrices, not norm scales or biases."""
+  named = [(name.rsplit(".", 1)[-1], p) for name, p in model.named_parameters()]
+  return [{"params": [p for name, p in named if optimizer_lib.decays(name)], "weight_decay": weight_decay},
+          {"params": [p for name, p in named if not optimizer_lib.decays(name)], "weight_decay": 0.0}]
 
 
 class TwinTrainer:
@@ -251,7 +252,10 @@ def time_mode(config: RunConfig, mode: str, steps: int, threads: int) -> dict:
 def run(config, modes=MODES, steps: int = 5, threads: int = 0) -> dict:
   """{mode: timing} for a config (an ml_collections ConfigDict or a RunConfig)."""
   if not isinstance(config, RunConfig):
-    config = RunConfig.from_config(config.copy_and_resolve_references())
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      loop.take_init_architecture(config)  # as trainer/benchmark.py: a config from a checkpoint races its model
+    config = RunConfig.from_config(config)
   threads = threads or os.cpu_count()
   return {"torch": torch.__version__, "threads": threads,
           **{mode: time_mode(config, mode, steps, threads) for mode in modes}}

@@ -26,10 +26,12 @@ def learning_rate_schedule(opt_cfg: OptimizerConfig, total_steps: int) -> optax.
 
 def decay_mask(params):
   """Weight decay on weight matrices only: not on norm scales or biases."""
-  def keep(path, _):
-    name = str(getattr(path[-1], "key", path[-1]))
-    return not (name == "scale" or name.endswith("bias"))
-  return jax.tree_util.tree_map_with_path(keep, params)
+  return jax.tree_util.tree_map_with_path(lambda path, _: decays(str(getattr(path[-1], "key", path[-1]))), params)
+
+
+def decays(name: str) -> bool:
+  """Whether a parameter of this (last path component's) name takes weight decay."""
+  return not (name == "scale" or name.endswith("bias"))
 
 
 def make_optimizer(opt_cfg, total_steps: int):
