@@ -39,6 +39,18 @@ def stdlib_data_config(num_files: int = 80, vocab_size: int = 512):
   return c
 
 
+# Modules that each take over a minute (serial seconds on 2 cores: slurm 175, prepare 100, sweep 90,
+# t5_training 55, multiprocess 45): started first, so that with xdist's workers (one module per worker)
+# no worker is left running one of them alone at the end.
+SLOW_MODULES_FIRST = ("test_slurm.py", "test_sweep.py", "test_prepare.py", "test_multiprocess.py",
+                      "test_t5_training.py", "test_serve_multihost.py")
+
+
+def pytest_collection_modifyitems(items):
+  rank = {name: i for i, name in enumerate(SLOW_MODULES_FIRST)}
+  items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order within a module kept
+
+
 @pytest.fixture(scope="session", autouse=True)
 def compilation_cache(tmp_path_factory):
   """One persistent compilation cache for the session. Each training run builds new jitted functions,
