@@ -14,8 +14,9 @@ were in float32 in every run measured).
 
 Bandwidth limit: decoding one token per row reads every weight once per step, so a step can be no faster
 than weight bytes / memory bandwidth; the bandwidth is that of a large numpy copy (bytes read plus bytes
-written per second, one thread: an estimate, which several cores' reads can exceed on larger machines). The fraction printed is the measured decode tokens/s over the limit's (KV-cache reads
-are left out of the limit: they are under 1% of the weights at these lengths).
+written per second, one thread: an estimate, which several cores' reads can exceed on larger machines).
+The fraction printed is the measured decode tokens/s over the limit's (KV-cache reads are left out of the
+limit: they are under 1% of the weights at these lengths).
 
 Agreement: bfloat16 weights against float32 on real prompts: the Python standard library's source,
 tokenized with --hf_dir's tokenizer or, for random weights, as UTF-8 bytes. Reported as the fraction of

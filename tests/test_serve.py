@@ -12,8 +12,10 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import httpx
+import jax
 import openai
 import pytest
 
@@ -260,6 +262,42 @@ def test_a_request_that_fails_in_the_engine_fails_alone(served, monkeypatch):
   assert all(len(r.json()["choices"][0]["text"]) >= 0 and r.json()["usage"]["completion_tokens"] >= 1 for r in good)
 
 
+def test_a_prefill_that_consumes_the_donated_cache_fails_and_the_engine_starts_a_fresh_cache(served, monkeypatch):
+  """A prefill can fail after XLA took its donated cache: the engine must notice (every layer's buffers are
+  deleted), fail that request and the ones running on the old cache, and keep serving on a new one."""
+  url, server = served
+  prefill = server.engine.decoder.prefill
+
+  def consuming(params, cache, prompt, *args, **kwargs):
+    if 13 in prompt[-1:]:
+      for buffer in jax.tree.leaves(cache):
+        buffer.delete()
+      raise RuntimeError("planted failure after donation")
+    out = prefill(params, cache, prompt, *args, **kwargs)
+    if 41 in prompt[-1:]:
+      time.sleep(1.0)  # the failing request arrives meanwhile, so it is admitted while this one runs
+    return out
+  monkeypatch.setattr(server.engine.decoder, "prefill", consuming)
+
+  async def run():
+    async with httpx.AsyncClient(base_url=url, timeout=120) as http:
+      running = asyncio.ensure_future(http.post("/v1/completions", json={
+          "model": MODEL, "prompt": [1, 41], "max_tokens": 64, "temperature": 0}))
+      await asyncio.sleep(0.3)
+      bad = await http.post("/v1/completions", json={"model": MODEL, "prompt": [1, 13], "max_tokens": 4})
+      return bad, await running
+  bad, running = asyncio.run(run())
+  assert bad.status_code == 500 and "planted failure after donation" in bad.json()["error"]["message"]
+  assert running.status_code == 500 and "the engine restarted its cache" in running.json()["error"]["message"]
+  assert not any(x.is_deleted() for x in jax.tree.leaves(server.engine.cache))
+  request = {"model": MODEL, "prompt": [1, 40], "max_tokens": 6, "temperature": 0}
+  on_the_new_cache = httpx.post(url + "/v1/completions", json=request, timeout=120)
+  monkeypatch.undo()
+  again = httpx.post(url + "/v1/completions", json=request, timeout=120)
+  assert on_the_new_cache.status_code == again.status_code == 200
+  assert on_the_new_cache.json()["choices"][0]["text"] == again.json()["choices"][0]["text"]
+
+
 def test_queue_limit_answers_429_at_once(served):
   url, server = served
   limit = server.engine.max_queue
@@ -285,7 +323,6 @@ def test_a_disconnected_stream_frees_its_slot(served):
     for line in r.iter_lines():
       if line.startswith("data: "):
         break
-  import time
   deadline = time.time() + 10
   while server.engine.occupied and time.time() < deadline:
     time.sleep(0.05)
